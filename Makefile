@@ -1,0 +1,39 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= demo
+
+.PHONY: demo test lint install oracle clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip setuptools wheel
+
+# torch first: the CPU wheel on disk; a bare `torch` requirement would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install -e ".[test,bench]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The official SAM 2 is a test-only oracle (design.md §1). If it cannot be installed the
+# parity tests skip and say why.
+$(VENV)/.oracle: $(STAMP)
+	-SAM2_BUILD_CUDA=0 $(BIN)/pip install --no-deps --no-build-isolation sam2==1.1.0 && touch $(VENV)/.oracle
+
+oracle: $(VENV)/.oracle
+
+test: $(STAMP) oracle
+	$(BIN)/python -m pytest tests -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check batchtrack tests jobs bench
+
+demo: $(STAMP)
+	$(BIN)/batchtrack demo --workdir $(DEMO_DIR)
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR)
