@@ -28,13 +28,9 @@ class _Section(BaseModel):
 class ClipPlanConfig(_Section):
     """How videos are cut into clips that are tracked independently and in parallel."""
 
-    length_s: float = Field(
-        10.0, gt=0, description="Clip length in seconds (used when length_frames is unset)."
-    )
+    length_s: float = Field(10.0, gt=0, description="Clip length in seconds (used when length_frames is unset).")
     length_frames: int | None = Field(None, gt=1, description="Clip length in frames; overrides length_s.")
-    overlap_frames: int = Field(
-        4, ge=0, description="Frames shared by consecutive clips, used for stitching."
-    )
+    overlap_frames: int = Field(4, ge=0, description="Frames shared by consecutive clips, used for stitching.")
 
     @model_validator(mode="after")
     def _overlap_shorter_than_clip(self) -> ClipPlanConfig:
@@ -68,9 +64,7 @@ class ActorConfig(_Section):
     @model_validator(mode="after")
     def _pool_bounds(self) -> ActorConfig:
         if self.max_actors is not None and self.max_actors < self.num_actors:
-            raise ValueError(
-                f"actors.max_actors={self.max_actors} is below actors.num_actors={self.num_actors}"
-            )
+            raise ValueError(f"actors.max_actors={self.max_actors} is below actors.num_actors={self.num_actors}")
         return self
 
 
@@ -80,18 +74,12 @@ class AutoConfig(_Section):
     enabled: bool = Field(True, description="Track everything in videos that have no prompts.")
     keyframe_every: int = Field(15, ge=1, description="Propose objects every N frames.")
     points_per_side: int = Field(8, ge=1, description="Grid of point prompts per keyframe.")
-    min_pred_iou: float = Field(
-        0.6, ge=0, le=1, description="Keep proposals whose predicted IoU is at least this."
-    )
+    min_pred_iou: float = Field(0.6, ge=0, le=1, description="Keep proposals whose predicted IoU is at least this.")
     min_stability: float = Field(0.8, ge=0, le=1, description="Keep proposals at least this stable.")
     nms_iou: float = Field(0.5, ge=0, le=1, description="Mask NMS threshold among proposals.")
     match_iou: float = Field(0.5, ge=0, le=1, description="Proposal↔track IoU that counts as a match.")
-    new_object_max_iou: float = Field(
-        0.1, ge=0, le=1, description="A proposal is new below this IoU with every track."
-    )
-    new_object_min_score: float = Field(
-        0.7, ge=0, le=1, description="Minimum score of a new object proposal."
-    )
+    new_object_max_iou: float = Field(0.1, ge=0, le=1, description="A proposal is new below this IoU with every track.")
+    new_object_min_score: float = Field(0.7, ge=0, le=1, description="Minimum score of a new object proposal.")
     max_objects: int = Field(16, ge=1, description="Cap on live tracks per clip.")
     association: Literal["iou", "learned"] = Field("iou", description="Detection-to-track association rule.")
 
@@ -99,9 +87,7 @@ class AutoConfig(_Section):
 class OutputConfig(_Section):
     """What is written under the output URI."""
 
-    pointer_dtype: Literal["float32", "float16"] = Field(
-        "float16", description="Object-pointer storage type."
-    )
+    pointer_dtype: Literal["float32", "float16"] = Field("float16", description="Object-pointer storage type.")
     compression: Literal["zstd", "snappy", "none"] = Field("zstd", description="Parquet compression codec.")
 
 
@@ -120,9 +106,7 @@ class JobConfig(BaseSettings):
         ..., description="Video corpus: a folder, a glob, s3://bucket/prefix, or a JSONL/Parquet manifest."
     )
     output: str = Field(..., description="Output URI (local folder or s3://bucket/prefix).")
-    prompts: str | None = Field(
-        None, description="Prompt manifest (JSONL or Parquet); none = automatic mode."
-    )
+    prompts: str | None = Field(None, description="Prompt manifest (JSONL or Parquet); none = automatic mode.")
     clip: ClipPlanConfig = Field(default_factory=ClipPlanConfig, description="Clip planning.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="Tracker model.")
     actors: ActorConfig = Field(default_factory=ActorConfig, description="Tracker actor pool.")
@@ -164,10 +148,7 @@ class JobConfig(BaseSettings):
 
 def _redact(value: Any) -> Any:
     if isinstance(value, dict):
-        return {
-            k: ("***" if any(h in str(k).lower() for h in _SECRET_HINTS) else _redact(v))
-            for k, v in value.items()
-        }
+        return {k: ("***" if any(h in str(k).lower() for h in _SECRET_HINTS) else _redact(v)) for k, v in value.items()}
     if isinstance(value, list):
         return [_redact(v) for v in value]
     return value
@@ -241,9 +222,7 @@ def _yaml_key_lines(text: str) -> dict[str, int]:
     return lines
 
 
-def format_validation_error(
-    exc: ValidationError, source: str, key_lines: dict[str, int] | None = None
-) -> str:
+def format_validation_error(exc: ValidationError, source: str, key_lines: dict[str, int] | None = None) -> str:
     messages = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "<root>"

@@ -1,0 +1,148 @@
+"""`batchtrack` command line: parse flags → JobConfig / arguments → one library call.
+
+Heavy imports (torch, ray) happen inside the command that needs them so `batchtrack --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from batchtrack.errors import BatchtrackError
+
+
+def _job_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    model: dict[str, Any] = {"name": args.model, "checkpoint": args.checkpoint}
+    clip: dict[str, Any] = {"length_frames": args.clip_frames, "overlap_frames": args.overlap_frames}
+    actors: dict[str, Any] = {"num_actors": args.actors, "num_gpus": args.gpus_per_actor}
+    return {
+        "corpus": args.corpus,
+        "output": args.output,
+        "prompts": args.prompts,
+        "max_failed_fraction": args.max_failed_fraction,
+        "model": {k: v for k, v in model.items() if v is not None} or None,
+        "clip": {k: v for k, v in clip.items() if v is not None} or None,
+        "actors": {k: v for k, v in actors.items() if v is not None} or None,
+    }
+
+
+def _add_job_flags(parser: argparse.ArgumentParser, positional: bool = True) -> None:
+    if positional:
+        parser.add_argument("corpus", nargs="?", help="folder, glob, s3://bucket/prefix or manifest of videos")
+        parser.add_argument("output", nargs="?", help="output URI (folder or s3://bucket/prefix)")
+    parser.add_argument("--config", help="job YAML file (flags and BATCHTRACK_* env vars override it)")
+    parser.add_argument("--prompts", help="prompt manifest (JSONL/Parquet); default: automatic mode")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--model", help="model name (default tiny-synthetic; sam2.1_hiera_tiny, baseline-flow, ...)")
+    group.add_argument("--checkpoint", help="checkpoint (.pt/.safetensors) for the configured model")
+    parser.add_argument("--clip-frames", type=int, help="clip length in frames")
+    parser.add_argument("--overlap-frames", type=int, help="frames shared by consecutive clips")
+    parser.add_argument("--actors", type=int, help="number of tracker actors")
+    parser.add_argument("--gpus-per-actor", type=float, help="GPUs per actor (0 = CPU)")
+    parser.add_argument("--max-failed-fraction", type=float, help="tolerated fraction of failed clips")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from batchtrack.config import load_config
+
+    cfg = load_config(args.config, **_job_overrides(args))
+    from batchtrack.pipeline.job import run_job  # after validation: config errors need no Ray import
+
+    summary = run_job(cfg)
+    print(summary.to_table())
+    return summary.exit_code(cfg.max_failed_fraction)
+
+
+def _cmd_demo_corpus(args: argparse.Namespace) -> int:
+    from batchtrack.synthetic import make_demo_corpus
+
+    paths = make_demo_corpus(Path(args.directory), num_videos=args.videos, seed=args.seed)
+    for path in paths:
+        print(path)
+    print(f"wrote {len(paths)} videos, ground truth and prompts.jsonl to {args.directory}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from batchtrack.demo import run_demo
+
+    return run_demo(Path(args.workdir), model=args.model)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from batchtrack.eval.evaluate import evaluate_output
+
+    report = evaluate_output(args.output, args.ground_truth)
+    print(report.to_table())
+    return 0
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    from batchtrack.demo import render_frame
+
+    path = render_frame(args.output, args.video_id, args.frame, Path(args.picture))
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from batchtrack.demo import describe_output
+
+    print(describe_output(args.output))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="batchtrack",
+        description="Track objects through a video archive with a SAM 2-style memory tracker on Ray.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the batch tracking job on a corpus (local Ray or RAY_ADDRESS)")
+    _add_job_flags(run)
+    run.set_defaults(func=_cmd_run)
+
+    corpus = commands.add_parser("demo-corpus", help="write a small synthetic corpus with ground truth and prompts")
+    corpus.add_argument("directory")
+    corpus.add_argument("--videos", type=int, default=3)
+    corpus.add_argument("--seed", type=int, default=0)
+    corpus.set_defaults(func=_cmd_demo_corpus)
+
+    demo = commands.add_parser("demo", help="make a demo corpus, track it with the default model, summarise, draw")
+    demo.add_argument("--workdir", default="demo")
+    demo.add_argument("--model", default=None, help="model name (default: the shipped tiny-synthetic)")
+    demo.set_defaults(func=_cmd_demo)
+
+    evaluate = commands.add_parser("eval", help="J&F of a finished job's masks against synthetic ground truth")
+    evaluate.add_argument("output")
+    evaluate.add_argument("ground_truth", help="folder with NAME.gt.parquet files")
+    evaluate.set_defaults(func=_cmd_eval)
+
+    render = commands.add_parser("render", help="draw one output frame's masks over the video frame")
+    render.add_argument("output")
+    render.add_argument("video_id")
+    render.add_argument("frame", type=int)
+    render.add_argument("picture", help="PNG file to write")
+    render.set_defaults(func=_cmd_render)
+
+    inspect = commands.add_parser("inspect", help="summarise a job's output (counts, failures)")
+    inspect.add_argument("output")
+    inspect.set_defaults(func=_cmd_inspect)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except BatchtrackError as exc:
+        print(f"batchtrack: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
