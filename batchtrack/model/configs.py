@@ -1,0 +1,224 @@
+"""Model sizes: one frozen config object per tracker size, looked up by name in `TRACKER_CONFIGS`.
+
+The four `sam2.1_hiera_*` entries carry the hyperparameters of Meta's SAM 2.1 yaml files
+(sam2/configs/sam2.1/sam2.1_hiera_{t,s,b+,l}.yaml) plus the predictor-time overrides that
+`build_sam2_video_predictor` applies; only the Hiera trunk differs between them. `tiny-synthetic`
+is the shipped default (same classes, a much smaller trunk and input); `test-tiny` is the smallest
+model the code accepts, for unit tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from batchtrack.errors import ConfigError
+
+# The trunk halves the resolution at each of its 3 stage transitions after the stride-4 patch embedding.
+PATCH_STRIDE = 4
+NUM_STAGES = 4
+TRUNK_STRIDE = PATCH_STRIDE * 2 ** (NUM_STAGES - 1)
+
+
+@dataclass(frozen=True)
+class ImageEncoderConfig:
+    """Hiera trunk + FPN neck. Field names follow the official yaml keys."""
+
+    embed_dim: int  # channels of stage 1; doubled at every stage transition
+    num_heads: int  # attention heads of stage 1; doubled at every stage transition
+    stages: tuple[int, ...]  # blocks per stage (4 stages)
+    global_att_blocks: tuple[int, ...]  # block indices that use global instead of windowed attention
+    window_spec: tuple[int, ...] = (8, 4, 14, 7)  # attention window side per stage
+    window_pos_embed_bkg_spatial_size: tuple[int, int] = (14, 14)  # side of the interpolated background pos_embed
+    d_model: int = 256  # FPN output channels
+    scalp: int = 1  # number of lowest-resolution FPN levels dropped from the output
+    fpn_top_down_levels: tuple[int, ...] = (2, 3)  # levels that receive the upsampled coarser level
+    drop_path_rate: float = 0.0  # stochastic depth (training only)
+    mlp_ratio: float = 4.0
+
+    def __post_init__(self) -> None:
+        if len(self.stages) != NUM_STAGES or any(n < 1 for n in self.stages):
+            raise ConfigError(f"image_encoder.stages must be {NUM_STAGES} positive block counts, got {self.stages}")
+        if len(self.window_spec) != NUM_STAGES or any(w < 0 for w in self.window_spec) or self.window_spec[0] < 1:
+            raise ConfigError(f"image_encoder.window_spec must be {NUM_STAGES} window sides, got {self.window_spec}")
+        depth = sum(self.stages)
+        bad = [b for b in self.global_att_blocks if not 0 <= b < depth]
+        if bad:
+            raise ConfigError(f"image_encoder.global_att_blocks {bad} are outside 0..{depth - 1}")
+        if self.embed_dim % self.num_heads != 0:
+            raise ConfigError(
+                f"image_encoder.embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}"
+            )
+        if not 0 <= self.scalp < NUM_STAGES:
+            raise ConfigError(f"image_encoder.scalp must be in 0..{NUM_STAGES - 1}, got {self.scalp}")
+
+    @property
+    def depth(self) -> int:
+        return sum(self.stages)
+
+    @property
+    def stage_dims(self) -> tuple[int, ...]:
+        """Channels per stage, highest resolution first."""
+        return tuple(self.embed_dim * 2**i for i in range(NUM_STAGES))
+
+    @property
+    def backbone_channel_list(self) -> tuple[int, ...]:
+        """Trunk output channels, lowest resolution first (the neck's `convs[0]` takes the coarsest map)."""
+        return self.stage_dims[::-1]
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """Everything that shapes a tracker at inference. Defaults are SAM 2.1's values for every size."""
+
+    name: str
+    image_encoder: ImageEncoderConfig
+    image_size: int = 1024  # frames are resized to image_size x image_size
+    backbone_stride: int = 16  # stride of the feature map the memory attention and decoder work on
+    d_model: int = 256  # width of memory attention, mask decoder, prompt encoder and object pointers
+    mem_dim: int = 64  # channels of the memory features (memory encoder output)
+    num_maskmem: int = 7  # 1 current + 6 past frames; rows of maskmem_tpos_enc
+    max_obj_ptrs_in_encoder: int = 16
+    max_cond_frames_in_attn: int = -1  # -1: attend to every conditioning frame
+    memory_temporal_stride_for_eval: int = 1
+    memory_attention_layers: int = 4
+    memory_attention_dim_feedforward: int = 2048
+    memory_attention_num_heads: int = 1
+    rope_theta: float = 10000.0
+    memory_fuser_layers: int = 2
+    sigmoid_scale_for_mem_enc: float = 20.0
+    sigmoid_bias_for_mem_enc: float = -10.0
+    binarize_mask_from_pts_for_mem_enc: bool = True  # as set by build_sam2_video_predictor
+    # SAM heads
+    prompt_mask_in_chans: int = 16
+    decoder_depth: int = 2
+    decoder_num_heads: int = 8
+    decoder_mlp_dim: int = 2048
+    num_multimask_outputs: int = 3
+    iou_head_depth: int = 3
+    iou_head_hidden_dim: int = 256
+    multimask_min_pt_num: int = 0
+    multimask_max_pt_num: int = 1
+    dynamic_multimask_via_stability: bool = True  # as set by build_sam2_video_predictor
+    dynamic_multimask_stability_delta: float = 0.05
+    dynamic_multimask_stability_thresh: float = 0.98
+    # Post-processing of predicted masks: fill background holes up to this many pixels (0 = off).
+    fill_hole_area: int = 8
+
+    def __post_init__(self) -> None:
+        # Windows tile the stride-4 map exactly (pos_embed_window is tiled over it) and the
+        # trunk halves it three times without remainders.
+        multiple = max(TRUNK_STRIDE, PATCH_STRIDE * self.image_encoder.window_spec[0])
+        if self.image_size <= 0 or self.image_size % multiple != 0:
+            raise ConfigError(
+                f"{self.name}: image_size must be a positive multiple of {multiple} "
+                f"(trunk stride and stage-1 window), got {self.image_size}"
+            )
+        level_strides = [PATCH_STRIDE * 2**i for i in range(NUM_STAGES - self.image_encoder.scalp)]
+        if self.backbone_stride not in level_strides:
+            raise ConfigError(
+                f"{self.name}: backbone_stride {self.backbone_stride} is not one of the FPN strides {level_strides}"
+            )
+        if self.num_maskmem < 1:
+            raise ConfigError(f"{self.name}: num_maskmem must be >= 1, got {self.num_maskmem}")
+
+    @property
+    def feature_size(self) -> int:
+        """Side of the feature map the memory attention and mask decoder see (64 for SAM 2.1)."""
+        return self.image_size // self.backbone_stride
+
+
+def _sam21(name: str, image_encoder: ImageEncoderConfig) -> TrackerConfig:
+    return TrackerConfig(name=name, image_encoder=image_encoder)
+
+
+_CONFIGS: dict[str, TrackerConfig] = {
+    "sam2.1_hiera_tiny": _sam21(
+        "sam2.1_hiera_tiny",
+        ImageEncoderConfig(
+            embed_dim=96,
+            num_heads=1,
+            stages=(1, 2, 7, 2),
+            global_att_blocks=(5, 7, 9),
+            window_pos_embed_bkg_spatial_size=(7, 7),
+        ),
+    ),
+    "sam2.1_hiera_small": _sam21(
+        "sam2.1_hiera_small",
+        ImageEncoderConfig(
+            embed_dim=96,
+            num_heads=1,
+            stages=(1, 2, 11, 2),
+            global_att_blocks=(7, 10, 13),
+            window_pos_embed_bkg_spatial_size=(7, 7),
+        ),
+    ),
+    "sam2.1_hiera_base_plus": _sam21(
+        "sam2.1_hiera_base_plus",
+        ImageEncoderConfig(
+            embed_dim=112,
+            num_heads=2,
+            stages=(2, 3, 16, 3),
+            global_att_blocks=(12, 16, 20),
+            window_pos_embed_bkg_spatial_size=(14, 14),
+        ),
+    ),
+    "sam2.1_hiera_large": _sam21(
+        "sam2.1_hiera_large",
+        ImageEncoderConfig(
+            embed_dim=144,
+            num_heads=2,
+            stages=(2, 6, 36, 4),
+            global_att_blocks=(23, 33, 43),
+            window_spec=(8, 4, 16, 8),
+            window_pos_embed_bkg_spatial_size=(7, 7),
+        ),
+    ),
+    # Shipped default: a 5-block trunk at 320 px (feature map 20x20); everything after the trunk
+    # keeps SAM 2.1's sizes, so the tracker code paths are exactly those of the real models.
+    "tiny-synthetic": TrackerConfig(
+        name="tiny-synthetic",
+        image_encoder=ImageEncoderConfig(
+            embed_dim=24,
+            num_heads=1,
+            stages=(1, 1, 2, 1),
+            global_att_blocks=(3,),
+            window_spec=(8, 4, 10, 5),
+            window_pos_embed_bkg_spatial_size=(7, 7),
+        ),
+        image_size=320,
+    ),
+    # Unit tests only: 64 px input, one block per stage, feature map 4x4.
+    "test-tiny": TrackerConfig(
+        name="test-tiny",
+        image_encoder=ImageEncoderConfig(
+            embed_dim=8,
+            num_heads=1,
+            stages=(1, 1, 1, 1),
+            global_att_blocks=(2,),
+            window_spec=(4, 2, 2, 1),
+            window_pos_embed_bkg_spatial_size=(4, 4),
+        ),
+        image_size=64,
+    ),
+}
+
+TRACKER_CONFIGS: Mapping[str, TrackerConfig] = MappingProxyType(_CONFIGS)
+
+# Names a user may pass as `model`; test-tiny exists for tests and is not advertised.
+SAM21_NAMES: tuple[str, ...] = (
+    "sam2.1_hiera_tiny",
+    "sam2.1_hiera_small",
+    "sam2.1_hiera_base_plus",
+    "sam2.1_hiera_large",
+)
+
+
+def get_config(name: str) -> TrackerConfig:
+    """The registered config called `name`; ConfigError listing the known names otherwise."""
+    try:
+        return TRACKER_CONFIGS[name]
+    except KeyError:
+        known = ", ".join(sorted(TRACKER_CONFIGS))
+        raise ConfigError(f"unknown model {name!r}; known models: {known}") from None
