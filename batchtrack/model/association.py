@@ -1,0 +1,368 @@
+"""Detection↔track association: SAM 3's mask-IoU rules, and a learned association head.
+
+The geometric rules follow SAM 3's detect-and-track loop (reference/sam-trackers.md §4.4-4.7):
+
+- a track is *matched* when some proposal overlaps it with mask IoU >= `match_iou`;
+- a proposal is *new* when it is confident (score >= `new_object_min_score`) and overlaps every
+  track with IoU < `new_object_max_iou`; new proposals are de-duplicated by mask NMS;
+- a track that keeps less than `hidden_min_area_fraction` of its area once every pixel is given to
+  a single object is *suppressed* (mostly hidden behind others);
+- a confident track whose best proposal is confident and nearly identical (IoU >= 0.8, score >=
+  0.8, track object score logit > 0.8) is a *reconditioning* candidate: that proposal's mask becomes
+  a new conditioning frame of the track.
+
+The learned head (`AssociationHead`) scores proposal embeddings against track object pointers with
+a "new object" column. SAM 3 only trains such a head (its inference uses the IoU rules); here it is
+an option of automatic mode. Its weights are not part of SAM 2.1 checkpoints, so it is a module of
+its own with its own safetensors file, and the tracker's state dict stays exactly the official one.
+
+Shapes: N proposals, M tracks, H x W mask resolution, C embedding channels (256), `...` leading
+batch dimensions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from batchtrack.errors import CheckpointError, ConfigError
+
+
+class _AutoSettings(Protocol):
+    """The fields of `batchtrack.config.AutoConfig` this module reads (kept structural so that
+    model/ does not depend on the job config)."""
+
+    match_iou: float
+    new_object_max_iou: float
+    new_object_min_score: float
+    nms_iou: float
+
+
+@dataclass(frozen=True)
+class AssociationConfig:
+    """Thresholds of the association rules. Defaults are SAM 3's values."""
+
+    match_iou: float = 0.5  # proposal↔track IoU that counts as a match (SAM 3 trk_assoc_iou_thresh)
+    new_object_max_iou: float = 0.1  # a proposal is new below this IoU with every track (assoc_iou_thresh)
+    new_object_min_score: float = 0.7  # minimum proposal score of a new object (new_det_thresh)
+    nms_iou: float = 0.5  # mask NMS among new proposals
+    hidden_min_area_fraction: float = 0.3  # tracks keeping less of their area after non-overlap are suppressed
+    recondition_min_iou: float = 0.8  # hard-coded in SAM 3
+    recondition_min_score: float = 0.8  # hard-coded in SAM 3
+    recondition_min_track_logit: float = 0.8  # the track's object-score logit must exceed this
+
+    def __post_init__(self) -> None:
+        for name in (
+            "match_iou",
+            "new_object_max_iou",
+            "new_object_min_score",
+            "nms_iou",
+            "hidden_min_area_fraction",
+            "recondition_min_iou",
+            "recondition_min_score",
+        ):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"association.{name} must be in [0, 1], got {value}")
+
+    @classmethod
+    def from_auto(cls, auto: _AutoSettings) -> AssociationConfig:
+        """The thresholds an `AutoConfig` sets; the rest keep SAM 3's values."""
+        return cls(
+            match_iou=auto.match_iou,
+            new_object_max_iou=auto.new_object_max_iou,
+            new_object_min_score=auto.new_object_min_score,
+            nms_iou=auto.nms_iou,
+        )
+
+
+@dataclass
+class AssociationResult:
+    """Outcome of one association step. Tracks are named by their ids, proposals by their index."""
+
+    matched: dict[int, int] = field(default_factory=dict)  # track id -> best-IoU proposal (IoU >= match_iou)
+    new_proposals: list[int] = field(default_factory=list)  # proposals that start tracks, best score first
+    unmatched_tracks: list[int] = field(default_factory=list)  # non-empty tracks that no proposal matched
+    empty_tracks: list[int] = field(default_factory=list)  # tracks with an empty mask on this frame
+    recondition: dict[int, int] = field(default_factory=dict)  # track id -> proposal to recondition from
+    suppressed_tracks: list[int] = field(default_factory=list)  # tracks mostly hidden by others
+
+
+# ---------------------------------------------------------------------------------------------
+# Mask geometry
+
+
+def _as_logits(masks: torch.Tensor) -> torch.Tensor:
+    """Bool masks become ±1 logits so that every input is thresholded at 0 the same way."""
+    if masks.dtype == torch.bool:
+        return masks.float() * 2.0 - 1.0
+    return masks.float()
+
+
+def _binarise_at(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    logits = _as_logits(masks)
+    if tuple(logits.shape[-2:]) != size:
+        # Resizing logits (not bits) keeps thin structures roughly where they were.
+        logits = F.interpolate(logits[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]  # (K, h, w)
+    return logits > 0
+
+
+def mask_iou_matrix(masks_a: torch.Tensor, masks_b: torch.Tensor) -> torch.Tensor:
+    """Mask IoU between every pair of (N, Ha, Wa) and (M, Hb, Wb) masks: an (N, M) float tensor.
+
+    Masks are logits (binarised at 0) or bools. Both sets are resized to the smaller of the two
+    resolutions first, as SAM 3 does. Two empty masks have IoU 0.
+    """
+    if masks_a.ndim != 3 or masks_b.ndim != 3:
+        raise ValueError(f"masks must be (K, H, W), got {tuple(masks_a.shape)} and {tuple(masks_b.shape)}")
+    n, m = masks_a.shape[0], masks_b.shape[0]
+    if n == 0 or m == 0:
+        return torch.zeros(n, m)
+    ha, wa = masks_a.shape[-2:]
+    hb, wb = masks_b.shape[-2:]
+    size = (ha, wa) if ha * wa <= hb * wb else (hb, wb)
+    a = _binarise_at(masks_a, size).flatten(1).float()  # (N, h*w)
+    b = _binarise_at(masks_b, size).flatten(1).float()  # (M, h*w)
+    inter = a @ b.T  # (N, M)
+    union = a.sum(1)[:, None] + b.sum(1)[None, :] - inter  # (N, M)
+    return torch.where(union > 0, inter / union.clamp(min=1.0), torch.zeros_like(inter))
+
+
+def mask_nms(masks: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> list[int]:
+    """Greedy mask NMS: indices of the kept (K, H, W) masks, best score first.
+
+    A mask is dropped when its IoU with an already kept, higher-scoring mask exceeds
+    `iou_threshold`. Ties in score keep the lower index (deterministic).
+    """
+    k = masks.shape[0]
+    if k == 0:
+        return []
+    ious = mask_iou_matrix(masks, masks)  # (K, K)
+    # Stable sort on the negated scores: equal scores keep their input order.
+    order = torch.sort(-scores.float(), stable=True).indices.tolist()
+    kept: list[int] = []
+    for idx in order:
+        if all(ious[idx, j] <= iou_threshold for j in kept):
+            kept.append(idx)
+    return kept
+
+
+def hidden_tracks(masks: torch.Tensor, min_area_fraction: float) -> list[int]:
+    """Indices of (M, H, W) mask logits that keep < `min_area_fraction` of their area under non-overlap.
+
+    Non-overlap gives every pixel to the object with the highest logit there (SAM 2's
+    `_apply_non_overlapping_constraints`); SAM 3 suppresses an object that loses most of its area
+    this way (`_suppress_object_pw_area_shrinkage`). Empty masks are never reported.
+    """
+    m = masks.shape[0]
+    if m < 2:
+        return []
+    logits = _as_logits(masks)
+    area = (logits > 0).flatten(1).sum(1)  # (M,)
+    winner = logits.argmax(dim=0)  # (H, W)
+    owned = (logits > 0) & (winner[None] == torch.arange(m)[:, None, None])  # (M, H, W)
+    kept_area = owned.flatten(1).sum(1)  # (M,)
+    hidden = (area > 0) & (kept_area < min_area_fraction * area)
+    return torch.nonzero(hidden).flatten().tolist()
+
+
+# ---------------------------------------------------------------------------------------------
+# SAM 3's association rules
+
+
+def associate(
+    proposal_masks: torch.Tensor,
+    proposal_scores: torch.Tensor,
+    track_masks: torch.Tensor,
+    track_score_logits: torch.Tensor,
+    track_ids: Sequence[int] | None = None,
+    config: AssociationConfig | None = None,
+) -> AssociationResult:
+    """Associate N proposals with M live tracks by mask IoU (SAM 3's rules, see the module docstring).
+
+    proposal_masks: (N, H, W) logits or bools; proposal_scores: (N,) in [0, 1];
+    track_masks: (M, H', W') logits or bools of the tracks on the same frame;
+    track_score_logits: (M,) object-score logits of the tracks; track_ids: the tracks' ids
+    (default 0..M-1).
+    """
+    cfg = config or AssociationConfig()
+    n, m = proposal_masks.shape[0], track_masks.shape[0]
+    ids = list(range(m)) if track_ids is None else [int(t) for t in track_ids]
+    if len(ids) != m or proposal_scores.shape[0] != n or track_score_logits.shape[0] != m:
+        raise ValueError(
+            f"association inputs disagree: {n} proposal masks, {proposal_scores.shape[0]} scores; "
+            f"{m} track masks, {track_score_logits.shape[0]} score logits, {len(ids)} ids"
+        )
+    result = AssociationResult()
+    scores = proposal_scores.float()
+    ious = mask_iou_matrix(proposal_masks, track_masks)  # (N, M)
+    track_nonempty = (_as_logits(track_masks) > 0).flatten(1).any(1) if m else torch.zeros(0, dtype=torch.bool)
+
+    for j, tid in enumerate(ids):
+        if not track_nonempty[j]:
+            result.empty_tracks.append(tid)
+            continue
+        if n > 0:
+            best = int(ious[:, j].argmax())
+            if ious[best, j] >= cfg.match_iou:
+                result.matched[tid] = best
+                continue
+        result.unmatched_tracks.append(tid)
+
+    max_iou = ious.max(dim=1).values if m > 0 else torch.zeros(n)  # (N,)
+    is_new = (scores >= cfg.new_object_min_score) & (max_iou < cfg.new_object_max_iou)  # (N,)
+    candidates = torch.nonzero(is_new).flatten()
+    if candidates.numel() > 0:
+        kept = mask_nms(proposal_masks[candidates], scores[candidates], cfg.nms_iou)
+        result.new_proposals = [int(candidates[k]) for k in kept]
+
+    # Reconditioning: each confident, near-duplicate proposal points at its best-IoU track; a track
+    # that several proposals point at takes the highest-IoU one.
+    if m > 0:
+        best_track = ious.argmax(dim=1)  # (N,)
+        for p in range(n):
+            if is_new[p] or scores[p] < cfg.recondition_min_score or max_iou[p] < cfg.recondition_min_iou:
+                continue
+            j = int(best_track[p])
+            if float(track_score_logits[j]) <= cfg.recondition_min_track_logit:
+                continue
+            tid = ids[j]
+            current = result.recondition.get(tid)
+            if current is None or ious[p, j] > ious[current, j]:
+                result.recondition[tid] = p
+
+    result.suppressed_tracks = [ids[j] for j in hidden_tracks(track_masks, cfg.hidden_min_area_fraction)]
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Learned association head
+
+
+class _MLP(nn.Module):
+    def __init__(self, dim: int, hidden: int, out: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Linear(dim, hidden), nn.Linear(hidden, out)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers[1](F.relu(self.layers[0](x)))
+
+
+class AssociationHead(nn.Module):
+    """Affinity logits between proposals and tracks, with a "new object" column.
+
+    Proposal embeddings (the mask decoder's output token of each proposal) and track object pointers
+    are projected by two small MLPs; the affinity is their scaled dot product. The last column is a
+    per-proposal "new object" logit from a third projection, so a softmax over a row says which
+    track the proposal continues, or that it starts a new one (SAM 3's `Det2TrkAssoc` target).
+    """
+
+    def __init__(self, dim: int = 256, hidden: int = 256, key_dim: int = 128) -> None:
+        super().__init__()
+        self.dim = dim
+        self.proposal_proj = _MLP(dim, hidden, key_dim)
+        self.track_proj = _MLP(dim, hidden, key_dim)
+        self.new_object = _MLP(dim, hidden, 1)
+        self.scale = 1.0 / math.sqrt(key_dim)
+
+    def forward(
+        self,
+        proposal_embeddings: torch.Tensor,
+        track_pointers: torch.Tensor,
+        track_valid: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(..., N, C) proposals and (..., M, C) tracks -> (..., N, M + 1) logits; column M = new object.
+
+        `track_valid` (..., M) bool marks padded tracks as absent (their logits are -inf).
+        """
+        if proposal_embeddings.shape[-1] != self.dim or track_pointers.shape[-1] != self.dim:
+            raise ValueError(
+                f"association head expects {self.dim}-d inputs, got {tuple(proposal_embeddings.shape)} "
+                f"and {tuple(track_pointers.shape)}"
+            )
+        q = self.proposal_proj(proposal_embeddings)  # (..., N, K)
+        k = self.track_proj(track_pointers)  # (..., M, K)
+        affinity = (q @ k.transpose(-1, -2)) * self.scale  # (..., N, M)
+        if track_valid is not None:
+            affinity = affinity.masked_fill(~track_valid[..., None, :], float("-inf"))  # (..., N, M)
+        new = self.new_object(proposal_embeddings)  # (..., N, 1)
+        return torch.cat([affinity, new], dim=-1)  # (..., N, M + 1)
+
+
+def association_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Softmax cross-entropy of (..., N, M + 1) association logits against (..., N) targets.
+
+    A target is the index of the track the proposal continues, M for a new object, or -1 to ignore
+    the proposal. The mean is over the non-ignored proposals (0 with a gradient when there are none).
+    """
+    if logits.shape[:-1] != targets.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} disagree")
+    flat_logits = logits.reshape(-1, logits.shape[-1])  # (B*N, M + 1)
+    flat_targets = targets.reshape(-1).long()  # (B*N,)
+    valid = flat_targets >= 0
+    if not bool(valid.any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(flat_logits[valid], flat_targets[valid])
+
+
+def learned_assignment(logits: torch.Tensor, min_probability: float = 0.5) -> tuple[dict[int, int], list[int]]:
+    """Read a (N, M + 1) logit matrix as (track index -> proposal, proposals that are new objects).
+
+    Each proposal takes its most probable column; a track claimed by several proposals keeps the
+    most probable one. Proposals below `min_probability` are left out.
+    """
+    probs = logits.softmax(dim=-1)  # (N, M + 1)
+    m = logits.shape[-1] - 1
+    best_p, best_col = probs.max(dim=-1)  # (N,), (N,)
+    matched: dict[int, int] = {}
+    new: list[int] = []
+    for p in torch.argsort(-best_p, stable=True).tolist():
+        if best_p[p] < min_probability:
+            continue
+        col = int(best_col[p])
+        if col == m:
+            new.append(p)
+        elif col not in matched:
+            matched[col] = p
+    return matched, new
+
+
+def save_association_head(head: AssociationHead, path: str | Path) -> None:
+    """Write the head's weights to a safetensors file of its own (never into a SAM 2.1 checkpoint)."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}
+    save_file(tensors, str(path), metadata={"dim": str(head.dim)})
+
+
+def load_association_head(path: str | Path, head: AssociationHead | None = None) -> AssociationHead:
+    """Load a head saved by `save_association_head`, strictly: any key or shape difference is an error."""
+    try:
+        tensors = load_file(str(path))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot read association-head weights: {exc}") from exc
+    target = head or AssociationHead()
+    expected = target.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    mismatched = sorted(
+        f"{k}: {tuple(tensors[k].shape)} != {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in tensors and tensors[k].shape != v.shape
+    )
+    if missing or unexpected or mismatched:
+        raise CheckpointError(
+            f"{path}: association-head weights do not fit: missing {missing}, unexpected {unexpected}, "
+            f"mis-shaped {mismatched}",
+            missing=missing,
+            unexpected=unexpected,
+            mismatched=mismatched,
+        )
+    target.load_state_dict(tensors, strict=True)
+    return target
