@@ -189,14 +189,14 @@ _CONFIGS: dict[str, TrackerConfig] = {
         ),
         image_size=320,
     ),
-    # Unit tests only: 64 px input, one block per stage, feature map 4x4.
+    # Unit tests only: 64 px input, 5 blocks, feature map 4x4.
     "test-tiny": TrackerConfig(
         name="test-tiny",
         image_encoder=ImageEncoderConfig(
             embed_dim=8,
             num_heads=1,
-            stages=(1, 1, 1, 1),
-            global_att_blocks=(2,),
+            stages=(1, 1, 2, 1),
+            global_att_blocks=(3,),
             window_spec=(4, 2, 2, 1),
             window_pos_embed_bkg_spatial_size=(4, 4),
         ),
