@@ -1,0 +1,120 @@
+"""The training job's configuration: one frozen pydantic model per concern, read from YAML.
+
+Unknown keys and bad values raise `ConfigError` naming the key, as for the tracking job.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from batchtrack.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSpec(_Section):
+    """What synthetic training clips look like. Every clip is rendered on the fly from a seed."""
+
+    clip_frames: int = Field(6, ge=2, description="Frames per training clip (1 prompted + clip_frames-1 tracked).")
+    height: int = Field(240, ge=16, description="Rendered frame height in pixels.")
+    width: int = Field(320, ge=16, description="Rendered frame width in pixels.")
+    min_objects: int = Field(1, ge=1, description="Fewest objects rendered in a clip.")
+    max_objects: int = Field(3, ge=1, description="Most objects rendered in a clip.")
+    max_tracked_objects: int = Field(3, ge=1, description="At most this many objects of a clip are trained on.")
+    mask_prompt_fraction: float = Field(
+        0.0, ge=0, le=1, description="Fraction of clips prompted with the ground-truth mask instead of its box."
+    )
+    box_jitter: float = Field(
+        0.05, ge=0, le=0.5, description="Box corners move by up to this fraction of the box side (robustness)."
+    )
+
+    @model_validator(mode="after")
+    def _objects_ordered(self) -> DataSpec:
+        if self.max_objects < self.min_objects:
+            raise ValueError(f"data.max_objects={self.max_objects} is below data.min_objects={self.min_objects}")
+        return self
+
+
+class OptimConfig(_Section):
+    """AdamW with warm-up then a cosine or linear decay, and gradient-norm clipping."""
+
+    lr: float = Field(5e-4, gt=0, description="Peak learning rate.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW decoupled weight decay.")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
+    warmup_steps: int = Field(20, ge=0, description="Linear warm-up from 0 to lr over this many steps.")
+    schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="Decay after warm-up.")
+    min_lr_ratio: float = Field(0.05, ge=0, le=1, description="Final learning rate as a fraction of lr.")
+    grad_clip: float = Field(1.0, gt=0, description="Clip the global gradient norm to this value.")
+
+
+class LossConfig(_Section):
+    """Weights of the loss terms (SAM 2's defaults: focal 20, dice 1, IoU 1, object score 1)."""
+
+    focal: float = Field(20.0, ge=0, description="Sigmoid focal loss on masks.")
+    dice: float = Field(1.0, ge=0, description="Dice loss on masks.")
+    iou: float = Field(1.0, ge=0, description="L1 between predicted and actual IoU.")
+    object_score: float = Field(1.0, ge=0, description="BCE of the object score against visibility.")
+    association: float = Field(0.0, ge=0, description="Association loss on object pointers across frames.")
+
+
+class TrainConfig(_Section):
+    """Everything one training run needs; `output_dir` holds its checkpoints and metrics."""
+
+    model: str = Field("tiny-synthetic", description="Registered tracker config to train.")
+    seed: int = Field(0, description="Seeds the weight initialisation and the data stream.")
+    steps: int = Field(1000, ge=1, description="Optimiser steps in total (a resumed run continues to this).")
+    batch_clips: int = Field(2, ge=1, description="Clips per step on each worker.")
+    output_dir: str = Field("runs/train", description="Checkpoints and metrics land here.")
+    checkpoint_every_steps: int = Field(50, ge=1, description="Checkpoint after this many steps.")
+    checkpoint_every_s: float | None = Field(
+        180.0, gt=0, description="Also checkpoint when this many seconds passed since the last one."
+    )
+    keep_checkpoints: int = Field(2, ge=1, description="Older checkpoints beyond this many are deleted.")
+    max_wall_s: float | None = Field(
+        None, gt=0, description="Stop (with a checkpoint) once this many seconds of this run have passed."
+    )
+    torch_threads: int | None = Field(None, ge=1, description="torch.set_num_threads on each worker.")
+    data: DataSpec = Field(default_factory=DataSpec, description="Synthetic clip spec.")
+    optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimiser and schedule.")
+    loss: LossConfig = Field(default_factory=LossConfig, description="Loss weights.")
+
+
+def _dotted(errors: list[Any]) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
+
+
+def make_train_config(values: dict[str, Any]) -> TrainConfig:
+    """A `TrainConfig` from plain values; ConfigError naming the bad or unknown keys otherwise."""
+    try:
+        return TrainConfig.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid training config: {_dotted(exc.errors())}") from None
+
+
+def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a YAML training config; `overrides` (dotted keys, e.g. {"optim.lr": 1e-3}) take precedence."""
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"training config {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"training config {path} is not valid YAML: {exc}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"training config {path} must be a mapping, got {type(values).__name__}")
+    for dotted, value in (overrides or {}).items():
+        node = values
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {dotted}: {key} is not a section")
+            node = child
+        node[leaf] = value
+    return make_train_config(values)
