@@ -135,6 +135,22 @@ def _resolve(uri: str, storage_options: dict | None) -> _Source:
     return _Source(uri=uri, fs=fs, path=path, size=size)
 
 
+@contextlib.contextmanager
+def _storage_errors(uri: str, doing: str) -> Iterator[None]:
+    """Reads can fail half-way on object storage: a vanished object is MISSING, a dropped or
+    throttled connection is transient (the caller retries), FFmpeg's own errors pass through."""
+    try:
+        yield
+    except av.error.FFmpegError:
+        raise
+    except FileNotFoundError as exc:
+        raise DecodeError(uri, DecodeErrorKind.MISSING, f"the file disappeared while {doing}") from exc
+    except PermissionError:
+        raise
+    except OSError as exc:
+        raise TransientIOError(f"{doing} {uri} failed: {exc}") from exc
+
+
 # --------------------------------------------------------------------------------------------
 # Cheap checks before any decoder sees the file
 
@@ -246,6 +262,11 @@ class _Probe:
 
 
 def _probe_container(source: _Source) -> _Probe:
+    with _storage_errors(source.uri, "probing"):
+        return _probe_opened(source)
+
+
+def _probe_opened(source: _Source) -> _Probe:
     with source.open(block_size=1 << 16) as file:
         head = file.read(512)
     if _is_isobmff(head):
@@ -274,24 +295,20 @@ def _select_stream(
     if not videos:
         kinds = ", ".join(f"{s.type} ({s.codec_context.name if s.codec_context else '?'})" for s in container.streams)
         if kinds:
-            return _raise(source, DecodeErrorKind.NO_VIDEO_STREAM, f"no video stream; the file holds {kinds}")
+            raise DecodeError(source.uri, DecodeErrorKind.NO_VIDEO_STREAM, f"no video stream; the file holds {kinds}")
         raise _unreadable(source, head, f"the {format_name} container holds no streams")
     stream = videos[0]
     codec = stream.codec_context.name if stream.codec_context else ""
     if format_name in _STILL_FORMATS or format_name.endswith("_pipe") or codec in _STILL_CODECS:
         what = "text" if codec in {"ansi", "text", "bintext"} else f"a still image ({codec})"
-        return _raise(source, DecodeErrorKind.NOT_VIDEO, f"the file is {what}, not a video")
+        raise DecodeError(source.uri, DecodeErrorKind.NOT_VIDEO, f"the file is {what}, not a video")
     width, height = stream.codec_context.width, stream.codec_context.height
     if width <= 0 or height <= 0:
-        return _raise(source, DecodeErrorKind.CORRUPT, f"video stream has no frame size ({width}x{height})")
+        raise DecodeError(source.uri, DecodeErrorKind.CORRUPT, f"video stream has no frame size ({width}x{height})")
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     if not rate or rate <= 0:
-        return _raise(source, DecodeErrorKind.CORRUPT, "video stream has no frame rate")
+        raise DecodeError(source.uri, DecodeErrorKind.CORRUPT, "video stream has no frame rate")
     return _Probe(source, container, file, stream, Fraction(rate), width, height)
-
-
-def _raise(source: _Source, kind: DecodeErrorKind, cause: str) -> _Probe:
-    raise DecodeError(source.uri, kind, cause)
 
 
 # --------------------------------------------------------------------------------------------
@@ -330,7 +347,7 @@ class _DecordReader:
         if source.local_path is not None:
             reader = decord.VideoReader(source.local_path)
         else:
-            with source.open() as file:
+            with _storage_errors(source.uri, "reading"), source.open() as file:
                 reader = decord.VideoReader(file)
         # len() comes from the container header, or is estimated from duration x rate where the header
         # has no count (Matroska, MPEG-TS); the packet index decord builds on open is exact.
@@ -341,20 +358,24 @@ class _DecordReader:
             if not trust_count:
                 raise RuntimeError(message)
             logger.warning("%s: %s; using %d", source.uri, message, min(indexed, len(reader)))
-        self._reader = reader
+        self._reader: decord.VideoReader | None = reader
         self._uri = source.uri
         self.info = _info(probe, min(indexed, len(reader)))
 
     def frames(self, start: int, end: int) -> Iterator[np.ndarray]:
+        reader = self._reader
+        assert reader is not None, "frames() after close()"
         if start >= end:
             return
         try:
-            self._reader.seek_accurate(start)  # decodes forward from the keyframe before `start`
-        except decord.DECORDError as exc:
-            raise DecodeError(self._uri, DecodeErrorKind.CORRUPT, f"seeking to frame {start} failed: {exc}") from exc
+            reader.seek_accurate(start)  # decodes forward from the keyframe before `start`
+        except (decord.DECORDError, RuntimeError) as exc:
+            raise DecodeError(
+                self._uri, DecodeErrorKind.CORRUPT, f"seeking to frame {start} failed: {_first_line(exc)}"
+            ) from exc
         for index in range(start, end):
             try:
-                frame = self._reader.next()
+                frame = reader.next()
             except StopIteration:
                 raise _ran_out(self._uri, index, self.info.num_frames) from None
             except decord.DECORDError as exc:
@@ -405,8 +426,12 @@ class _PyAVReader:
 
     def _build_index(self) -> _PacketIndex | None:
         """Demux every video packet; None when timestamps are missing or repeat (raw streams)."""
+        with _storage_errors(self._uri, "indexing"):
+            return self._index_packets()
+
+    def _index_packets(self) -> _PacketIndex | None:
         stream = self._probe.stream
-        entries: list[tuple[int, int, bool]] = []
+        entries: list[tuple[int, int, bool]] = []  # (pts, dts, keyframe) in decode order
         try:
             for packet in self._probe.container.demux(stream):
                 if packet.size == 0 or packet.is_discard:
@@ -434,6 +459,10 @@ class _PyAVReader:
             raise DecodeError(self._uri, DecodeErrorKind.CORRUPT, f"decoding failed: {exc}") from exc
 
     def frames(self, start: int, end: int) -> Iterator[np.ndarray]:
+        with _storage_errors(self._uri, "decoding"):
+            yield from self._frames(start, end)
+
+    def _frames(self, start: int, end: int) -> Iterator[np.ndarray]:
         if start >= end:
             return
         if self._index is None:

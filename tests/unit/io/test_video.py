@@ -6,6 +6,7 @@ of batchtrack's seeking and indexing; frame counts are checked against the MP4 s
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import re
 import shutil
@@ -192,6 +193,17 @@ def test_breaking_out_of_a_loop_stops_the_decode_thread(bikes: Path) -> None:
         return count
 
     assert take_three() == 3
+    assert _decode_threads() == []
+
+
+def test_dropping_an_unfinished_generator_stops_the_decode_thread(bikes: Path) -> None:
+    frames = iter_frames(str(bikes), prefetch=2)
+    next(frames)
+    assert len(_decode_threads()) == 1
+
+    del frames
+    gc.collect()
+
     assert _decode_threads() == []
 
 
