@@ -21,10 +21,10 @@ import queue
 import struct
 import threading
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import IO, Literal, Protocol
+from typing import IO, Any, Literal, Protocol
 
 import av
 import av.error
@@ -114,7 +114,7 @@ class _Source:
         return self.fs.open(self.path, "rb", **kwargs)
 
 
-def _resolve(uri: str, storage_options: dict | None) -> _Source:
+def _resolve(uri: str, storage_options: Mapping[str, Any] | None) -> _Source:
     try:
         fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
     except (ValueError, ImportError) as exc:
@@ -563,7 +563,7 @@ def _decord_seeks_correctly(probe: _Probe) -> bool:
     return probe.container.format.name in _DECORD_FORMATS and not probe.stream.start_time
 
 
-def _open_reader(uri: str, storage_options: dict | None, backend: Backend) -> _Reader:
+def _open_reader(uri: str, storage_options: Mapping[str, Any] | None, backend: Backend) -> _Reader:
     if backend not in _BACKENDS:
         raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
     if backend == "decord" and decord is None:
@@ -602,7 +602,7 @@ def _open_reader(uri: str, storage_options: dict | None, backend: Backend) -> _R
 # Public functions
 
 
-def probe_video(uri: str, storage_options: dict | None = None, *, backend: Backend = "auto") -> VideoInfo:
+def probe_video(uri: str, storage_options: Mapping[str, Any] | None = None, *, backend: Backend = "auto") -> VideoInfo:
     """Frame count, frame rate and size of a video; raises DecodeError when it cannot be decoded."""
     reader = _open_reader(uri, storage_options, backend)
     try:
@@ -616,7 +616,7 @@ def iter_frames(
     start: int = 0,
     end: int | None = None,
     *,
-    storage_options: dict | None = None,
+    storage_options: Mapping[str, Any] | None = None,
     prefetch: int = 8,
     backend: Backend = "auto",
 ) -> Iterator[np.ndarray]:
