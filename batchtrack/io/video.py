@@ -421,7 +421,7 @@ class _PyAVReader:
         else:
             num_frames = probe.stream.frames or self._count_by_decoding()
         if num_frames <= 0:
-            raise DecodeError(self._uri, DecodeErrorKind.CORRUPT, "the video stream holds no frames")
+            raise DecodeError(self._uri, DecodeErrorKind.EMPTY, "the video stream holds no frames")
         self.info = _info(probe, num_frames)
 
     def _build_index(self) -> _PacketIndex | None:
