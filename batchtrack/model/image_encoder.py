@@ -24,6 +24,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _LAYER_NORM_EPS = 1e-6
 _Q_STRIDE = 2
+_PIL_VERTICAL_FIRST_ASPECT = 1.44
 
 
 @dataclass
@@ -289,11 +290,16 @@ def preprocess_frames(
 ) -> torch.Tensor:
     """RGB uint8 frames (B, H, W, 3) -> normalised float32 (B, 3, S, S), as the official video predictor loads them.
 
-    The official predictor resizes each frame with PIL's default (antialiased bicubic) to S x S,
-    keeping uint8, then divides by 255 and normalises with ImageNet mean/std. Torch's antialiased
-    bicubic uses the same kernel (a = -0.5); PIL interpolates in fixed point, so after rounding back
-    to uint8 a pixel may differ from PIL's by one grey level. The aspect ratio is not kept, as in SAM 2.
-    The resize runs on `device` (the frames' own device when None) on all frames at once.
+    The official predictor resizes each frame with PIL's default filter (antialiased bicubic, a = -0.5)
+    to S x S, then divides by 255 and normalises with ImageNet mean/std. PIL resizes in two passes,
+    one per axis, rounding and clipping to uint8 after each; bicubic overshoot makes that
+    intermediate clipping visible (up to ~20 grey levels on noisy frames), so the same two passes are
+    done here with torch's antialiased bicubic, in the order Pillow picks (see below). What remains is
+    PIL's fixed-point arithmetic: a few pixels in 10^4 differ by one grey level (1/255/std ~ 0.017
+    after normalisation). Portrait frames near the pass-order boundary (H ~ 1.1-1.4 W, shrinking) may
+    still differ by more, because the order Pillow picks there is not fully reproduced. The aspect ratio
+    is not kept, as in SAM 2. The resize runs on `device` (the frames' own device when None), all
+    frames at once.
     """
     tensor = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
     if tensor.ndim == 3:
@@ -303,10 +309,15 @@ def preprocess_frames(
     if device is not None:
         tensor = tensor.to(device, non_blocking=True)
     x = tensor.permute(0, 3, 1, 2).to(torch.float32)  # (B, 3, H, W)
-    if x.shape[-2:] != (image_size, image_size):
-        x = F.interpolate(x, size=(image_size, image_size), mode="bicubic", align_corners=False, antialias=True)
-        # The reference resizes in uint8, so quantise the same way before normalising.
-        x = x.round_().clamp_(0, 255)  # (B, 3, S, S)
+    height, width = x.shape[-2:]
+    # Pillow 13 picks the pass order itself. Measured on 214 random sizes: horizontal first for every
+    # frame at least as wide as tall; vertical first when the height shrinks and H > 1.44 W (2 misses).
+    vertical_first = height > image_size and height > _PIL_VERTICAL_FIRST_ASPECT * width
+    first = (image_size, width) if vertical_first else (height, image_size)
+    for size in (first, (image_size, image_size)):
+        if tuple(x.shape[-2:]) != size:
+            x = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True)
+            x = x.round_().clamp_(0, 255)  # quantised like PIL's uint8 intermediate and output
     mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
     return (x / 255.0 - mean) / std
