@@ -577,6 +577,8 @@ def _open_reader(uri: str, storage_options: Mapping[str, Any] | None, backend: B
             and _decord_seeks_correctly(probe)
             and (source.local_path is not None or source.size <= DECORD_REMOTE_MAX_BYTES)
         )
+        if backend == "decord" and not _decord_seeks_correctly(probe):
+            logger.warning("%s: decord may number the frames of this %s file wrongly", uri, probe.container.format.name)
         if use_decord:
             try:
                 reader = _DecordReader(probe, trust_count=backend == "decord")
