@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from batchtrack.eval.metrics import BOUND_TH, SequenceScore, score_sequence
 from batchtrack.io.rle import decode_mask
+from batchtrack.io.video import iter_frames
 from batchtrack.model.types import FrameResult, Prompt
 from batchtrack.synthetic.ground_truth import GT_SCHEMA, GT_SUFFIX, GroundTruth, table_to_ground_truth
 
@@ -229,14 +230,6 @@ class SupportsTrack(Protocol):
     ) -> Iterator[FrameResult]: ...
 
 
-def _decode_frames(path: Path) -> Iterator[tuple[int, np.ndarray]]:
-    import av
-
-    with av.open(str(path)) as container:
-        for index, frame in enumerate(container.decode(video=0)):
-            yield index, frame.to_ndarray(format="rgb24")
-
-
 def evaluate_tracker(tracker: SupportsTrack, corpus_dir: Path | str, bound_th: float = BOUND_TH) -> EvalReport:
     """Run `tracker` over every video of a local synthetic corpus (box prompts from `prompts.jsonl`) and score it.
 
@@ -260,7 +253,7 @@ def evaluate_tracker(tracker: SupportsTrack, corpus_dir: Path | str, bound_th: f
     seconds, frames_done = 0.0, 0
     for stem, gt in truths.items():
         prompts = by_video.get(stem, [])
-        frames = list(_decode_frames(root / f"{stem}.mp4"))
+        frames = list(enumerate(iter_frames(str(root / f"{stem}.mp4"))))
         predicted: dict[tuple[int, int], np.ndarray] = {}
         start = time.perf_counter()
         for result in tracker.track(frames, prompts):

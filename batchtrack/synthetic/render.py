@@ -18,6 +18,9 @@ from batchtrack.synthetic.scene import ObjectTrack, Scene
 
 # fillPoly's fixed-point fraction bits: outlines are placed to 1/16 pixel.
 _SUBPIXEL_BITS = 4
+# Edge softness of objects in the picture (pixels) and the margin it needs around an object's box.
+_EDGE_SIGMA = 0.6
+_EDGE_PAD = 3
 
 
 @dataclass(frozen=True)
@@ -34,8 +37,9 @@ def _paint_object(obj: ObjectTrack, t: int, image: np.ndarray, labels: np.ndarra
     """Draw `obj` at frame t over `image` and mark its pixels with `label` in `labels` (both in place)."""
     height, width = labels.shape
     outline = obj.outline_pixels(t)  # (K, 2)
-    x0, y0 = np.floor(outline.min(axis=0)).astype(int)
-    x1, y1 = np.ceil(outline.max(axis=0)).astype(int) + 1
+    # Pad the box so the softened edge (see below) fits inside it.
+    x0, y0 = np.floor(outline.min(axis=0)).astype(int) - _EDGE_PAD
+    x1, y1 = np.ceil(outline.max(axis=0)).astype(int) + 1 + _EDGE_PAD
     x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
     if x0 >= x1 or y0 >= y1:
         return
@@ -52,7 +56,11 @@ def _paint_object(obj: ObjectTrack, t: int, image: np.ndarray, labels: np.ndarra
     patch = cv2.warpAffine(
         obj.texture, warp, (roi_w, roi_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
     )
-    image[y0:y1, x0:x1][inside] = patch[inside]
+    # The picture gets a slightly soft edge, as a lens gives, while the ground truth keeps the exact
+    # outline. A hard saturated edge would also be smeared by yuv420p's half-resolution chroma.
+    alpha = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), sigmaX=_EDGE_SIGMA)[..., None]
+    region = image[y0:y1, x0:x1]
+    region[:] = np.round(alpha * patch + (1.0 - alpha) * region).astype(np.uint8)
     labels[y0:y1, x0:x1][inside] = label
 
 

@@ -61,20 +61,21 @@ def make_object_texture(rng: np.random.Generator, size: int, kind: TextureKind |
     angle = rng.uniform(0.0, np.pi)
     u = xx * np.cos(angle) + yy * np.sin(angle)
     v = -xx * np.sin(angle) + yy * np.cos(angle)
-    period = rng.uniform(0.12, 0.3) * size
+    # Patterns finer than a few pixels would alias and be lost to yuv420p's half-resolution chroma.
+    period = max(rng.uniform(0.12, 0.3) * size, 8.0)
     if kind is TextureKind.STRIPES:
         weight = (np.sin(2 * np.pi * u / period) > 0).astype(np.float32)
     elif kind is TextureKind.CHECKER:
         weight = ((np.floor(u / period) + np.floor(v / period)) % 2).astype(np.float32)
     elif kind is TextureKind.NOISE:
-        weight = (smooth_noise(rng, size, size, cell=rng.uniform(0.08, 0.2) * size) > 0.5).astype(np.float32)
-        weight = 0.8 * weight + 0.2 * smooth_noise(rng, size, size, cell=0.05 * size)
+        weight = (smooth_noise(rng, size, size, cell=max(rng.uniform(0.08, 0.2) * size, 4.0)) > 0.5).astype(np.float32)
+        weight = 0.8 * weight + 0.2 * smooth_noise(rng, size, size, cell=max(0.05 * size, 3.0))
     else:
         cu = np.mod(u, period) - period / 2
         cv = np.mod(v, period) - period / 2
         weight = (cu**2 + cv**2 < (0.3 * period) ** 2).astype(np.float32)
     # Fine grain on top of the pattern gives feature trackers corners to hold on to.
-    grain = smooth_noise(rng, size, size, cell=max(2.0, 0.04 * size)) - 0.5
+    grain = smooth_noise(rng, size, size, cell=max(3.0, 0.04 * size)) - 0.5
     img = _blend(weight, color_a, color_b).astype(np.float32) + 40.0 * grain[..., None]
     # Soft pattern edges, as a real camera's optics give; hard colour edges would also be smeared by
     # yuv420p's half-resolution chroma, making the decoded video differ from the rendered one.
@@ -90,7 +91,7 @@ def make_background(rng: np.random.Generator, height: int, width: int) -> np.nda
     weight = (
         0.5 * smooth_noise(rng, height, width, cell=0.3 * scale)
         + 0.3 * smooth_noise(rng, height, width, cell=0.08 * scale)
-        + 0.2 * smooth_noise(rng, height, width, cell=0.02 * scale)
+        + 0.2 * smooth_noise(rng, height, width, cell=max(0.02 * scale, 3.0))
     )
     img = _blend(weight, base, other)
     # Clutter (thin lines and small rectangles) so the camera motion is visible to a flow estimator.

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from batchtrack.eval.evaluate import evaluate_output
+from batchtrack.model.types import FrameResult, Prompt
 from batchtrack.synthetic import SceneSpec, read_ground_truth, write_synthetic_video
 
 
@@ -99,3 +102,42 @@ def _empty_rle(height: int, width: int) -> str:
     from pycocotools import mask as coco_mask
 
     return coco_mask.encode(np.zeros((height, width), dtype=np.uint8, order="F"))["counts"].decode()
+
+
+class _GroundTruthReplay:
+    """A 'tracker' that answers with the ground truth from each object's prompt frame on."""
+
+    def __init__(self, gt_path: Path) -> None:
+        self.gt = read_ground_truth(gt_path)
+
+    def track(
+        self, frames: Iterable[tuple[int, np.ndarray]], prompts: Sequence[Prompt], *, reverse: bool = False
+    ) -> Iterator[FrameResult]:
+        start = {p.object_id: p.frame_index for p in prompts}
+        for index, _image in frames:
+            ids = sorted(i for i, s in start.items() if s <= index)
+            masks = np.stack([self.gt.mask(index, i) for i in ids]) if ids else np.zeros((0, 48, 64), bool)
+            yield FrameResult(
+                frame_index=index,
+                object_ids=ids,
+                mask_logits=torch.from_numpy(np.where(masks, 1.0, -1.0).astype(np.float32)),
+                object_score_logits=torch.ones(len(ids)),
+                iou_predictions=torch.ones(len(ids)),
+                object_pointers=torch.zeros(len(ids), 256),
+            )
+
+
+def test_evaluate_tracker_runs_a_tracker_over_a_corpus_with_its_prompts(tmp_path: Path) -> None:
+    from batchtrack.eval.baselines import FlowTracker
+    from batchtrack.eval.evaluate import evaluate_tracker
+    from batchtrack.synthetic import make_demo_corpus
+
+    make_demo_corpus(tmp_path, num_videos=1, seed=2, width=64, height=48, num_frames=6)
+    prompts = [json.loads(line) for line in (tmp_path / "prompts.jsonl").read_text().splitlines()]
+    perfect = evaluate_tracker(_GroundTruthReplay(tmp_path / "synthetic_000.gt.parquet"), tmp_path)
+    assert perfect.jf == 1.0
+    assert sorted(o.object_id for o in perfect.objects) == sorted(p["object_id"] for p in prompts)
+    assert perfect.frames_per_second is not None
+    assert perfect.frames_per_second > 0
+    flow = evaluate_tracker(FlowTracker(), tmp_path)
+    assert 0.0 < flow.jf < 1.0
