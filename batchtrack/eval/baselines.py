@@ -176,6 +176,7 @@ class FlowTracker(MaskPropagationTracker):
         if method not in ("dis", "farneback"):
             raise ConfigError(f"FlowTracker method must be 'dis' or 'farneback', got {method!r}")
         self.method = method
+        self._grid: tuple[np.ndarray, np.ndarray] | None = None  # pixel coordinates, cached per frame size
         self._dis = None
         if method == "dis":
             self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
@@ -190,8 +191,10 @@ class FlowTracker(MaskPropagationTracker):
             flow = self._dis.calc(current, previous, None)
         else:
             flow = cv2.calcOpticalFlowFarneback(current, previous, None, 0.5, 4, 15, 3, 5, 1.2, 0)
-        height, width = current.shape
-        grid_x, grid_y = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+        if self._grid is None or self._grid[0].shape != current.shape:
+            height, width = current.shape
+            self._grid = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+        grid_x, grid_y = self._grid
         return grid_x + flow[..., 0], grid_y + flow[..., 1]
 
     def _propagate(

@@ -185,7 +185,11 @@ def _read_ground_truths(fs: fsspec.AbstractFileSystem, root: str) -> dict[str, G
 
 def _read_predictions(fs: fsspec.AbstractFileSystem, root: str) -> dict[str, dict[tuple[int, int], np.ndarray]]:
     """stem -> (frame_index, object_id) -> mask, from `masks/`; of duplicate rows the highest score wins."""
+    if not fs.exists(f"{root}/masks"):
+        raise FileNotFoundError(f"no masks/ dataset under the job output {root}")
     dataset = ds.dataset(f"{root}/masks", filesystem=fs, format="parquet")
+    if not dataset.files:
+        return {}
     columns = ["video_uri", "frame_index", "object_id", "height", "width", "rle"]
     has_score = "score" in dataset.schema.names
     table = dataset.to_table(columns=[*columns, "score"] if has_score else columns)

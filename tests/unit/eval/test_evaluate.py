@@ -92,6 +92,11 @@ def test_prompt_manifest_limits_scoring_to_prompted_objects_after_their_prompt(c
     assert [(o.object_id, o.num_frames) for o in report.objects] == [(2, 4)]  # frames 4..7
 
 
+def test_output_without_masks_dataset_is_an_error(corpus: Path, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no masks/ dataset under the job output"):
+        evaluate_output(str(tmp_path), str(corpus))
+
+
 def test_ground_truth_folder_without_files_is_an_error(tmp_path: Path) -> None:
     _write_masks(tmp_path / "out", [])
     with pytest.raises(FileNotFoundError, match=r"no \*\.gt\.parquet files"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -72,6 +73,20 @@ def test_masks_are_the_visible_part_behind_objects_in_front() -> None:
             occluded_pixels += int((full & covered).sum())
             covered |= full
     assert occluded_pixels > 0, "the occlusion knob should make objects overlap"
+
+
+def test_object_fully_behind_another_has_an_empty_mask() -> None:
+    spec = SceneSpec(seed=8, num_frames=5, num_objects=2, occlusion=0.0, exit_prob=0.0, **SMALL)
+    scene = Scene.from_spec(spec)
+    back, front = scene.objects
+    # Shrink the back object and put it where the front one is: it is on screen but covered.
+    hidden = dataclasses.replace(back, center=front.center.copy(), radius=0.2 * front.radius)
+    t = 2
+    alone = render_frame(Scene(spec, [hidden], scene.camera), t)
+    assert alone.masks[0].any()
+    frame = render_frame(Scene(spec, [hidden, front], scene.camera), t)
+    assert not frame.masks[frame.object_ids.index(hidden.object_id)].any()
+    assert frame.masks[frame.object_ids.index(front.object_id)].any()
 
 
 def test_object_that_leaves_the_frame_has_empty_masks_then_returns() -> None:
