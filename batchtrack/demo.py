@@ -1,0 +1,111 @@
+"""`batchtrack demo` and the small output readers behind `inspect` and `render`.
+
+The demo is the real product path on a small scale: synthetic corpus → `run_job` on the embedded local Ray with
+the shipped default model → summary table → J&F against the synthetic ground truth → a picture.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from batchtrack.io.rle import decode_mask
+
+
+def _dataset(output: str, table: str) -> ds.Dataset:
+    return ds.dataset(f"{output.rstrip('/')}/{table}", format="parquet")
+
+
+def describe_output(output: str) -> str:
+    """Counts of a finished job's output: clips by status, mask rows, videos, objects, failures."""
+    clips = _dataset(output, "clips").to_table()
+    masks = _dataset(output, "masks").to_table(columns=["video_id", "object_id", "track_id"])
+    lines = [f"output: {output}", f"clips: {clips.num_rows}"]
+    for status in sorted(set(clips.column("status").to_pylist())):
+        count = pc.sum(pc.equal(clips.column("status"), status)).as_py()
+        lines.append(f"  {status}: {count}")
+    lines.append(f"mask rows: {masks.num_rows}")
+    lines.append(f"videos with masks: {len(set(masks.column('video_id').to_pylist()))}")
+    failed = clips.filter(pc.equal(clips.column("status"), "failed")).to_pylist()
+    for row in failed:
+        lines.append(f"  failed {row['video_uri']}: {row.get('error_class')}: {row.get('error_message')}")
+    return "\n".join(lines)
+
+
+def _frame_masks(output: str, video_id: str, frame: int) -> tuple[str, list[int], list[np.ndarray]]:
+    table = _dataset(output, "masks").to_table(
+        filter=(pc.field("video_id") == video_id) & (pc.field("frame_index") == frame),
+        columns=["video_uri", "track_id", "object_id", "height", "width", "rle"],
+    )
+    if table.num_rows == 0:
+        raise ValueError(f"no masks for video_id={video_id} frame={frame} under {output}")
+    rows = table.to_pylist()
+    ids = [int(r["track_id"] if r["track_id"] is not None else r["object_id"]) for r in rows]
+    masks = [decode_mask(r["rle"], r["height"], r["width"]) for r in rows]
+    return rows[0]["video_uri"], ids, masks
+
+
+def render_frame(output: str, video_id: str, frame: int, picture: Path) -> Path:
+    """Draw the masks of one (video, frame) of a job's output over the decoded frame and save a PNG."""
+    import cv2
+
+    from batchtrack.eval.visualize import render_overlay
+    from batchtrack.io.video import iter_frames
+
+    video_uri, ids, masks = _frame_masks(output, video_id, frame)
+    image = next(iter(iter_frames(video_uri, frame, frame + 1)))
+    overlay = render_overlay(image, masks, ids)
+    picture.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(picture), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+    return picture
+
+
+def _contact_sheet(output: str, video_id: str, frames: list[int], picture: Path) -> Path:
+    import cv2
+
+    from batchtrack.eval.visualize import render_overlay
+    from batchtrack.io.video import iter_frames
+
+    tiles = []
+    for frame in frames:
+        video_uri, ids, masks = _frame_masks(output, video_id, frame)
+        image = next(iter(iter_frames(video_uri, frame, frame + 1)))
+        tiles.append(render_overlay(image, masks, ids))
+    sheet = np.concatenate(tiles, axis=1)
+    picture.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(picture), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    return picture
+
+
+def run_demo(workdir: Path, model: str | None = None) -> int:
+    """Make the demo corpus, run the job, print the summary and J&F, write `workdir/overlay.png`."""
+    from batchtrack.config import load_config
+    from batchtrack.eval.evaluate import evaluate_output
+    from batchtrack.pipeline.job import run_job
+    from batchtrack.synthetic import make_demo_corpus
+
+    corpus = workdir / "corpus"
+    output = workdir / "output"
+    videos = make_demo_corpus(corpus)
+    print(f"demo corpus: {len(videos)} synthetic videos with ground truth in {corpus}")
+    cfg = load_config(
+        corpus=str(corpus),
+        output=str(output),
+        prompts=str(corpus / "prompts.jsonl"),
+        model={"name": model} if model else None,
+    )
+    summary = run_job(cfg)
+    print(summary.to_table())
+    report = evaluate_output(str(output), str(corpus))
+    print(report.to_table())
+    masks = _dataset(str(output), "masks").to_table(columns=["video_id", "frame_index"])
+    if masks.num_rows:
+        video_id = masks.column("video_id")[0].as_py()
+        last = int(pc.max(masks.filter(pc.field("video_id") == video_id).column("frame_index")).as_py())
+        frames = sorted({0, last // 3, 2 * last // 3, last})
+        picture = _contact_sheet(str(output), video_id, frames, workdir / "overlay.png")
+        print(f"picture: {picture} (video {video_id}, frames {frames})")
+    return summary.exit_code(cfg.max_failed_fraction)
