@@ -11,6 +11,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -38,6 +39,9 @@ from batchtrack.pipeline.plan import ClipSpec, ModelKey, plan_video, video_clip_
 log = logging.getLogger(__name__)
 
 NO_PROMPTS = "no prompts (automatic mode not enabled)"
+REMOTE_PROBE_MIN_VIDEOS = 256
+PROBE_CHUNK = 64
+PROBE_THREADS = 16
 
 
 @dataclass(frozen=True)
@@ -128,14 +132,19 @@ class ProbeOutcome:
     message: str | None = None
 
 
-@ray.remote(num_cpus=0.25, max_retries=3)
-def _probe(uri: str, storage_options: dict[str, Any]) -> ProbeOutcome:
+def probe_one(uri: str, storage_options: Mapping[str, Any]) -> ProbeOutcome:
+    """Probe one video; a video that cannot be probed is an outcome with its error, never an exception."""
     try:
-        return ProbeOutcome(info=probe_video(uri, storage_options=storage_options))
+        return ProbeOutcome(info=probe_video(uri, storage_options=dict(storage_options)))
     except (MemoryError, ray.exceptions.RayError):
         raise
-    except Exception as exc:  # a video that cannot be probed is a failed row, never a failed job
+    except Exception as exc:
         return ProbeOutcome(info=None, error_class=type(exc).__name__, message=str(exc)[:2000])
+
+
+@ray.remote(num_cpus=0.25, max_retries=3)
+def _probe_chunk(uris: list[str], storage_options: dict[str, Any]) -> list[ProbeOutcome]:
+    return [probe_one(uri, storage_options) for uri in uris]
 
 
 def ensure_ray() -> None:
@@ -149,9 +158,18 @@ def ensure_ray() -> None:
 
 
 def probe_videos(refs: Sequence[VideoRef], storage_options: Mapping[str, Any]) -> list[ProbeOutcome]:
-    """Probe every video as a small Ray task (decoders open the file remotely, in parallel)."""
+    """Probe every video: in driver threads for a small corpus, as Ray tasks over the cluster for a large one.
+
+    Probing reads only headers and packet indexes, so threads suffice up to a few hundred videos and
+    avoid starting worker processes; past that, chunks of videos are probed in parallel on the cluster.
+    """
+    uris = [ref.uri for ref in refs]
+    if len(uris) < REMOTE_PROBE_MIN_VIDEOS:
+        with ThreadPoolExecutor(max_workers=PROBE_THREADS) as pool:
+            return list(pool.map(lambda uri: probe_one(uri, storage_options), uris))
     options = dict(storage_options)
-    return ray.get([_probe.remote(ref.uri, options) for ref in refs])
+    chunks = [uris[i : i + PROBE_CHUNK] for i in range(0, len(uris), PROBE_CHUNK)]
+    return [outcome for chunk in ray.get([_probe_chunk.remote(c, options) for c in chunks]) for outcome in chunk]
 
 
 def _video_row(ref: VideoRef, model: ModelKey, reason: str, status: str, **values: Any) -> ClipStatus:
