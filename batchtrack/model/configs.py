@@ -105,6 +105,10 @@ class TrackerConfig:
     dynamic_multimask_stability_thresh: float = 0.98
     # Post-processing of predicted masks: fill background holes up to this many pixels (0 = off).
     fill_hole_area: int = 8
+    # --- memory tracker runtime (owned by the tracker engineer; see model/tracker.py) ---
+    # Frames encoded together by the image encoder, read ahead from the frame iterator; this bounds
+    # the look-ahead (and the raw frames held) to this many frames.
+    encoder_batch_size: int = 4
 
     def __post_init__(self) -> None:
         # Windows tile the stride-4 map exactly (pos_embed_window is tiled over it) and the
@@ -120,6 +124,8 @@ class TrackerConfig:
             raise ConfigError(
                 f"{self.name}: backbone_stride {self.backbone_stride} is not one of the FPN strides {level_strides}"
             )
+        if self.encoder_batch_size < 1:
+            raise ConfigError(f"{self.name}: encoder_batch_size must be >= 1, got {self.encoder_batch_size}")
         if self.num_maskmem < 1:
             raise ConfigError(f"{self.name}: num_maskmem must be >= 1, got {self.num_maskmem}")
 

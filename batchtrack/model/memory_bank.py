@@ -1,0 +1,177 @@
+"""The memory bank of one clip: what memory attention may read, and nothing else.
+
+Per object it keeps
+- every conditioning frame (a frame where the object was prompted): memory features and pointer;
+- the non-conditioning frames that can still be read: memory features of the last
+  `num_maskmem - 1` frames (with SAM 2's temporal stride rule) and pointers of the last
+  `max_obj_ptrs - 1` frames.
+Everything older is dropped as soon as the next frame cannot read it, so the bank's size does not
+depend on the clip length.
+
+Selection follows SAM 2.1's `_prepare_memory_conditioned_features` for tracking in one direction:
+conditioning frames get temporal row `num_maskmem - 1` of `maskmem_tpos_enc`; the frame `k` steps
+back gets row `k - 1`; pointers carry their signed distance in processing direction.
+
+Letters: M memory channels (64), h x w the feature grid, C pointer channels (256),
+S selected spatial memory frames, P selected pointers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class StoredFrame:
+    """One object's memory of one frame."""
+
+    frame_index: int
+    maskmem: torch.Tensor | None  # (M, h, w) bfloat16, as SAM 2 stores it; None once only the pointer is reachable
+    pointer: torch.Tensor  # (C,)
+
+
+@dataclass
+class ObjectMemory:
+    cond: dict[int, StoredFrame] = field(default_factory=dict)  # conditioning frames, in insertion order
+    recent: dict[int, StoredFrame] = field(default_factory=dict)  # non-conditioning frames still reachable
+
+
+@dataclass(frozen=True)
+class MemorySelection:
+    """What memory attention reads for one object on one frame. Objects with equal selections are batched."""
+
+    spatial: tuple[tuple[int, int], ...]  # (frame_index, maskmem_tpos_enc row), in attention order
+    pointers: tuple[tuple[int, int], ...]  # (frame_index, signed temporal offset), in attention order
+
+
+@dataclass
+class GatheredMemory:
+    maskmem: torch.Tensor  # (B, S, M, h, w) float32
+    tpos_rows: list[int]  # (S,) rows of maskmem_tpos_enc
+    pointers: torch.Tensor  # (B, P, C)
+    offsets: list[int]  # (P,)
+
+
+class MemoryBank:
+    def __init__(
+        self,
+        num_maskmem: int,
+        max_obj_ptrs: int,
+        max_cond_frames: int = -1,
+        temporal_stride: int = 1,
+        reverse: bool = False,
+    ) -> None:
+        if max_cond_frames != -1 and max_cond_frames < 2:
+            raise ValueError(f"max_cond_frames must be -1 (all) or >= 2, got {max_cond_frames}")
+        self.num_maskmem = num_maskmem
+        self.max_obj_ptrs = max_obj_ptrs
+        self.max_cond_frames = max_cond_frames
+        self.stride = temporal_stride
+        self.sign = -1 if reverse else 1
+        self.objects: dict[int, ObjectMemory] = {}
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def add(self, object_id: int, frame_index: int, maskmem: torch.Tensor, pointer: torch.Tensor, cond: bool) -> None:
+        """Store one object's memory of `frame_index` (maskmem (M, h, w) is rounded to bfloat16)."""
+        mem = self.objects.setdefault(object_id, ObjectMemory())
+        entry = StoredFrame(frame_index, maskmem.to(torch.bfloat16), pointer)
+        if cond:
+            mem.cond[frame_index] = entry
+            mem.recent.pop(frame_index, None)
+        else:
+            mem.recent[frame_index] = entry
+
+    def prune(self, next_frame: int) -> None:
+        """Drop whatever `next_frame` and every later frame can no longer read."""
+        spatial = set(self._spatial_frames(next_frame))
+        pointers = {next_frame - self.sign * d for d in range(1, self.max_obj_ptrs)}
+        for mem in self.objects.values():
+            for t in list(mem.recent):
+                if t not in pointers and t not in spatial:
+                    del mem.recent[t]
+                elif t not in spatial:
+                    mem.recent[t].maskmem = None
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def has_memory(self, object_id: int) -> bool:
+        mem = self.objects.get(object_id)
+        return mem is not None and bool(mem.cond)
+
+    def select(self, object_id: int, frame_index: int) -> MemorySelection:
+        mem = self.objects[object_id]
+        chosen, unchosen = self._split_cond(mem, frame_index)
+        last_row = self.num_maskmem - 1
+        spatial = [(t, last_row) for t in chosen]
+        for t_rel, t in zip(range(self.num_maskmem - 1, 0, -1), self._spatial_frames(frame_index), strict=True):
+            entry = mem.recent.get(t, unchosen.get(t))
+            if entry is not None and entry.maskmem is not None:
+                spatial.append((t, t_rel - 1))
+        # Conditioning frames are always in the past of a streaming tracker, so all selected ones count.
+        pointers = [(t, (frame_index - t) * self.sign) for t in chosen]
+        for d in range(1, self.max_obj_ptrs):
+            t = frame_index - self.sign * d
+            if t in mem.recent or t in unchosen:
+                pointers.append((t, d))
+        return MemorySelection(tuple(spatial), tuple(pointers))
+
+    def gather(self, object_ids: list[int], selection: MemorySelection) -> GatheredMemory:
+        """Stack the selected memories of objects that share one selection."""
+        feats, ptrs = [], []
+        for oid in object_ids:
+            mem = self.objects[oid]
+            maskmems = [self._lookup(mem, t).maskmem for t, _ in selection.spatial]
+            feats.append(torch.stack([m for m in maskmems if m is not None]))  # (S, M, h, w)
+            ptrs.append(torch.stack([self._lookup(mem, t).pointer for t, _ in selection.pointers]))  # (P, C)
+        return GatheredMemory(
+            maskmem=torch.stack(feats).float(),  # (B, S, M, h, w)
+            tpos_rows=[row for _, row in selection.spatial],
+            pointers=torch.stack(ptrs),  # (B, P, C)
+            offsets=[off for _, off in selection.pointers],
+        )
+
+    def num_spatial_frames(self, object_id: int) -> int:
+        """Frames whose memory features are held for the object (conditioning + recent)."""
+        mem = self.objects[object_id]
+        return len(mem.cond) + sum(1 for e in mem.recent.values() if e.maskmem is not None)
+
+    def num_pointers(self, object_id: int) -> int:
+        mem = self.objects[object_id]
+        return len(mem.cond) + len(mem.recent)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _lookup(mem: ObjectMemory, t: int) -> StoredFrame:
+        return mem.cond[t] if t in mem.cond else mem.recent[t]
+
+    def _split_cond(self, mem: ObjectMemory, frame_index: int) -> tuple[dict[int, StoredFrame], dict[int, StoredFrame]]:
+        """The conditioning frames attention reads (all, or the temporally closest `max_cond_frames`)."""
+        if self.max_cond_frames == -1 or len(mem.cond) <= self.max_cond_frames:
+            return dict(mem.cond), {}
+        chosen: dict[int, StoredFrame] = {}
+        before = max((t for t in mem.cond if t < frame_index), default=None)
+        after = min((t for t in mem.cond if t >= frame_index), default=None)
+        for t in (before, after):
+            if t is not None:
+                chosen[t] = mem.cond[t]
+        rest = sorted((t for t in mem.cond if t not in chosen), key=lambda t: abs(t - frame_index))
+        for t in rest[: self.max_cond_frames - len(chosen)]:
+            chosen[t] = mem.cond[t]
+        return chosen, {t: e for t, e in mem.cond.items() if t not in chosen}
+
+    def _spatial_frames(self, frame_index: int) -> list[int]:
+        """Non-conditioning frames read by `frame_index`, oldest first (num_maskmem - 1 of them)."""
+        r, f = self.stride, frame_index
+        frames = []
+        for t_rel in range(self.num_maskmem - 1, 0, -1):
+            if t_rel == 1:
+                frames.append(f - self.sign)
+            elif self.sign > 0:
+                frames.append(((f - 2) // r) * r - (t_rel - 2) * r)
+            else:
+                frames.append(-(-(f + 2) // r) * r + (t_rel - 2) * r)
+        return frames

@@ -1,0 +1,614 @@
+"""The memory tracker: encode → attend to the bank → decode → encode memory → update the bank.
+
+A SAM 2.1-compatible video tracker that streams: frames are pulled from an iterator, encoded ahead
+in small batches (the image encoder does not depend on memory), and every object of the clip goes
+through memory attention → mask decoder → memory encoder together as one batch per frame. Only the
+memory bank survives a frame; it is bounded (see memory_bank.py), so memory does not grow with the
+clip length. Module attribute names are SAM 2.1's state-dict keys, so official checkpoints load
+strictly.
+
+Behaviour equals the official `SAM2VideoPredictor.propagate_in_video` after all prompts were added,
+for a clip whose objects are each prompted on the frame where they join (see `Tracker.track`).
+
+Letters: N objects on a frame, C channels (256), M memory channels (64), h x w the feature grid
+(image_size / 16), S the model input side (image_size), H x W the video frame, P prompt points.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field, replace
+from itertools import islice
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from batchtrack.errors import PromptError
+from batchtrack.model.configs import TrackerConfig
+from batchtrack.model.image_encoder import ImageEncoder, preprocess_frames
+from batchtrack.model.mask_decoder import ChosenMask, MaskDecoder, choose_mask
+from batchtrack.model.memory_attention import MemoryAttention
+from batchtrack.model.memory_bank import MemoryBank, MemorySelection
+from batchtrack.model.memory_encoder import MemoryEncoder
+from batchtrack.model.object_pointer import (
+    build_obj_ptr_proj,
+    build_obj_ptr_tpos_proj,
+    gate_pointer,
+    pointer_tokens,
+)
+from batchtrack.model.postprocess import fill_small_holes
+from batchtrack.model.prompt_encoder import PAD_LABEL, PromptEncoder
+from batchtrack.model.types import FrameResult, Prompt
+
+# Low-res logits of an object predicted to be absent (SAM 2's NO_OBJ_SCORE).
+NO_OBJECT_LOGIT = -1024.0
+# A mask prompt becomes logits of +10 / -10, its object score +10 / -10 (SAM 2's mask-as-output rule).
+MASK_PROMPT_SCALE, MASK_PROMPT_BIAS = 20.0, -10.0
+# A mask suppressed by a FramePlanner is clamped to at most this logit (SAM 3's area-shrink suppression).
+SUPPRESSED_LOGIT = -10.0
+BOX_LABELS = (2, 3)
+
+
+def _trunc_normal_param(*shape: int) -> nn.Parameter:
+    p = nn.Parameter(torch.zeros(*shape))
+    nn.init.trunc_normal_(p, std=0.02)
+    return p
+
+
+@dataclass
+class _ObjectPrompt:
+    """All prompts of one object on one frame, in model-input coordinates."""
+
+    object_id: int
+    coords: torch.Tensor | None = None  # (P, 2) pixels of the S x S input; box corners first
+    labels: torch.Tensor | None = None  # (P,) int32
+    mask: np.ndarray | None = None  # (H, W) bool at video resolution
+
+    @property
+    def num_points(self) -> int:
+        return 0 if self.labels is None else int(self.labels.shape[0])
+
+
+@dataclass
+class _FrameFeatures:
+    vision: torch.Tensor  # (1, C, h, w) stride-16 features
+    vision_pos: torch.Tensor  # (1, C, h, w)
+    high_res: tuple[torch.Tensor, torch.Tensor]  # conv_s0 (1, C/8, 4h, 4w), conv_s1 (1, C/4, 2h, 2w)
+
+
+@dataclass
+class _Rows:
+    """Per-object predictions on one frame, rows in `object_ids` order."""
+
+    object_ids: list[int]
+    low_res: torch.Tensor  # (N, 1, 4h, 4w) mask logits
+    iou: torch.Tensor  # (N,)
+    pointers: torch.Tensor  # (N, C)
+    scores: torch.Tensor  # (N, 1) object score logits
+    prompted: torch.Tensor  # (N,) bool: conditioning frame of that object
+
+    @staticmethod
+    def cat(parts: list[_Rows]) -> _Rows:
+        return _Rows(
+            object_ids=[o for p in parts for o in p.object_ids],
+            low_res=torch.cat([p.low_res for p in parts]),
+            iou=torch.cat([p.iou for p in parts]),
+            pointers=torch.cat([p.pointers for p in parts]),
+            scores=torch.cat([p.scores for p in parts]),
+            prompted=torch.cat([p.prompted for p in parts]),
+        )
+
+    def reorder(self, object_ids: list[int]) -> _Rows:
+        pos = {o: i for i, o in enumerate(self.object_ids)}
+        idx = torch.tensor([pos[o] for o in object_ids], device=self.low_res.device)
+        return _Rows(
+            object_ids=list(object_ids),
+            low_res=self.low_res[idx],
+            iou=self.iou[idx],
+            pointers=self.pointers[idx],
+            scores=self.scores[idx],
+            prompted=self.prompted[idx],
+        )
+
+
+@dataclass
+class _Clip:
+    """State of one `track` call: the frame size, the live objects and the memory bank."""
+
+    height: int
+    width: int
+    bank: MemoryBank
+    max_ptr_offset: int
+    live: list[int] = field(default_factory=list)  # object ids in joining order
+    memory_pos: torch.Tensor | None = None  # (1, M, h, w), the same for every memory frame
+
+
+@dataclass
+class KeyframeView:
+    """What a `FramePlanner` sees of a frame: its features and the live objects' predictions, before memory."""
+
+    frame_index: int
+    height: int  # video frame size
+    width: int
+    vision: torch.Tensor  # (1, C, h, w) stride-16 image features, without memory
+    high_res: tuple[torch.Tensor, torch.Tensor]  # projected stride-4 / stride-8 levels
+    object_ids: list[int]
+    low_res_logits: torch.Tensor  # (N, 4h, 4w) mask logits of the live objects
+    object_score_logits: torch.Tensor  # (N,)
+    pointers: torch.Tensor  # (N, C)
+
+
+@dataclass
+class FramePlan:
+    """A planner's changes to one frame (automatic mode)."""
+
+    prompts: list[Prompt] = field(default_factory=list)  # mask prompts: new objects join, live ones re-condition
+    suppress: list[int] = field(default_factory=list)  # live objects whose mask here is cleared (output and memory)
+
+
+class FramePlanner(Protocol):
+    """Adds objects while a clip is tracked (batchtrack.model.auto); `track(..., planner=...)`."""
+
+    def wants(self, frame_index: int) -> bool:
+        """Whether `plan` runs on this frame (such a frame is encoded even with no live object)."""
+        ...
+
+    def plan(self, view: KeyframeView) -> FramePlan: ...
+
+
+class PromptPlan:
+    """Prompts grouped by frame and object, validated up front (PromptError names what is wrong)."""
+
+    def __init__(self, prompts: Sequence[Prompt]) -> None:
+        self.by_frame: dict[int, dict[int, list[Prompt]]] = {}
+        self.order: dict[int, int] = {}  # object id -> rank of its first prompt in the sequence
+        for n, p in enumerate(prompts):
+            _validate_prompt(p, n)
+            self.by_frame.setdefault(int(p.frame_index), {}).setdefault(int(p.object_id), []).append(p)
+            self.order.setdefault(int(p.object_id), n)
+
+    def at(self, frame_index: int) -> dict[int, list[Prompt]]:
+        return self.by_frame.get(frame_index, {})
+
+
+def _validate_prompt(p: Prompt, n: int) -> None:
+    where = f"prompt #{n} (object {p.object_id}, frame {p.frame_index})"
+    if p.points is None and p.box is None and p.mask is None:
+        raise PromptError(f"{where}: needs points, a box or a mask")
+    if p.mask is not None and (p.points is not None or p.box is not None):
+        raise PromptError(f"{where}: a mask cannot be combined with points or a box")
+    if (p.points is None) != (p.point_labels is None):
+        raise PromptError(f"{where}: points and point_labels must be given together")
+    if p.points is not None and p.point_labels is not None:
+        pts, labels = np.asarray(p.points), np.asarray(p.point_labels)
+        if pts.ndim != 2 or pts.shape[1] != 2 or labels.shape != (pts.shape[0],):
+            raise PromptError(f"{where}: points must be (P, 2) with labels (P,), got {pts.shape} and {labels.shape}")
+        if not np.isin(labels, (0, 1)).all():
+            raise PromptError(f"{where}: point_labels must be 0 (background) or 1 (foreground), got {labels.tolist()}")
+        if not np.isfinite(pts).all():
+            raise PromptError(f"{where}: points must be finite")
+    if p.box is not None:
+        box = np.asarray(p.box, dtype=np.float64)
+        if box.shape != (4,) or not np.isfinite(box).all():
+            raise PromptError(f"{where}: box must be 4 finite numbers x0, y0, x1, y1, got {box.tolist()}")
+    if p.mask is not None and np.asarray(p.mask).ndim != 2:
+        raise PromptError(f"{where}: mask must be 2-D (H, W), got shape {np.asarray(p.mask).shape}")
+
+
+class Tracker(nn.Module):
+    """SAM 2.1-style memory tracker. Build it with `batchtrack.model.build.build_tracker`."""
+
+    def __init__(self, config: TrackerConfig) -> None:
+        super().__init__()
+        self.config = config
+        c, m = config.d_model, config.mem_dim
+        self.image_encoder = ImageEncoder(config.image_encoder)
+        self.memory_attention = MemoryAttention(
+            c,
+            m,
+            config.memory_attention_layers,
+            config.memory_attention_num_heads,
+            config.memory_attention_dim_feedforward,
+            config.rope_theta,
+        )
+        self.memory_encoder = MemoryEncoder(c, m, config.memory_fuser_layers)
+        self.sam_prompt_encoder = PromptEncoder(c, config.feature_size, config.image_size, config.prompt_mask_in_chans)
+        self.sam_mask_decoder = MaskDecoder(
+            c,
+            config.decoder_depth,
+            config.decoder_num_heads,
+            config.decoder_mlp_dim,
+            config.num_multimask_outputs,
+            config.iou_head_depth,
+            config.iou_head_hidden_dim,
+        )
+        self.obj_ptr_proj = build_obj_ptr_proj(c)
+        self.obj_ptr_tpos_proj = build_obj_ptr_tpos_proj(c, m)
+        # Turns a S x S mask prompt into a 4h x 4w dense prompt for the decoder pass that yields its pointer.
+        self.mask_downsample = nn.Conv2d(1, 1, kernel_size=4, stride=4)
+        self.maskmem_tpos_enc = _trunc_normal_param(config.num_maskmem, 1, 1, m)
+        self.no_mem_embed = _trunc_normal_param(1, 1, c)
+        # Part of the checkpoint; SAM 2.1 inference never reads it (initial frames add no_mem_embed directly).
+        self.no_mem_pos_enc = _trunc_normal_param(1, 1, c)
+        self.no_obj_ptr = _trunc_normal_param(1, c)
+        self.no_obj_embed_spatial = _trunc_normal_param(1, m)
+
+    @property
+    def device(self) -> torch.device:
+        return self.no_obj_ptr.device
+
+    # ------------------------------------------------------------------------------------------
+    # Public API
+    # ------------------------------------------------------------------------------------------
+
+    def track(
+        self,
+        frames: Iterable[tuple[int, np.ndarray]],
+        prompts: Sequence[Prompt],
+        *,
+        reverse: bool = False,
+        num_frames: int | None = None,
+        planner: FramePlanner | None = None,
+    ) -> Iterator[FrameResult]:
+        """Track the prompted objects through `frames`, yielding one FrameResult per frame, in order.
+
+        frames: (absolute frame index, (H, W, 3) uint8 RGB) in processing order (last to first when
+        `reverse`). prompts: points / box / mask per object and frame, indices as in `frames`.
+        An object joins on the first of its prompted frames that the stream reaches; every prompted
+        frame of an object becomes one of its conditioning frames (predicted without memory, as SAM 2
+        does for prompts added before propagation). Frames before any object joins yield an empty
+        result and are not encoded.
+
+        num_frames: the clip length. SAM 2 normalises pointer distances by min(length, 16) - 1; give it
+        for clips shorter than 16 frames (taken from `len(frames)` when frames has a length).
+
+        planner: automatic mode's hook: on the frames it wants, it sees the live objects' predictions
+        and may add mask prompts (new objects, re-conditioning) and suppress objects before memory is written.
+        """
+        plan = PromptPlan(prompts)
+        if num_frames is None and hasattr(frames, "__len__"):
+            num_frames = len(frames)  # type: ignore[arg-type]
+        max_ptrs = self.config.max_obj_ptrs_in_encoder
+        if num_frames is not None:
+            max_ptrs = max(1, min(num_frames, max_ptrs))
+        bank = MemoryBank(
+            self.config.num_maskmem,
+            max_ptrs,
+            self.config.max_cond_frames_in_attn,
+            self.config.memory_temporal_stride_for_eval,
+            reverse,
+        )
+        clip: _Clip | None = None
+        step = -1 if reverse else 1
+        iterator = iter(frames)
+        while chunk := list(islice(iterator, self.config.encoder_batch_size)):
+            if clip is None:
+                h, w = _check_frame(chunk[0][1], None)
+                clip = _Clip(height=h, width=w, bank=bank, max_ptr_offset=max(1, max_ptrs - 1))
+            for _, frame in chunk:
+                _check_frame(frame, (clip.height, clip.width))
+            # A frame needs features when an object is live on it: joined before, or prompted on it.
+            live_from = [
+                bool(clip.live)
+                or any(plan.at(i) or (planner is not None and planner.wants(i)) for i, _ in chunk[: k + 1])
+                for k in range(len(chunk))
+            ]
+            with torch.no_grad(), self._autocast():
+                features = self._encode([f for (_, f), need in zip(chunk, live_from, strict=True) if need])
+            feats = iter(features)
+            for (index, _), need in zip(chunk, live_from, strict=True):
+                if not need:
+                    yield _empty_result(index, clip.height, clip.width, self.config.d_model)
+                    continue
+                with torch.no_grad(), self._autocast():
+                    result = self._step(clip, index, next(feats), plan, planner)
+                bank.prune(index + step)
+                yield result
+            del features, feats, chunk
+
+    # ------------------------------------------------------------------------------------------
+    # One frame
+    # ------------------------------------------------------------------------------------------
+
+    def _step(
+        self, clip: _Clip, frame_index: int, feat: _FrameFeatures, plan: PromptPlan, planner: FramePlanner | None
+    ) -> FrameResult:
+        prompted = {oid: self._merge_prompts(ps, clip) for oid, ps in plan.at(frame_index).items()}
+        for oid in sorted(prompted, key=lambda o: plan.order[o]):
+            if oid not in clip.live:
+                clip.live.append(oid)
+        parts: list[_Rows] = []
+        parts += self._predict_prompted(feat, list(prompted.values()))
+        tracked = [oid for oid in clip.live if oid not in prompted]
+        parts += self._predict_tracked(clip, frame_index, feat, tracked)
+        if planner is not None and planner.wants(frame_index):
+            parts = self._apply_planner(clip, frame_index, feat, parts, planner)
+        if not parts:
+            return _empty_result(frame_index, clip.height, clip.width, self.config.d_model)
+        rows = _Rows.cat(parts).reorder(clip.live)
+
+        fill = self.config.fill_hole_area
+        filled = fill_small_holes(rows.low_res, fill) if fill > 0 else rows.low_res
+        # SAM 2 encodes prompted frames from the stored (hole-filled) prediction, tracked frames from the raw one.
+        mem_source = torch.where(rows.prompted[:, None, None, None], filled, rows.low_res)
+        self._memorise(clip, frame_index, feat, rows, mem_source)
+        return self._result(clip, frame_index, rows, filled)
+
+    def _apply_planner(
+        self, clip: _Clip, frame_index: int, feat: _FrameFeatures, parts: list[_Rows], planner: FramePlanner
+    ) -> list[_Rows]:
+        """Let the planner add mask prompts and suppress objects on this frame; returns the new rows."""
+        rows = _Rows.cat(parts).reorder(clip.live) if parts else None
+        n_pix = self.config.image_size // 4
+        view = KeyframeView(
+            frame_index=frame_index,
+            height=clip.height,
+            width=clip.width,
+            vision=feat.vision,
+            high_res=feat.high_res,
+            object_ids=list(clip.live),
+            low_res_logits=rows.low_res[:, 0] if rows is not None else feat.vision.new_zeros(0, n_pix, n_pix),
+            object_score_logits=rows.scores[:, 0] if rows is not None else feat.vision.new_zeros(0),
+            pointers=rows.pointers if rows is not None else feat.vision.new_zeros(0, self.config.d_model),
+        )
+        update = planner.plan(view)
+        for n, p in enumerate(update.prompts):
+            _validate_prompt(p, n)
+            if p.mask is None or p.frame_index != frame_index:
+                raise PromptError(f"planner prompt #{n} must be a mask on frame {frame_index}")
+        if rows is not None and update.suppress:
+            hit = torch.tensor([o in update.suppress for o in rows.object_ids], device=rows.low_res.device)
+            clamped = rows.low_res.clamp(max=SUPPRESSED_LOGIT)
+            rows = replace(rows, low_res=torch.where(hit[:, None, None, None], clamped, rows.low_res))
+        if not update.prompts:
+            return [rows] if rows is not None else []
+        replaced = {int(p.object_id) for p in update.prompts}
+        for p in update.prompts:
+            if int(p.object_id) not in clip.live:
+                clip.live.append(int(p.object_id))
+        kept = [o for o in (rows.object_ids if rows is not None else []) if o not in replaced]
+        new_parts = self._predict_prompted(feat, [self._merge_prompts([p], clip) for p in update.prompts])
+        return ([rows.reorder(kept)] if rows is not None and kept else []) + new_parts
+
+    def _predict_prompted(self, feat: _FrameFeatures, prompts: list[_ObjectPrompt]) -> list[_Rows]:
+        """Conditioning outputs: points/boxes through the decoder without memory, masks used as output."""
+        parts = []
+        masks = [p for p in prompts if p.mask is not None]
+        if masks:
+            parts.append(self._mask_as_output(feat, masks))
+        by_count: dict[int, list[_ObjectPrompt]] = {}
+        for p in prompts:
+            if p.mask is None:
+                by_count.setdefault(p.num_points, []).append(p)
+        # Objects with different point counts cannot share a batch: padding would change the tokens.
+        for count, group in by_count.items():
+            n = len(group)
+            image = (feat.vision + self.no_mem_embed.view(1, -1, 1, 1)).expand(n, -1, -1, -1)  # (N, C, h, w)
+            coords = torch.stack([g.coords for g in group if g.coords is not None])  # (N, P, 2)
+            labels = torch.stack([g.labels for g in group if g.labels is not None])  # (N, P)
+            chosen = self._decode(image, feat, coords, labels, None, self._multimask(count))
+            parts.append(self._rows_from_decoder([g.object_id for g in group], chosen, prompted=True))
+        return parts
+
+    def _predict_tracked(
+        self, clip: _Clip, frame_index: int, feat: _FrameFeatures, object_ids: list[int]
+    ) -> list[_Rows]:
+        """Tracking outputs: memory attention over each object's bank selection, then the decoder."""
+        groups: dict[MemorySelection, list[int]] = {}
+        for oid in object_ids:
+            groups.setdefault(clip.bank.select(oid, frame_index), []).append(oid)
+        parts = []
+        for selection, ids in groups.items():
+            image = self._attend_memory(clip, feat, ids, selection)
+            coords, labels = _no_points(len(ids), image.device)
+            chosen = self._decode(image, feat, coords, labels, None, multimask=self._multimask(0))
+            parts.append(self._rows_from_decoder(ids, chosen, prompted=False))
+        return parts
+
+    def _attend_memory(
+        self, clip: _Clip, feat: _FrameFeatures, object_ids: list[int], selection: MemorySelection
+    ) -> torch.Tensor:
+        """Memory-conditioned features (N, C, h, w) for objects sharing one bank selection."""
+        assert clip.memory_pos is not None, "a tracked object always has a conditioning frame in the bank"
+        n = len(object_ids)
+        _, c, h, w = feat.vision.shape
+        mem = clip.bank.gather(object_ids, selection)
+        s, m = mem.maskmem.shape[1], mem.maskmem.shape[2]
+        spatial = mem.maskmem.to(feat.vision.dtype).flatten(3).transpose(2, 3).reshape(n, s * h * w, m)  # (N, S*hw, M)
+        base_pos = clip.memory_pos.flatten(2).transpose(1, 2)  # (1, hw, M)
+        rows = torch.tensor(mem.tpos_rows, device=base_pos.device)
+        tpos = self.maskmem_tpos_enc[rows].reshape(s, 1, m)  # (S, 1, M)
+        spatial_pos = (base_pos + tpos).reshape(1, s * h * w, m).expand(n, -1, -1)  # (N, S*hw, M)
+        ptr_tok, ptr_pos = pointer_tokens(
+            mem.pointers, mem.offsets, clip.max_ptr_offset, self.obj_ptr_tpos_proj, m
+        )  # (N, 4P, M) each
+        memory = torch.cat([spatial, ptr_tok.to(spatial.dtype)], dim=1)  # (N, K, M)
+        memory_pos = torch.cat([spatial_pos, ptr_pos.to(spatial_pos.dtype)], dim=1)  # (N, K, M)
+        curr = feat.vision.flatten(2).transpose(1, 2).expand(n, -1, -1)  # (N, hw, C)
+        curr_pos = feat.vision_pos.flatten(2).transpose(1, 2).expand(n, -1, -1)  # (N, hw, C)
+        out = self.memory_attention(curr, curr_pos, memory, memory_pos, (h, w), ptr_tok.shape[1])  # (N, hw, C)
+        return out.transpose(1, 2).reshape(n, c, h, w)
+
+    def _decode(
+        self,
+        image: torch.Tensor,
+        feat: _FrameFeatures,
+        coords: torch.Tensor,
+        labels: torch.Tensor,
+        mask_input: torch.Tensor | None,
+        multimask: bool,
+    ) -> ChosenMask:
+        """The SAM heads on (N, C, h, w) features: prompt encoder, decoder, mask choice."""
+        n = image.shape[0]
+        sparse, dense = self.sam_prompt_encoder(coords, labels, mask_input)
+        high_res = (feat.high_res[0].expand(n, -1, -1, -1), feat.high_res[1].expand(n, -1, -1, -1))
+        out = self.sam_mask_decoder(image, self.sam_prompt_encoder.dense_pe(), sparse, dense, high_res)
+        delta = self.config.dynamic_multimask_stability_delta if self.config.dynamic_multimask_via_stability else None
+        return choose_mask(out, multimask, delta, self.config.dynamic_multimask_stability_thresh)
+
+    def _multimask(self, num_points: int) -> bool:
+        return self.config.multimask_min_pt_num <= num_points <= self.config.multimask_max_pt_num
+
+    def _rows_from_decoder(self, object_ids: list[int], chosen: ChosenMask, prompted: bool) -> _Rows:
+        visible = chosen.object_score_logits > 0  # (N, 1)
+        low_res = torch.where(visible[:, :, None, None], chosen.low_res.float(), NO_OBJECT_LOGIT)
+        pointers = gate_pointer(self.obj_ptr_proj(chosen.token), visible, self.no_obj_ptr)
+        return _Rows(
+            object_ids=object_ids,
+            low_res=low_res,
+            iou=chosen.iou.float(),
+            pointers=pointers,
+            scores=chosen.object_score_logits.float(),
+            prompted=torch.full((len(object_ids),), prompted, dtype=torch.bool, device=low_res.device),
+        )
+
+    def _mask_as_output(self, feat: _FrameFeatures, prompts: list[_ObjectPrompt]) -> _Rows:
+        """Mask prompts bypass the decoder for the mask; a decoder pass on the raw features gives the pointer."""
+        s = self.config.image_size
+        masks = torch.stack([self._mask_to_input(p.mask) for p in prompts if p.mask is not None])  # (N, 1, S, S)
+        n = masks.shape[0]
+        high = masks * MASK_PROMPT_SCALE + MASK_PROMPT_BIAS
+        low_res = F.interpolate(high, size=(s // 4, s // 4), mode="bilinear", align_corners=False, antialias=True)
+        image = feat.vision.expand(n, -1, -1, -1)
+        coords, labels = _no_points(n, image.device)
+        chosen = self._decode(image, feat, coords, labels, self.mask_downsample(masks), multimask=False)
+        # SAM 2 gates this pointer twice: by the decoder's own object score, then by the mask being non-empty.
+        pointers = gate_pointer(self.obj_ptr_proj(chosen.token), chosen.object_score_logits > 0, self.no_obj_ptr)
+        visible = (masks.flatten(1) > 0).any(dim=1, keepdim=True)  # (N, 1)
+        pointers = gate_pointer(pointers, visible, self.no_obj_ptr)
+        return _Rows(
+            object_ids=[p.object_id for p in prompts],
+            low_res=low_res,
+            iou=torch.ones(n, device=low_res.device),
+            pointers=pointers,
+            scores=visible.float() * MASK_PROMPT_SCALE + MASK_PROMPT_BIAS,
+            prompted=torch.ones(n, dtype=torch.bool, device=low_res.device),
+        )
+
+    def _mask_to_input(self, mask: np.ndarray | None) -> torch.Tensor:
+        """(H, W) bool → (1, S, S) float {0, 1}, resized like SAM 2's add_new_mask."""
+        assert mask is not None
+        s = self.config.image_size
+        m = torch.from_numpy(np.asarray(mask, dtype=bool)).to(self.device).float()[None, None]  # (1, 1, H, W)
+        if m.shape[-2:] != (s, s):
+            m = F.interpolate(m, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+            m = (m >= 0.5).float()
+        return m[0]
+
+    def _memorise(
+        self, clip: _Clip, frame_index: int, feat: _FrameFeatures, rows: _Rows, low_res: torch.Tensor
+    ) -> None:
+        """Encode every object's prediction into memory in one batch and store it in the bank."""
+        s = self.config.image_size
+        n = len(rows.object_ids)
+        high = F.interpolate(low_res, size=(s, s), mode="bilinear", align_corners=False)  # (N, 1, S, S)
+        binarise = self.config.binarize_mask_from_pts_for_mem_enc
+        hard = rows.prompted[:, None, None, None] if binarise else torch.zeros_like(rows.prompted)[:, None, None, None]
+        mask = torch.where(hard, (high > 0).float(), torch.sigmoid(high))
+        mask = mask * self.config.sigmoid_scale_for_mem_enc + self.config.sigmoid_bias_for_mem_enc
+        memory = self.memory_encoder(feat.vision.expand(n, -1, -1, -1), mask.to(feat.vision.dtype))
+        absent = 1 - (rows.scores > 0).float()  # (N, 1)
+        features = memory.features + absent[:, :, None, None] * self.no_obj_embed_spatial[..., None, None]
+        if clip.memory_pos is None:
+            clip.memory_pos = memory.pos[:1].float()
+        for i, oid in enumerate(rows.object_ids):
+            clip.bank.add(oid, frame_index, features[i], rows.pointers[i], cond=bool(rows.prompted[i]))
+
+    def _result(self, clip: _Clip, frame_index: int, rows: _Rows, low_res: torch.Tensor) -> FrameResult:
+        video = F.interpolate(low_res, size=(clip.height, clip.width), mode="bilinear", align_corners=False)
+        return FrameResult(
+            frame_index=frame_index,
+            object_ids=list(rows.object_ids),
+            mask_logits=video[:, 0].float().cpu(),
+            object_score_logits=rows.scores[:, 0].float().cpu(),
+            iou_predictions=rows.iou.float().cpu(),
+            object_pointers=rows.pointers.float().cpu(),
+        )
+
+    # ------------------------------------------------------------------------------------------
+    # Helpers
+    # ------------------------------------------------------------------------------------------
+
+    def _encode(self, frames: list[np.ndarray]) -> list[_FrameFeatures]:
+        """Encode a batch of frames; keeps only what the tracker reads (stride-16 level + projected high-res)."""
+        if not frames:
+            return []
+        images = preprocess_frames(np.stack(frames), self.config.image_size, self.device)
+        out = self.image_encoder(images)
+        level0, level1 = out.backbone_fpn[0], out.backbone_fpn[1]
+        s0, s1 = self.sam_mask_decoder.project_high_res(level0, level1)
+        vision, pos = out.backbone_fpn[-1], out.vision_pos_enc[-1]
+        return [
+            _FrameFeatures(vision[i : i + 1], pos[i : i + 1], (s0[i : i + 1], s1[i : i + 1]))
+            for i in range(len(frames))
+        ]
+
+    def _merge_prompts(self, prompts: list[Prompt], clip: _Clip) -> _ObjectPrompt:
+        """One object's prompts on one frame → model coordinates (box corners first, as SAM 2 trains)."""
+        oid = int(prompts[0].object_id)
+        where = f"object {oid}, frame {prompts[0].frame_index}"
+        masks = [p.mask for p in prompts if p.mask is not None]
+        boxes = [p.box for p in prompts if p.box is not None]
+        if masks:
+            if len(prompts) > 1:
+                raise PromptError(f"{where}: a mask prompt cannot be combined with other prompts on the same frame")
+            mask = np.asarray(masks[0], dtype=bool)
+            if mask.shape != (clip.height, clip.width):
+                frame_hw = (clip.height, clip.width)
+                raise PromptError(f"{where}: mask shape {mask.shape} differs from the frame size {frame_hw}")
+            return _ObjectPrompt(oid, mask=mask)
+        if len(boxes) > 1:
+            raise PromptError(f"{where}: at most one box per object and frame, got {len(boxes)}")
+        coords: list[np.ndarray] = []
+        labels: list[np.ndarray] = []
+        if boxes:
+            coords.append(np.asarray(boxes[0], dtype=np.float32).reshape(2, 2))
+            labels.append(np.asarray(BOX_LABELS, dtype=np.int32))
+        for p in prompts:
+            if p.points is not None and p.point_labels is not None:
+                coords.append(np.asarray(p.points, dtype=np.float32).reshape(-1, 2))
+                labels.append(np.asarray(p.point_labels, dtype=np.int32).reshape(-1))
+        xy = torch.from_numpy(np.concatenate(coords)).to(self.device)  # (P, 2)
+        scale = torch.tensor([clip.width, clip.height], dtype=torch.float32, device=self.device)
+        xy = xy / scale * self.config.image_size
+        return _ObjectPrompt(oid, coords=xy, labels=torch.from_numpy(np.concatenate(labels)).to(self.device))
+
+    def _autocast(self) -> AbstractContextManager[object]:
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+
+def _check_frame(frame: np.ndarray, size: tuple[int, int] | None) -> tuple[int, int]:
+    if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        shape = getattr(frame, "shape", None)
+        raise ValueError(f"frames must be (H, W, 3) uint8 RGB arrays, got {type(frame).__name__} {shape}")
+    hw = (int(frame.shape[0]), int(frame.shape[1]))
+    if size is not None and hw != size:
+        raise ValueError(f"frame size changed within a clip: {hw} after {size}")
+    return hw
+
+
+def _no_points(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """SAM 2's prompt for "no points": one padding point at (0, 0), (N, 1, 2) and (N, 1)."""
+    coords = torch.zeros(n, 1, 2, device=device)
+    labels = torch.full((n, 1), PAD_LABEL, dtype=torch.int32, device=device)
+    return coords, labels
+
+
+def _empty_result(frame_index: int, height: int, width: int, dim: int) -> FrameResult:
+    return FrameResult(
+        frame_index=frame_index,
+        object_ids=[],
+        mask_logits=torch.zeros(0, height, width),
+        object_score_logits=torch.zeros(0),
+        iou_predictions=torch.zeros(0),
+        object_pointers=torch.zeros(0, dim),
+    )
+
+
+__all__ = ["FramePlan", "FramePlanner", "KeyframeView", "PromptPlan", "Tracker"]
