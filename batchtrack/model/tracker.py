@@ -253,6 +253,7 @@ class Tracker(nn.Module):
         reverse: bool = False,
         num_frames: int | None = None,
         planner: FramePlanner | None = None,
+        bank: MemoryBank | None = None,
     ) -> Iterator[FrameResult]:
         """Track the prompted objects through `frames`, yielding one FrameResult per frame, in order.
 
@@ -266,22 +267,19 @@ class Tracker(nn.Module):
         num_frames: the clip length. SAM 2 normalises pointer distances by min(length, 16) - 1; give it
         for clips shorter than 16 frames (taken from `len(frames)` when frames has a length).
 
+        bank: the clip's memory bank, from `new_bank` (default: a fresh one); pass one to inspect it.
+
         planner: automatic mode's hook: on the frames it wants, it sees the live objects' predictions
         and may add mask prompts (new objects, re-conditioning) and suppress objects before memory is written.
         """
         plan = PromptPlan(prompts)
         if num_frames is None and hasattr(frames, "__len__"):
             num_frames = len(frames)  # type: ignore[arg-type]
-        max_ptrs = self.config.max_obj_ptrs_in_encoder
-        if num_frames is not None:
-            max_ptrs = max(1, min(num_frames, max_ptrs))
-        bank = MemoryBank(
-            self.config.num_maskmem,
-            max_ptrs,
-            self.config.max_cond_frames_in_attn,
-            self.config.memory_temporal_stride_for_eval,
-            reverse,
-        )
+        if bank is None:
+            bank = self.new_bank(reverse=reverse, num_frames=num_frames)
+        elif bank.sign != (-1 if reverse else 1):
+            raise ValueError(f"the memory bank was made for reverse={bank.sign < 0}, not reverse={reverse}")
+        max_ptrs = bank.max_obj_ptrs
         clip: _Clip | None = None
         step = -1 if reverse else 1
         iterator = iter(frames)
@@ -309,6 +307,19 @@ class Tracker(nn.Module):
                 bank.prune(index + step)
                 yield result
             del features, feats, chunk
+
+    def new_bank(self, *, reverse: bool = False, num_frames: int | None = None) -> MemoryBank:
+        """An empty memory bank for one clip (SAM 2 reads min(clip length, 16) pointers)."""
+        max_ptrs = self.config.max_obj_ptrs_in_encoder
+        if num_frames is not None:
+            max_ptrs = max(1, min(num_frames, max_ptrs))
+        return MemoryBank(
+            self.config.num_maskmem,
+            max_ptrs,
+            self.config.max_cond_frames_in_attn,
+            self.config.memory_temporal_stride_for_eval,
+            reverse,
+        )
 
     # ------------------------------------------------------------------------------------------
     # One frame

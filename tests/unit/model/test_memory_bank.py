@@ -1,0 +1,89 @@
+"""MemoryBank: SAM 2.1's memory selection rules, and a size that does not grow with the clip."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from batchtrack.model.memory_bank import MemoryBank
+
+NUM_MASKMEM, MAX_PTRS = 7, 16
+
+
+def _store(bank: MemoryBank, frame: int, cond: bool, obj: int = 1) -> None:
+    bank.add(obj, frame, torch.full((2, 2, 2), float(frame)), torch.full((4,), float(frame)), cond=cond)
+
+
+def _run(bank: MemoryBank, frames: range, cond_frame: int) -> None:
+    """Simulate a tracking pass: the conditioning frame first, then every other frame in order."""
+    step = frames.step
+    for f in frames:
+        _store(bank, f, cond=(f == cond_frame))
+        bank.prune(f + step)
+
+
+def test_bank_stays_bounded_over_50_frames() -> None:
+    bank = MemoryBank(NUM_MASKMEM, MAX_PTRS)
+    for f in range(50):
+        _store(bank, f, cond=(f == 0))
+        bank.prune(f + 1)
+        assert bank.num_spatial_frames(1) <= 1 + NUM_MASKMEM - 1
+        assert bank.num_pointers(1) <= MAX_PTRS
+    assert bank.num_spatial_frames(1) == NUM_MASKMEM
+    assert bank.num_pointers(1) == MAX_PTRS
+    # Only the conditioning frame and the frames the next one can read are held.
+    assert set(bank.objects[1].cond) == {0}
+    assert set(bank.objects[1].recent) == set(range(35, 50))
+
+
+def test_selection_forward_matches_sam2_rules() -> None:
+    bank = MemoryBank(NUM_MASKMEM, MAX_PTRS)
+    _run(bank, range(0, 20), cond_frame=0)
+    sel = bank.select(1, 20)
+    # Conditioning frame at tpos row 6, then frames 14..19 at rows 5..0 (the frame k back gets row k-1).
+    assert sel.spatial == ((0, 6), (14, 5), (15, 4), (16, 3), (17, 2), (18, 1), (19, 0))
+    # Pointer of the conditioning frame at distance 20, then the last 15 frames at distances 1..15.
+    assert sel.pointers == ((0, 20), *((20 - d, d) for d in range(1, 16)))
+
+
+def test_selection_reverse_uses_later_frames_and_positive_offsets() -> None:
+    bank = MemoryBank(NUM_MASKMEM, MAX_PTRS, reverse=True)
+    _run(bank, range(29, 9, -1), cond_frame=29)
+    sel = bank.select(1, 9)
+    assert sel.spatial == ((29, 6), (15, 5), (14, 4), (13, 3), (12, 2), (11, 1), (10, 0))
+    assert sel.pointers == ((29, 20), *((9 + d, d) for d in range(1, 16)))
+
+
+def test_selection_early_in_clip_skips_missing_frames() -> None:
+    bank = MemoryBank(NUM_MASKMEM, MAX_PTRS)
+    _run(bank, range(3, 6), cond_frame=3)
+    sel = bank.select(1, 6)
+    assert sel.spatial == ((3, 6), (4, 1), (5, 0))
+    assert sel.pointers == ((3, 3), (5, 1), (4, 2))
+
+
+def test_gather_stacks_objects_and_rounds_memory_to_bfloat16() -> None:
+    bank = MemoryBank(NUM_MASKMEM, MAX_PTRS)
+    for obj in (1, 2):
+        bank.add(obj, 0, torch.full((2, 2, 2), 1.0 + 2**-12), torch.ones(4) * obj, cond=True)
+    sel = bank.select(1, 1)
+    assert sel == bank.select(2, 1)
+    mem = bank.gather([1, 2], sel)
+    assert mem.maskmem.shape == (2, 1, 2, 2, 2)
+    assert mem.maskmem.dtype == torch.float32
+    assert torch.all(mem.maskmem == 1.0)  # 1 + 2**-12 is not representable in bfloat16
+    assert mem.pointers[:, 0, 0].tolist() == [1.0, 2.0]
+    assert mem.tpos_rows == [6] and mem.offsets == [1]
+
+
+def test_max_cond_frames_keeps_the_closest_before_and_after() -> None:
+    bank = MemoryBank(NUM_MASKMEM, MAX_PTRS, max_cond_frames=2)
+    for f in (0, 10, 20, 30):
+        _store(bank, f, cond=True)
+    sel = bank.select(1, 22)
+    assert [t for t, row in sel.spatial if row == 6] == [20, 30]
+
+
+def test_max_cond_frames_below_two_is_rejected() -> None:
+    with pytest.raises(ValueError, match="max_cond_frames must be -1"):
+        MemoryBank(NUM_MASKMEM, MAX_PTRS, max_cond_frames=1)
