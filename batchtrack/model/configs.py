@@ -181,8 +181,10 @@ _CONFIGS: dict[str, TrackerConfig] = {
             window_pos_embed_bkg_spatial_size=(7, 7),
         ),
     ),
-    # Shipped default: a 5-block trunk at 320 px (feature map 20x20); everything after the trunk
-    # keeps SAM 2.1's sizes, so the tracker code paths are exactly those of the real models.
+    # Shipped default: a 5-block trunk at 256 px (feature map 16x16), 2 memory-attention layers and
+    # 512-wide MLPs in memory attention and decoder, so that jobs/train.py trains it on 2 CPU cores in
+    # about half an hour. Widths (256-d features and pointers, 64-d memory) and every code path are
+    # SAM 2.1's.
     "tiny-synthetic": TrackerConfig(
         name="tiny-synthetic",
         image_encoder=ImageEncoderConfig(
@@ -190,10 +192,13 @@ _CONFIGS: dict[str, TrackerConfig] = {
             num_heads=1,
             stages=(1, 1, 2, 1),
             global_att_blocks=(3,),
-            window_spec=(8, 4, 10, 5),
+            window_spec=(8, 4, 8, 4),
             window_pos_embed_bkg_spatial_size=(7, 7),
         ),
-        image_size=320,
+        image_size=256,
+        memory_attention_layers=2,
+        memory_attention_dim_feedforward=512,
+        decoder_mlp_dim=512,
     ),
     # Unit tests only: 64 px input, 5 blocks, feature map 4x4.
     "test-tiny": TrackerConfig(

@@ -1,0 +1,281 @@
+"""The training loop: AdamW, warm-up + cosine/linear decay, gradient clipping, metrics to JSONL/CSV,
+checkpoints as safetensors (+ optimizer state) that a rerun resumes from.
+
+It knows nothing about Ray: the Ray Train entry point (jobs/train.py) passes in a `WorkerContext`
+(rank, world size), a `wrap_model` (DDP via `ray.train.torch.prepare_model`) and a `report` callback.
+Run alone (one process, rank 0 of 1) it is an ordinary single-machine training loop.
+
+Checkpoint layout under `output_dir`:
+    checkpoints/step_000050/model.safetensors   tracker weights (strict SAM 2.1-style key names)
+    checkpoints/step_000050/optimizer.pt        AdamW state (load with weights_only=True)
+    checkpoints/step_000050/trainer_state.json  step, config, losses; written last = the checkpoint is whole
+    metrics.jsonl, metrics.csv                  one row per step
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from batchtrack.errors import CheckpointError
+from batchtrack.model.checkpoint import load_state_dict_file, load_strict, save_safetensors
+from batchtrack.training.config import OptimConfig, TrainConfig
+from batchtrack.training.data import make_batch
+from batchtrack.training.losses import LossWeights
+from batchtrack.training.unroll import TrainingUnroll, build_trainable
+
+MODEL_FILE = "model.safetensors"
+OPTIMIZER_FILE = "optimizer.pt"
+STATE_FILE = "trainer_state.json"
+METRIC_FIELDS = (
+    "step",
+    "lr",
+    "loss",
+    "focal",
+    "dice",
+    "iou",
+    "object_score",
+    "association",
+    "mask_iou",
+    "grad_norm",
+    "step_s",
+    "elapsed_s",
+)
+
+ReportFn = Callable[[dict[str, float], "Path | None"], None]
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    """Which worker this is. Rank 0 writes checkpoints and metrics."""
+
+    rank: int = 0
+    world_size: int = 1
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or stopped) run leaves behind."""
+
+    step: int
+    checkpoint_dir: Path | None
+    last_metrics: dict[str, float] = field(default_factory=dict)
+    stopped_early: bool = False
+
+
+def learning_rate(step: int, total_steps: int, optim: OptimConfig) -> float:
+    """Learning rate for optimizer step `step` (0-based): linear warm-up, then the configured decay."""
+    if optim.warmup_steps > 0 and step < optim.warmup_steps:
+        return optim.lr * (step + 1) / optim.warmup_steps
+    if optim.schedule == "constant":
+        return optim.lr
+    span = max(1, total_steps - optim.warmup_steps)
+    progress = min(1.0, (step - optim.warmup_steps) / span)
+    floor = optim.lr * optim.min_lr_ratio
+    if optim.schedule == "linear":
+        return floor + (optim.lr - floor) * (1.0 - progress)
+    return floor + (optim.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.AdamW:
+    """AdamW; biases, norms, embeddings and other 1-D/small tensors get no weight decay."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        small = param.ndim <= 1 or name.endswith(".bias") or "pos_embed" in name or "token" in name
+        (no_decay if small else decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": optim.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas)
+
+
+def checkpoint_dirs(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints (those with a trainer_state.json), oldest first."""
+    root = Path(output_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_") and (p / STATE_FILE).is_file()]
+    return sorted(found, key=lambda p: int(p.name.removeprefix("step_")))
+
+
+def save_checkpoint(
+    output_dir: str | Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    state: dict[str, Any],
+    keep: int,
+) -> Path:
+    """Write the checkpoint of `step` whole (to a temporary folder, then renamed) and prune old ones."""
+    root = Path(output_dir) / "checkpoints"
+    final = root / f"step_{step:06d}"
+    tmp = root / f".tmp_step_{step:06d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_safetensors(model, tmp / MODEL_FILE, metadata={"step": str(step)})
+    torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+    (tmp / STATE_FILE).write_text(json.dumps({"step": step, **state}, indent=2, sort_keys=True))
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    for old in checkpoint_dirs(output_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(
+    checkpoint_dir: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None
+) -> dict[str, Any]:
+    """Load weights strictly (and the optimizer state if given); return the trainer state (with its step)."""
+    checkpoint_dir = Path(checkpoint_dir)
+    state_path = checkpoint_dir / STATE_FILE
+    if not state_path.is_file():
+        raise CheckpointError(f"checkpoint {checkpoint_dir} is incomplete: {STATE_FILE} is missing")
+    load_strict(model, load_state_dict_file(checkpoint_dir / MODEL_FILE), str(checkpoint_dir / MODEL_FILE))
+    if optimizer is not None:
+        optimizer.load_state_dict(torch.load(checkpoint_dir / OPTIMIZER_FILE, map_location="cpu", weights_only=True))
+    return json.loads(state_path.read_text())
+
+
+class _MetricsWriter:
+    """Appends one row per step to metrics.jsonl and metrics.csv (rank 0 only)."""
+
+    def __init__(self, output_dir: Path) -> None:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        self.jsonl = output_dir / "metrics.jsonl"
+        self.csv = output_dir / "metrics.csv"
+        if not self.csv.exists():
+            with self.csv.open("w", newline="") as f:
+                csv.writer(f).writerow(METRIC_FIELDS)
+
+    def write(self, row: dict[str, float]) -> None:
+        with self.jsonl.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        with self.csv.open("a", newline="") as f:
+            csv.writer(f).writerow([row.get(k, "") for k in METRIC_FIELDS])
+
+
+def _all_agree(flag: bool) -> bool:
+    """True on every worker if any worker says True (so all checkpoint/stop on the same step)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)
+
+
+def train(
+    config: TrainConfig,
+    *,
+    worker: WorkerContext | None = None,
+    wrap_model: Callable[[nn.Module], nn.Module] | None = None,
+    report: ReportFn | None = None,
+    resume_from: str | Path | None = None,
+    device: torch.device | None = None,
+) -> TrainResult:
+    """Train `config.model` on synthetic clips for `config.steps` optimizer steps, resuming if possible.
+
+    The run resumes from `resume_from` when given, else from the newest complete checkpoint in
+    `config.output_dir`. Weights are initialised from `config.seed` (same seed, same initial weights).
+    """
+    worker = worker or WorkerContext()
+    device = device or torch.device("cpu")
+    if config.torch_threads is not None:
+        torch.set_num_threads(config.torch_threads)
+    output_dir = Path(config.output_dir)
+    is_chief = worker.rank == 0
+
+    torch.manual_seed(config.seed)
+    tracker_module = build_trainable(config.model).to(device)
+    unroll = TrainingUnroll(tracker_module)
+    optimizer = make_optimizer(unroll, config.optim)
+
+    start_step = 0
+    if resume_from is None:
+        existing = checkpoint_dirs(output_dir)
+        resume_from = existing[-1] if existing else None
+    if resume_from is not None:
+        state = load_checkpoint(resume_from, tracker_module, optimizer)
+        start_step = int(state["step"])
+
+    model = wrap_model(unroll) if wrap_model is not None else unroll
+    model.train()
+    weights = LossWeights(
+        focal=config.loss.focal,
+        dice=config.loss.dice,
+        iou=config.loss.iou,
+        object_score=config.loss.object_score,
+        association=config.loss.association,
+    )
+    writer = _MetricsWriter(output_dir) if is_chief else None
+    t0 = time.monotonic()
+    last_checkpoint_t = t0
+    last_dir: Path | None = Path(resume_from) if resume_from is not None else None
+    row: dict[str, float] = {}
+    step = start_step
+    stopped_early = False
+
+    def checkpoint(step_done: int, metrics: dict[str, float]) -> Path | None:
+        saved = None
+        if is_chief:
+            state = {"config": config.model_dump(mode="json"), "metrics": metrics, "elapsed_s": time.monotonic() - t0}
+            saved = save_checkpoint(output_dir, tracker_module, optimizer, step_done, state, config.keep_checkpoints)
+        if report is not None:
+            report(metrics, saved)
+        return saved
+
+    while step < config.steps:
+        step_t = time.monotonic()
+        lr = learning_rate(step, config.steps, config.optim)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = make_batch(config.data, seed=config.seed, step=step, rank=worker.rank, batch_clips=config.batch_clips)
+        output = model(batch.to(device), weights)
+        loss = output.terms.total(weights)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(unroll.parameters(), config.optim.grad_clip)
+        optimizer.step()
+        step += 1
+
+        now = time.monotonic()
+        row = {
+            "step": step,
+            "lr": lr,
+            "loss": float(loss.detach()),
+            **output.terms.as_floats(),
+            "mask_iou": output.mean_mask_iou,
+            "grad_norm": float(grad_norm),
+            "step_s": now - step_t,
+            "elapsed_s": now - t0,
+        }
+        if writer is not None:
+            writer.write(row)
+        out_of_time = config.max_wall_s is not None and now - t0 >= config.max_wall_s
+        due = (
+            step % config.checkpoint_every_steps == 0
+            or step == config.steps
+            or (config.checkpoint_every_s is not None and now - last_checkpoint_t >= config.checkpoint_every_s)
+        )
+        stop = _all_agree(out_of_time)
+        if _all_agree(due) or stop:
+            saved = checkpoint(step, row)
+            last_dir = saved or last_dir
+            last_checkpoint_t = time.monotonic()
+        if stop and step < config.steps:
+            stopped_early = True
+            break
+    return TrainResult(step=step, checkpoint_dir=last_dir, last_metrics=row, stopped_early=stopped_early)

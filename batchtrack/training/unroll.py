@@ -1,0 +1,208 @@
+"""A differentiable unroll of the tracker over a short clip: what `Tracker.track` does, with gradients.
+
+Frame 0 is prompted (a box, or a mask) for every object; frames 1..T-1 are tracked from the memory
+bank. The unroll drives the inference tracker's own modules and per-frame steps (memory attention,
+decoder, pointer gating, memory encoding, the bounded `MemoryBank`), so training trains exactly what
+inference runs. Differences in train mode are SAM 2's: the decoder's every candidate mask is kept for
+the loss, the "dynamic multimask via stability" switch and hole filling are eval-only. In eval mode
+the unroll reproduces `Tracker.track` (tests/unit/training/test_unroll.py pins this).
+
+Letters: T frames, N objects, K = 1 + num_multimask_outputs decoder masks, M candidates trained on,
+C channels, h x w the feature grid, S the model input side, H x W the video frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from batchtrack.model.configs import get_config
+from batchtrack.model.image_encoder import preprocess_frames
+from batchtrack.model.mask_decoder import ChosenMask, DecoderOutput, choose_mask
+from batchtrack.model.memory_bank import MemoryBank
+from batchtrack.model.postprocess import fill_small_holes
+from batchtrack.model.tracker import BOX_LABELS, Tracker, _Clip, _FrameFeatures, _no_points, _ObjectPrompt, _Rows
+from batchtrack.training.data import ClipBatch, TrainingClip
+from batchtrack.training.losses import LossTerms, LossWeights, frame_loss, mask_iou
+
+
+def build_trainable(name: str) -> Tracker:
+    """A freshly initialised tracker of config `name` in train mode (no shipped weights are loaded)."""
+    return Tracker(get_config(name)).train()
+
+
+@dataclass
+class UnrolledFrame:
+    """One frame of the unroll for all N objects of a clip."""
+
+    candidates: torch.Tensor | None  # (N, M, 4h, 4w) decoder masks trained on; None on mask-prompted frames
+    candidate_iou: torch.Tensor | None  # (N, M) their predicted IoUs
+    object_score_logits: torch.Tensor  # (N,)
+    low_res: torch.Tensor  # (N, 1, 4h, 4w) the chosen (object-score gated, eval: hole-filled) mask, as output
+    iou: torch.Tensor  # (N,) predicted IoU of the chosen mask
+    pointers: torch.Tensor  # (N, C)
+
+
+@dataclass
+class UnrollOutput:
+    """The loss terms of a batch (means over clips and frames) and a detached quality figure."""
+
+    terms: LossTerms
+    mean_mask_iou: float  # IoU of the chosen masks with the ground truth, over visible objects and tracked frames
+
+
+class TrainingUnroll(nn.Module):
+    """Wraps a `Tracker` so that one forward call runs (and scores) a batch of clips; DDP wraps this."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        super().__init__()
+        self.tracker = tracker
+
+    def forward(self, batch: ClipBatch, weights: LossWeights) -> UnrollOutput:
+        device = self.tracker.device
+        total = LossTerms.zeros(device)
+        ious: list[torch.Tensor] = []
+        for clip in batch.clips:
+            frames = self.unroll(clip)
+            clip_terms = LossTerms.zeros(device)
+            counted = 0
+            for t, frame in enumerate(frames):
+                if frame.candidates is None or frame.candidate_iou is None:
+                    continue  # a mask prompt is its own output: nothing to learn on that frame
+                target = clip.masks[t]  # (N, H, W)
+                clip_terms = clip_terms + frame_loss(
+                    frame.candidates, frame.candidate_iou, frame.object_score_logits, target, weights
+                )
+                counted += 1
+                if t > 0:
+                    with torch.no_grad():
+                        visible = target.flatten(1).any(1)
+                        chosen = F.interpolate(frame.low_res.detach(), size=target.shape[-2:], mode="bilinear")
+                        ious.append(mask_iou(chosen[:, 0], target)[visible])
+            total = total + clip_terms.scaled(1.0 / max(1, counted))
+        total = total.scaled(1.0 / len(batch.clips))
+        mean_iou = float(torch.cat(ious).mean()) if ious and torch.cat(ious).numel() else float("nan")
+        return UnrollOutput(terms=total, mean_mask_iou=mean_iou)
+
+    # ------------------------------------------------------------------------------------------
+
+    def unroll(self, clip: TrainingClip) -> list[UnrolledFrame]:
+        """Run the tracker over the clip's T frames, prompting every object on frame 0."""
+        tr = self.tracker
+        t_frames, height, width = clip.frames.shape[0], clip.frames.shape[1], clip.frames.shape[2]
+        max_ptrs = max(1, min(t_frames, tr.config.max_obj_ptrs_in_encoder))
+        bank = MemoryBank(
+            tr.config.num_maskmem,
+            max_ptrs,
+            tr.config.max_cond_frames_in_attn,
+            tr.config.memory_temporal_stride_for_eval,
+            reverse=False,
+        )
+        state = _Clip(height=height, width=width, bank=bank, max_ptr_offset=max(1, max_ptrs - 1))
+        object_ids = list(range(len(clip.object_ids)))
+        state.live = list(object_ids)
+        features = self.encode(clip.frames)
+
+        out = []
+        for t in range(t_frames):
+            feat = features[t]
+            if t == 0:
+                frame, rows = self._prompted(feat, clip, object_ids)
+            else:
+                frame, rows = self._tracked(state, t, feat, object_ids)
+            mem_source = rows.low_res
+            if not self.training and tr.config.fill_hole_area > 0:
+                # Inference outputs hole-filled masks, and encodes a prompted frame from its filled one.
+                frame.low_res = fill_small_holes(rows.low_res, tr.config.fill_hole_area)
+                mem_source = frame.low_res if t == 0 else rows.low_res
+            tr._memorise(state, t, feat, rows, mem_source)
+            bank.prune(t + 1)
+            out.append(frame)
+        return out
+
+    def encode(self, frames: torch.Tensor) -> list[_FrameFeatures]:
+        """(T, H, W, 3) uint8 frames → per-frame features, as `Tracker._encode` computes them."""
+        tr = self.tracker
+        images = preprocess_frames(frames, tr.config.image_size, tr.device)  # (T, 3, S, S)
+        enc = tr.image_encoder(images)
+        s0, s1 = tr.sam_mask_decoder.project_high_res(enc.backbone_fpn[0], enc.backbone_fpn[1])
+        vision, pos = enc.backbone_fpn[-1], enc.vision_pos_enc[-1]
+        return [
+            _FrameFeatures(vision[i : i + 1], pos[i : i + 1], (s0[i : i + 1], s1[i : i + 1]))
+            for i in range(images.shape[0])
+        ]
+
+    def _decode(
+        self, image: torch.Tensor, feat: _FrameFeatures, coords: torch.Tensor, labels: torch.Tensor, multimask: bool
+    ) -> tuple[DecoderOutput, ChosenMask]:
+        """Prompt encoder + decoder on (N, C, h, w) features; every candidate plus the one inference picks."""
+        tr = self.tracker
+        n = image.shape[0]
+        sparse, dense = tr.sam_prompt_encoder(coords, labels, None)
+        high_res = (feat.high_res[0].expand(n, -1, -1, -1), feat.high_res[1].expand(n, -1, -1, -1))
+        out = tr.sam_mask_decoder(image, tr.sam_prompt_encoder.dense_pe(), sparse, dense, high_res)
+        stability = tr.config.dynamic_multimask_via_stability and not self.training
+        delta = tr.config.dynamic_multimask_stability_delta if stability else None
+        return out, choose_mask(out, multimask, delta, tr.config.dynamic_multimask_stability_thresh)
+
+    def _frame(self, out: DecoderOutput, chosen: ChosenMask, rows: _Rows, multimask: bool) -> UnrolledFrame:
+        # SAM 2 trains the 3 multimask candidates when it outputs them, else the single mask 0.
+        first = 1 if multimask else 0
+        last = out.masks.shape[1] if multimask else 1
+        return UnrolledFrame(
+            candidates=out.masks[:, first:last],
+            candidate_iou=out.iou[:, first:last],
+            object_score_logits=chosen.object_score_logits[:, 0],
+            low_res=rows.low_res,
+            iou=rows.iou,
+            pointers=rows.pointers,
+        )
+
+    def _prompted(
+        self, feat: _FrameFeatures, clip: TrainingClip, object_ids: list[int]
+    ) -> tuple[UnrolledFrame, _Rows]:
+        tr = self.tracker
+        n = len(object_ids)
+        if clip.prompt_masks is not None:
+            prompts = [_ObjectPrompt(oid, mask=clip.prompt_masks[oid].cpu().numpy()) for oid in object_ids]
+            rows = tr._mask_as_output(feat, prompts)
+            frame = UnrolledFrame(
+                candidates=None,
+                candidate_iou=None,
+                object_score_logits=rows.scores[:, 0],
+                low_res=rows.low_res,
+                iou=rows.iou,
+                pointers=rows.pointers,
+            )
+            return frame, rows
+        height, width = clip.frames.shape[1], clip.frames.shape[2]
+        scale = torch.tensor([width, height], dtype=torch.float32, device=tr.device)
+        coords = clip.boxes.to(tr.device).reshape(n, 2, 2) / scale * tr.config.image_size  # (N, 2, 2)
+        labels = torch.tensor(BOX_LABELS, dtype=torch.int32, device=tr.device).expand(n, -1)  # (N, 2)
+        image = (feat.vision + tr.no_mem_embed.view(1, -1, 1, 1)).expand(n, -1, -1, -1)  # (N, C, h, w)
+        multimask = tr._multimask(len(BOX_LABELS))
+        out, chosen = self._decode(image, feat, coords, labels, multimask)
+        rows = tr._rows_from_decoder(object_ids, chosen, prompted=True)
+        return self._frame(out, chosen, rows, multimask), rows
+
+    def _tracked(
+        self, state: _Clip, frame_index: int, feat: _FrameFeatures, object_ids: list[int]
+    ) -> tuple[UnrolledFrame, _Rows]:
+        tr = self.tracker
+        # Every object of a training clip joins on frame 0, so all share one bank selection.
+        selection = state.bank.select(object_ids[0], frame_index)
+        image = tr._attend_memory(state, feat, object_ids, selection)  # (N, C, h, w)
+        coords, labels = _no_points(len(object_ids), image.device)
+        multimask = tr._multimask(0)
+        out, chosen = self._decode(image, feat, coords, labels, multimask)
+        rows = tr._rows_from_decoder(object_ids, chosen, prompted=False)
+        return self._frame(out, chosen, rows, multimask), rows
+
+
+def video_logits(frame: UnrolledFrame, height: int, width: int) -> torch.Tensor:
+    """(N, H, W) mask logits at video resolution, as `Tracker.track` reports them."""
+    up = F.interpolate(frame.low_res, size=(height, width), mode="bilinear", align_corners=False)
+    return up[:, 0]

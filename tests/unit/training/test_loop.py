@@ -1,0 +1,121 @@
+"""The training loop: a step lowers the loss, the schedule has its shape, checkpoints resume the run."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from batchtrack.errors import CheckpointError
+from batchtrack.model.build import build_tracker
+from batchtrack.training.config import DataSpec, OptimConfig, make_train_config
+from batchtrack.training.data import make_batch
+from batchtrack.training.loop import (
+    checkpoint_dirs,
+    learning_rate,
+    load_checkpoint,
+    make_optimizer,
+    train,
+)
+from batchtrack.training.losses import LossWeights
+from batchtrack.training.unroll import TrainingUnroll, build_trainable
+
+SPEC = DataSpec(clip_frames=3, height=48, width=64, min_objects=1, max_objects=2, max_tracked_objects=2)
+
+
+def _config(tmp_path: Path, steps: int) -> dict:
+    return {
+        "model": "test-tiny",
+        "seed": 3,
+        "steps": steps,
+        "batch_clips": 1,
+        "output_dir": str(tmp_path / "run"),
+        "checkpoint_every_steps": 1,
+        "checkpoint_every_s": None,
+        "keep_checkpoints": 2,
+        "data": SPEC.model_dump(),
+        "optim": {"lr": 1e-3, "warmup_steps": 0},
+    }
+
+
+def test_one_optimizer_step_lowers_the_loss_on_a_fixed_batch() -> None:
+    torch.manual_seed(0)
+    unroll = TrainingUnroll(build_trainable("test-tiny"))
+    optimizer = make_optimizer(unroll, OptimConfig(lr=1e-3, warmup_steps=0))
+    weights = LossWeights()
+    batch = make_batch(SPEC, seed=5, step=0, batch_clips=2)
+    before = unroll(batch, weights).terms.total(weights)
+    optimizer.zero_grad()
+    before.backward()
+    optimizer.step()
+    with torch.no_grad():
+        after = unroll(batch, weights).terms.total(weights)
+    assert after.item() < before.item()
+
+
+def test_learning_rate_warms_up_then_decays_to_the_floor() -> None:
+    optim = OptimConfig(lr=1e-3, warmup_steps=10, schedule="cosine", min_lr_ratio=0.1)
+    assert learning_rate(0, 100, optim) == pytest.approx(1e-4)
+    assert learning_rate(9, 100, optim) == pytest.approx(1e-3)
+    assert learning_rate(55, 100, optim) == pytest.approx(1e-4 + 0.9e-3 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert learning_rate(100, 100, optim) == pytest.approx(1e-4)
+    linear = optim.model_copy(update={"schedule": "linear"})
+    assert learning_rate(55, 100, linear) == pytest.approx(1e-4 + 0.9e-3 * 0.5)
+
+
+def test_checkpoint_resume_continues_the_step_counter(tmp_path: Path) -> None:
+    first = train(make_train_config(_config(tmp_path, steps=2)))
+    assert first.step == 2 and not first.stopped_early
+    assert [p.name for p in checkpoint_dirs(tmp_path / "run")] == ["step_000001", "step_000002"]
+    saved = load_checkpoint(first.checkpoint_dir, build_trainable("test-tiny"), None)
+    assert saved["step"] == 2
+
+    second = train(make_train_config(_config(tmp_path, steps=3)))
+    assert second.step == 3
+    # Only 2 checkpoints are kept; the resumed run logged step 3 and nothing twice.
+    assert [p.name for p in checkpoint_dirs(tmp_path / "run")] == ["step_000002", "step_000003"]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert (tmp_path / "run" / "metrics.csv").read_text().count("\n") == 4  # header + 3 rows
+
+    # The optimizer state came back too: AdamW's step count continues from 2.
+    tracker = build_trainable("test-tiny")
+    optimizer = make_optimizer(TrainingUnroll(tracker), OptimConfig())
+    load_checkpoint(second.checkpoint_dir, tracker, optimizer)
+    steps = {int(s["step"]) for s in optimizer.state_dict()["state"].values()}
+    assert steps == {3}
+
+
+def test_checkpoint_weights_load_strictly_into_the_inference_tracker(tmp_path: Path) -> None:
+    result = train(make_train_config(_config(tmp_path, steps=1)))
+    assert result.checkpoint_dir is not None
+    tracker = build_tracker("test-tiny", checkpoint=result.checkpoint_dir / "model.safetensors", device="cpu")
+    trained = load_checkpoint(result.checkpoint_dir, build_trainable("test-tiny"), None)
+    assert trained["config"]["model"] == "test-tiny"
+    assert not tracker.training
+
+
+def test_same_seed_gives_the_same_initial_weights() -> None:
+    torch.manual_seed(9)
+    a = build_trainable("test-tiny").state_dict()
+    torch.manual_seed(9)
+    b = build_trainable("test-tiny").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_incomplete_checkpoints_are_ignored_and_refused(tmp_path: Path) -> None:
+    partial = tmp_path / "run" / "checkpoints" / "step_000005"
+    partial.mkdir(parents=True)
+    assert checkpoint_dirs(tmp_path / "run") == []
+    with pytest.raises(CheckpointError, match=r"trainer_state\.json is missing"):
+        load_checkpoint(partial, build_trainable("test-tiny"), None)
+
+
+def test_max_wall_s_stops_early_with_a_checkpoint(tmp_path: Path) -> None:
+    values = _config(tmp_path, steps=50) | {"max_wall_s": 1e-3, "checkpoint_every_steps": 100}
+    result = train(make_train_config(values))
+    assert result.stopped_early and result.step == 1
+    assert [p.name for p in checkpoint_dirs(tmp_path / "run")] == ["step_000001"]
