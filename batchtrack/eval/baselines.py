@@ -28,6 +28,7 @@ POINTER_DIM = 256
 # Logits of a hard mask: confident, but finite so that downstream sigmoid/threshold code behaves.
 _LOGIT = 10.0
 _GRABCUT_ITERATIONS = 3
+_SMALL_DISK = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
 
 
 def _disk_kernel(radius: int) -> np.ndarray:
@@ -202,7 +203,9 @@ class FlowTracker(MaskPropagationTracker):
     ) -> np.ndarray:
         map_x, map_y = state
         warped = cv2.remap(mask.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-        return warped > 0.5
+        # Flow errors leave specks and pinholes that would otherwise be carried on and grow frame after frame.
+        tidy = cv2.morphologyEx((warped > 0.5).astype(np.uint8), cv2.MORPH_OPEN, _SMALL_DISK)
+        return cv2.morphologyEx(tidy, cv2.MORPH_CLOSE, _SMALL_DISK).astype(bool)
 
 
 class HomographyTracker(MaskPropagationTracker):
