@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     config = config.model_copy(update={"output_dir": str(output_dir)})
 
     if not ray.is_initialized() and "RAY_ADDRESS" not in os.environ:
-        ray.init(num_cpus=max(1, int(args.num_workers * args.cpus_per_worker)))
+        # "local": always a fresh embedded cluster, never one that `ray start` left on this machine.
+        ray.init(address="local", num_cpus=max(1, math.ceil(args.num_workers * args.cpus_per_worker)))
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=config.model_dump(mode="json"),

@@ -37,6 +37,11 @@ class TrainingClip:
     object_ids: list[int]  # (N,)
     boxes: torch.Tensor  # (N, 4) float32 x0, y0, x1, y1 in pixels: the frame-0 box prompts
     prompt_masks: torch.Tensor | None  # (N, H, W) bool frame-0 mask prompts, or None to prompt with the boxes
+    # For the association loss: a click inside each visible object on every frame ((-1, -1) when hidden),
+    # as automatic mode's grid clicks land on objects, and one track per frame left out to stand for
+    # "a new object" (-1: none left out).
+    clicks: torch.Tensor  # (T, N, 2) float32 x, y in pixels
+    left_out: torch.Tensor  # (T,) int64 object index or -1
 
     def to(self, device: torch.device) -> TrainingClip:
         return TrainingClip(
@@ -45,6 +50,8 @@ class TrainingClip:
             object_ids=self.object_ids,
             boxes=self.boxes.to(device),
             prompt_masks=None if self.prompt_masks is None else self.prompt_masks.to(device),
+            clicks=self.clicks.to(device),
+            left_out=self.left_out.to(device),
         )
 
 
@@ -119,12 +126,25 @@ def make_clip(spec: DataSpec, rng: np.random.Generator) -> TrainingClip:
         [_jitter_box(rng, mask_box(masks[0, n]), spec.box_jitter, spec.width, spec.height) for n in range(len(chosen))]
     )  # (N, 4)
     use_mask = rng.random() < spec.mask_prompt_fraction
+    # Drawn after everything above, so adding them left the frames, masks and prompts of a seed unchanged.
+    clicks = np.full((spec.clip_frames, len(chosen), 2), -1.0, dtype=np.float32)
+    for t in range(spec.clip_frames):
+        for n in range(len(chosen)):
+            ys, xs = np.nonzero(masks[t, n])
+            if len(xs):
+                k = int(rng.integers(len(xs)))
+                clicks[t, n] = (xs[k], ys[k])
+    # With a single object, leaving its track out would leave the head one column: nothing to learn.
+    leave = (rng.random(spec.clip_frames) < 0.5) & (len(chosen) > 1)
+    left_out = np.where(leave, rng.integers(0, len(chosen), spec.clip_frames), -1).astype(np.int64)
     return TrainingClip(
         frames=torch.from_numpy(frames),
         masks=torch.from_numpy(masks),
         object_ids=[first.object_ids[i] for i in chosen],
         boxes=torch.from_numpy(boxes),
         prompt_masks=torch.from_numpy(masks[0].copy()) if use_mask else None,
+        clicks=torch.from_numpy(clicks),
+        left_out=torch.from_numpy(left_out),
     )
 
 

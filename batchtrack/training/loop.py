@@ -8,6 +8,7 @@ Run alone (one process, rank 0 of 1) it is an ordinary single-machine training l
 Checkpoint layout under `output_dir`:
     checkpoints/step_000050/model.safetensors   tracker weights (strict SAM 2.1-style key names)
     checkpoints/step_000050/optimizer.pt        AdamW state (load with weights_only=True)
+    checkpoints/step_000050/association_head.safetensors   only when the association loss is on
     checkpoints/step_000050/trainer_state.json  step, config, losses; written last = the checkpoint is whole
     metrics.jsonl, metrics.csv                  one row per step
 """
@@ -29,6 +30,7 @@ import torch.distributed as dist
 from torch import nn
 
 from batchtrack.errors import CheckpointError
+from batchtrack.model.association import AssociationHead, load_association_head, save_association_head
 from batchtrack.model.checkpoint import load_state_dict_file, load_strict, save_safetensors
 from batchtrack.training.config import OptimConfig, TrainConfig
 from batchtrack.training.data import make_batch
@@ -36,6 +38,7 @@ from batchtrack.training.losses import LossWeights
 from batchtrack.training.unroll import TrainingUnroll, build_trainable
 
 MODEL_FILE = "model.safetensors"
+ASSOCIATION_FILE = "association_head.safetensors"
 OPTIMIZER_FILE = "optimizer.pt"
 STATE_FILE = "trainer_state.json"
 METRIC_FIELDS = (
@@ -119,6 +122,7 @@ def save_checkpoint(
     step: int,
     state: dict[str, Any],
     keep: int,
+    association_head: AssociationHead | None = None,
 ) -> Path:
     """Write the checkpoint of `step` whole (to a temporary folder, then renamed) and prune old ones."""
     root = Path(output_dir) / "checkpoints"
@@ -127,6 +131,8 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_safetensors(model, tmp / MODEL_FILE, metadata={"step": str(step)})
+    if association_head is not None:
+        save_association_head(association_head, tmp / ASSOCIATION_FILE)
     torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
     (tmp / STATE_FILE).write_text(json.dumps({"step": step, **state}, indent=2, sort_keys=True))
     shutil.rmtree(final, ignore_errors=True)
@@ -137,7 +143,10 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    checkpoint_dir: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None
+    checkpoint_dir: str | Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    association_head: AssociationHead | None = None,
 ) -> dict[str, Any]:
     """Load weights strictly (and the optimizer state if given); return the trainer state (with its step)."""
     checkpoint_dir = Path(checkpoint_dir)
@@ -145,6 +154,8 @@ def load_checkpoint(
     if not state_path.is_file():
         raise CheckpointError(f"checkpoint {checkpoint_dir} is incomplete: {STATE_FILE} is missing")
     load_strict(model, load_state_dict_file(checkpoint_dir / MODEL_FILE), str(checkpoint_dir / MODEL_FILE))
+    if association_head is not None:
+        load_association_head(checkpoint_dir / ASSOCIATION_FILE, association_head)
     if optimizer is not None:
         optimizer.load_state_dict(torch.load(checkpoint_dir / OPTIMIZER_FILE, map_location="cpu", weights_only=True))
     return json.loads(state_path.read_text())
@@ -200,7 +211,8 @@ def train(
 
     torch.manual_seed(config.seed)
     tracker_module = build_trainable(config.model).to(device)
-    unroll = TrainingUnroll(tracker_module)
+    head = AssociationHead(tracker_module.config.d_model).to(device) if config.loss.association > 0 else None
+    unroll = TrainingUnroll(tracker_module, head)
     optimizer = make_optimizer(unroll, config.optim)
 
     start_step = 0
@@ -208,7 +220,7 @@ def train(
         existing = checkpoint_dirs(output_dir)
         resume_from = existing[-1] if existing else None
     if resume_from is not None:
-        state = load_checkpoint(resume_from, tracker_module, optimizer)
+        state = load_checkpoint(resume_from, tracker_module, optimizer, head)
         start_step = int(state["step"])
 
     model = wrap_model(unroll) if wrap_model is not None else unroll
@@ -232,7 +244,9 @@ def train(
         saved = None
         if is_chief:
             state = {"config": config.model_dump(mode="json"), "metrics": metrics, "elapsed_s": time.monotonic() - t0}
-            saved = save_checkpoint(output_dir, tracker_module, optimizer, step_done, state, config.keep_checkpoints)
+            saved = save_checkpoint(
+                output_dir, tracker_module, optimizer, step_done, state, config.keep_checkpoints, head
+            )
         if report is not None:
             report(metrics, saved)
         return saved

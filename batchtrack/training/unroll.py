@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from batchtrack.model.association import AssociationHead, association_loss
 from batchtrack.model.configs import get_config
 from batchtrack.model.image_encoder import preprocess_frames
 from batchtrack.model.mask_decoder import ChosenMask, DecoderOutput, choose_mask
@@ -55,18 +56,25 @@ class UnrollOutput:
 
 
 class TrainingUnroll(nn.Module):
-    """Wraps a `Tracker` so that one forward call runs (and scores) a batch of clips; DDP wraps this."""
+    """Wraps a `Tracker` so that one forward call runs (and scores) a batch of clips; DDP wraps this.
 
-    def __init__(self, tracker: Tracker) -> None:
+    With an `association_head`, every tracked frame also trains it (the association loss hook): each
+    visible object is clicked once, as automatic mode's grid proposals are, and the head must match
+    that proposal's decoder token to the object's pointer on the frame, or call it a new object when
+    its track was left out.
+    """
+
+    def __init__(self, tracker: Tracker, association_head: AssociationHead | None = None) -> None:
         super().__init__()
         self.tracker = tracker
+        self.association_head = association_head
 
     def forward(self, batch: ClipBatch, weights: LossWeights) -> UnrollOutput:
         device = self.tracker.device
         total = LossTerms.zeros(device)
         ious: list[torch.Tensor] = []
         for clip in batch.clips:
-            frames = self.unroll(clip)
+            frames, features = self._run(clip)
             clip_terms = LossTerms.zeros(device)
             counted = 0
             for t, frame in enumerate(frames):
@@ -77,6 +85,8 @@ class TrainingUnroll(nn.Module):
                     frame.candidates, frame.candidate_iou, frame.object_score_logits, target, weights
                 )
                 counted += 1
+                if t > 0 and self.association_head is not None:
+                    clip_terms.association = clip_terms.association + self._association(clip, t, features[t], frame)
                 if t > 0:
                     with torch.no_grad():
                         visible = target.flatten(1).any(1)
@@ -91,6 +101,9 @@ class TrainingUnroll(nn.Module):
 
     def unroll(self, clip: TrainingClip) -> list[UnrolledFrame]:
         """Run the tracker over the clip's T frames, prompting every object on frame 0."""
+        return self._run(clip)[0]
+
+    def _run(self, clip: TrainingClip) -> tuple[list[UnrolledFrame], list[_FrameFeatures]]:
         tr = self.tracker
         t_frames, height, width = clip.frames.shape[0], clip.frames.shape[1], clip.frames.shape[2]
         max_ptrs = max(1, min(t_frames, tr.config.max_obj_ptrs_in_encoder))
@@ -121,7 +134,7 @@ class TrainingUnroll(nn.Module):
             tr._memorise(state, t, feat, rows, mem_source)
             bank.prune(t + 1)
             out.append(frame)
-        return out
+        return out, features
 
     def encode(self, frames: torch.Tensor) -> list[_FrameFeatures]:
         """(T, H, W, 3) uint8 frames → per-frame features, as `Tracker._encode` computes them."""
@@ -200,6 +213,33 @@ class TrainingUnroll(nn.Module):
         out, chosen = self._decode(image, feat, coords, labels, multimask)
         rows = tr._rows_from_decoder(object_ids, chosen, prompted=False)
         return self._frame(out, chosen, rows, multimask), rows
+
+
+    def _association(
+        self, clip: TrainingClip, t: int, feat: _FrameFeatures, frame: UnrolledFrame
+    ) -> torch.Tensor:
+        """Association loss of frame t: click proposals of the visible objects against the frame's pointers."""
+        tr = self.tracker
+        head = self.association_head
+        assert head is not None
+        visible = clip.masks[t].flatten(1).any(1).nonzero()[:, 0]  # (P,) object indices
+        if visible.numel() == 0:
+            return frame.pointers.sum() * 0.0
+        height, width = clip.frames.shape[1], clip.frames.shape[2]
+        scale = torch.tensor([width, height], dtype=torch.float32, device=tr.device)
+        coords = (clip.clicks[t, visible].to(tr.device) / scale * tr.config.image_size).unsqueeze(1)  # (P, 1, 2)
+        labels = torch.ones(visible.numel(), 1, dtype=torch.int32, device=tr.device)  # (P, 1) positive clicks
+        image = (feat.vision + tr.no_mem_embed.view(1, -1, 1, 1)).expand(visible.numel(), -1, -1, -1)
+        _, chosen = self._decode(image, feat, coords, labels, multimask=tr._multimask(1))
+        n = frame.pointers.shape[0]
+        left_out = int(clip.left_out[t])
+        kept = [k for k in range(n) if k != left_out]
+        column = {k: i for i, k in enumerate(kept)}
+        targets = torch.tensor(
+            [column.get(int(k), len(kept)) for k in visible], dtype=torch.long, device=tr.device
+        )  # (P,): the object's own track, or "new" (len(kept)) when its track was left out
+        logits = head(chosen.token, frame.pointers[kept])  # (P, len(kept) + 1)
+        return association_loss(logits, targets)
 
 
 def video_logits(frame: UnrolledFrame, height: int, width: int) -> torch.Tensor:

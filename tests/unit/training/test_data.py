@@ -60,3 +60,16 @@ def test_config_rejects_unknown_keys_and_inverted_object_counts() -> None:
         make_train_config({"data": {"frames_per_clip": 4}})
     with pytest.raises(ConfigError, match=r"max_objects=1 is below data.min_objects=2"):
         make_train_config({"data": {"min_objects": 2, "max_objects": 1}})
+
+
+def test_association_clicks_fall_inside_visible_objects() -> None:
+    clip = make_batch(SPEC, seed=8, step=1).clips[0]
+    t_frames, n = clip.masks.shape[:2]
+    for t in range(t_frames):
+        for k in range(n):
+            x, y = clip.clicks[t, k].long().tolist()
+            if clip.masks[t, k].any():
+                assert bool(clip.masks[t, k, y, x])
+            else:
+                assert (x, y) == (-1, -1)
+        assert -1 <= int(clip.left_out[t]) < n

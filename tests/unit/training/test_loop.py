@@ -119,3 +119,16 @@ def test_max_wall_s_stops_early_with_a_checkpoint(tmp_path: Path) -> None:
     result = train(make_train_config(values))
     assert result.stopped_early and result.step == 1
     assert [p.name for p in checkpoint_dirs(tmp_path / "run")] == ["step_000001"]
+
+
+def test_association_head_is_checkpointed_apart_and_resumed(tmp_path: Path) -> None:
+    values = _config(tmp_path, steps=1) | {"loss": {"association": 1.0}}
+    values["data"] = values["data"] | {"min_objects": 2, "max_objects": 2}
+    first = train(make_train_config(values))
+    assert first.checkpoint_dir is not None
+    assert (first.checkpoint_dir / "association_head.safetensors").is_file()
+    assert first.last_metrics["association"] > 0
+    # The tracker file stays a pure tracker state dict: it loads strictly into the inference tracker.
+    build_tracker("test-tiny", checkpoint=first.checkpoint_dir / "model.safetensors", device="cpu")
+    second = train(make_train_config(values | {"steps": 2}))
+    assert second.step == 2
