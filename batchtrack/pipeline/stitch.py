@@ -220,7 +220,7 @@ def prompted_disagreements(
 # Measurement against ground truth
 
 
-def _match_frame(pred: Mapping[int, np.ndarray], gt: Mapping[int, np.ndarray], iou_threshold: float) -> dict[int, int]:
+def match_frame(pred: Mapping[int, np.ndarray], gt: Mapping[int, np.ndarray], iou_threshold: float) -> dict[int, int]:
     """GT object -> predicted track on one frame: Hungarian on IoU, pairs with IoU >= threshold."""
     pred_ids = [t for t, m in pred.items() if np.asarray(m).any()]
     gt_ids = [g for g, m in gt.items() if np.asarray(m).any()]
@@ -248,7 +248,7 @@ def count_id_switches(pred_tracks: FrameMasks, gt_tracks: FrameMasks, *, iou_thr
     last: dict[int, int] = {}
     switches = 0
     for frame in sorted(gt_tracks):
-        for gt_id, track in _match_frame(pred_tracks.get(frame, {}), gt_tracks[frame], iou_threshold).items():
+        for gt_id, track in match_frame(pred_tracks.get(frame, {}), gt_tracks[frame], iou_threshold).items():
             if gt_id in last and last[gt_id] != track:
                 switches += 1
             last[gt_id] = track
