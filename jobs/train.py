@@ -1,8 +1,8 @@
-"""Train a tracker on synthetic clips with Ray Train (one CPU worker or many GPU workers, same script).
+r"""Train a tracker on synthetic clips with Ray Train (one CPU worker or many GPU workers, same script).
 
     python jobs/train.py --config jobs/configs/train_tiny.yaml --output-dir runs/tiny --num-workers 1
-    ray job submit --working-dir . -- \
-        python jobs/train.py --config jobs/configs/train_tiny.yaml --num-workers 8 --use-gpu
+    ray job submit --working-dir . -- python jobs/train.py --config jobs/configs/train_tiny.yaml \
+        --num-workers 8 --use-gpu
 
 Every worker runs `batchtrack.training.loop.train`; DDP comes from `ray.train.torch.prepare_model`, and
 each checkpoint rank 0 writes is reported to Ray Train. A rerun with the same output dir resumes.
