@@ -52,6 +52,41 @@ class ClipOverlapData:
         if self.end_frame <= self.start_frame:
             raise ValueError(f"clip {self.clip_id}: end_frame {self.end_frame} <= start_frame {self.start_frame}")
 
+    @classmethod
+    def from_columns(
+        cls,
+        clip_id: str,
+        start_frame: int,
+        end_frame: int,
+        overlap_frames: int,
+        frame_index: Sequence[int],
+        object_id: Sequence[int],
+        rle: Sequence[str],
+        size: tuple[int, int],
+        area: Sequence[int] | None = None,
+        embedding: Sequence[np.ndarray] | None = None,
+    ) -> ClipOverlapData:
+        """Build from one clip's `masks/` columns (and optionally `pointers/` embeddings in the same row order).
+
+        Only the first and last `overlap_frames` frames are kept (as RLE, decoded when compared).
+        With `area`, an object's first frame is its first non-empty row; otherwise its first row.
+        """
+        shared = set(range(start_frame, min(start_frame + overlap_frames, end_frame)))
+        shared |= set(range(max(end_frame - overlap_frames, start_frame), end_frame))
+        masks: dict[int, dict[int, str]] = {}
+        pointers: dict[int, dict[int, np.ndarray]] = {}
+        firsts: dict[int, int] = {}
+        for row, (frame, obj) in enumerate(zip(frame_index, object_id, strict=True)):
+            frame, obj = int(frame), int(obj)
+            firsts.setdefault(obj, end_frame)
+            if area is None or area[row] > 0:
+                firsts[obj] = min(firsts[obj], frame)
+            if frame in shared:
+                masks.setdefault(obj, {})[frame] = rle[row]
+                if embedding is not None:
+                    pointers.setdefault(obj, {})[frame] = np.asarray(embedding[row], dtype=np.float32)
+        return cls(clip_id, start_frame, end_frame, masks, pointers, firsts, size)
+
     def object_order(self) -> list[int]:
         """The clip's objects in order of first appearance.
 

@@ -213,3 +213,29 @@ def test_count_id_switches_counts_changes_of_matched_track() -> None:
     assert count_id_switches(pred, gt) == 3
     # A low-IoU prediction is no match.
     assert count_id_switches({0: {0: a}, 1: {1: disc(24, 20, 6)}}, {0: {10: a}, 1: {10: a}}) == 0
+
+
+def test_clip_overlap_from_output_columns_keeps_only_the_shared_frames() -> None:
+    gt = _moving_scene(26, hide_3=False)
+    clips = []
+    for start, end in ((0, 10), (8, 18), (16, 26)):
+        rows = [(f, o, m) for f in range(start, end) for o, m in gt[f].items() if f >= 14 or o != 2]
+        clips.append(
+            ClipOverlapData.from_columns(
+                f"c{start}",
+                start,
+                end,
+                2,
+                frame_index=[f for f, _, _ in rows],
+                object_id=[o + 10 * start for _, o, _ in rows],  # per-clip ids
+                rle=[encode_mask(m) for _, _, m in rows],
+                size=(H, W),
+                area=[int(m.sum()) for _, _, m in rows],
+                embedding=[np.full(4, o, np.float32) for _, o, _ in rows],
+            )
+        )
+    assert sorted(clips[1].masks[1 + 80]) == [8, 9, 16, 17]
+    assert clips[1].first_frames[2 + 80] == 14
+    result = stitch_video(clips)
+    assert result[("c0", 1)] == result[("c8", 81)] == result[("c16", 161)]
+    assert result[("c8", 82)] == result[("c16", 162)] != result[("c0", 3)]
