@@ -229,9 +229,15 @@ class _KeyframePlanner:
         self.next_id = max((int(p.object_id) for p in prompts), default=-1) + 1
         self.log: list[KeyframeLog] = []
 
+    def watch(self, frames: Iterable[tuple[int, np.ndarray]]) -> Iterator[tuple[int, np.ndarray]]:
+        """Pass the frames through, noting the first one: keyframes count from it."""
+        for index, frame in frames:
+            if self.first_frame is None:
+                self.first_frame = int(index)
+            yield index, frame
+
     def wants(self, frame_index: int) -> bool:
-        if self.first_frame is None:
-            self.first_frame = frame_index
+        assert self.first_frame is not None, "the tracker asks about frames only after pulling them"
         return abs(frame_index - self.first_frame) % self.config.keyframe_every == 0
 
     def plan(self, view: KeyframeView) -> FramePlan:
@@ -337,4 +343,6 @@ class AutoTracker:
         self.last_log = planner.log
         if num_frames is None and hasattr(frames, "__len__"):
             num_frames = len(frames)  # type: ignore[arg-type]
-        yield from self.tracker.track(frames, prompts, reverse=reverse, num_frames=num_frames, planner=planner)
+        yield from self.tracker.track(
+            planner.watch(frames), prompts, reverse=reverse, num_frames=num_frames, planner=planner
+        )

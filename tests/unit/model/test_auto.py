@@ -150,14 +150,18 @@ def test_prompted_objects_keep_their_ids_and_automatic_ids_follow_them(tracker: 
     auto = AutoTracker(tracker, AutoTrackConfig(keyframe_every=4, proposal=LOOSE))
     results = list(auto.track(frames[:5], [box]))
     assert results[0].object_ids[0] == 7
+    assert [log.frame_index for log in auto.last_log] == [0, 4]
     assert all(oid == 7 or oid >= 8 for r in results for oid in r.object_ids)
 
 
-def test_reverse_tracking_proposes_on_the_first_processed_frame(tracker: Tracker, frames: list) -> None:
+def test_keyframes_count_from_the_first_processed_frame_also_in_reverse(tracker: Tracker, frames: list) -> None:
     auto = AutoTracker(tracker, AutoTrackConfig(keyframe_every=3, proposal=LOOSE))
     results = list(auto.track(list(reversed(frames[:5])), reverse=True))
     assert [r.frame_index for r in results] == [4, 3, 2, 1, 0]
     assert [log.frame_index for log in auto.last_log] == [4, 1]
+    # Keyframes count from the first frame of the stream, whatever its index.
+    list(auto.track(frames[2:7]))
+    assert [log.frame_index for log in auto.last_log] == [2, 5]
 
 
 def test_learned_rule_needs_a_head_and_runs_with_one(tracker: Tracker, frames: list) -> None:
