@@ -19,13 +19,13 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from batchtrack.model.auto import AutoTrackConfig, AutoTracker
 from batchtrack.model.build import build_tracker
-from batchtrack.model.tracker import Tracker
 from batchtrack.model.types import FrameResult, Prompt
 from batchtrack.pipeline.stitch import ClipOverlapData, count_id_switches, match_frame, stitch_video
 from batchtrack.synthetic.render import render_frames
@@ -69,7 +69,7 @@ def _masks(results: list[FrameResult]) -> FrameMasks:
     return {r.frame_index: {o: (r.mask_logits[i] > 0).numpy() for i, o in enumerate(r.object_ids)} for r in results}
 
 
-def _run(tracker: Tracker | AutoTracker, frames: list[tuple[int, np.ndarray]], prompts: list[Prompt]) -> tuple:
+def _run(tracker: Any, frames: list[tuple[int, np.ndarray]], prompts: list[Prompt]) -> tuple:
     start = time.perf_counter()
     results = list(tracker.track(frames, prompts))
     return results, time.perf_counter() - start
@@ -86,7 +86,7 @@ def clip_ranges(num_frames: int, length: int, overlap: int) -> list[tuple[int, i
 
 
 def bench_video(
-    spec: SceneSpec, tracker: Tracker, args: argparse.Namespace, scores: dict[str, Score], rng: np.random.Generator
+    spec: SceneSpec, tracker: Any, args: argparse.Namespace, scores: dict[str, Score], rng: np.random.Generator
 ) -> None:
     rendered = list(render_frames(Scene.from_spec(spec)))
     frames = [(r.frame_index, r.image) for r in rendered]
@@ -96,7 +96,7 @@ def bench_video(
     results, seconds = _run(tracker, frames, _gt_prompts(gt, 0, identity))
     scores["sequential"].add(_masks(results), gt, seconds)
 
-    modes: list[tuple[str, Tracker | AutoTracker]] = [("stitched", tracker)]
+    modes: list[tuple[str, Any]] = [("stitched", tracker)]
     if args.auto:
         modes.append(("auto", AutoTracker(tracker, AutoTrackConfig(keyframe_every=args.keyframe_every))))
     for mode, runner in modes:
@@ -154,10 +154,17 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    tracker = build_tracker(args.model, checkpoint=args.checkpoint, device=args.device)
+    if args.model.startswith("baseline-"):
+        from batchtrack.eval.baselines import build_baseline
+
+        if args.auto:
+            parser.error("--auto needs a SAM-style model, not a classical baseline")
+        tracker = build_baseline(args.model)
+    else:
+        tracker = build_tracker(args.model, checkpoint=args.checkpoint, device=args.device)
     print(
-        f"model={args.model} device={tracker.device} threads={torch.get_num_threads()} videos={args.videos} "
-        f"frames={args.frames} clip={args.clip_frames} overlap={args.overlap}"
+        f"model={args.model} device={getattr(tracker, 'device', 'cpu')} threads={torch.get_num_threads()} "
+        f"videos={args.videos} frames={args.frames} clip={args.clip_frames} overlap={args.overlap}"
     )
     rng = np.random.default_rng(args.seed)
     scores: dict[str, Score] = {"sequential": Score()}
