@@ -264,22 +264,23 @@ class _KeyframePlanner:
         if self.config.rule == "learned" and self.owner.head is not None and len(proposals) > 0:
             result = self._learned(result, proposals, view)
 
-        video_masks = proposals.video_masks(view.height, view.width)  # (N, H, W)
+        # Only proposals that become prompts are upsampled to video resolution.
+        recondition = {t: p for t, p in sorted(result.recondition.items()) if t not in result.suppressed_tracks}
+        room = max(0, self.config.max_objects - len(view.object_ids))
+        wanted = list(dict.fromkeys(result.new_proposals[:room] + list(recondition.values())))
+        upsampled = proposals.select(wanted).video_masks(view.height, view.width) if wanted else None  # (K, H, W)
+        video_mask = {p: upsampled[k].cpu().numpy() for k, p in enumerate(wanted)} if upsampled is not None else {}
         prompts: list[Prompt] = []
-        live = len(view.object_ids)
         born: list[int] = []
-        for p in result.new_proposals:
-            if live >= self.config.max_objects:
-                break
-            if not video_masks[p].any():
+        for p in result.new_proposals[:room]:
+            if not video_mask[p].any():
                 continue
-            prompts.append(Prompt(view.frame_index, self.next_id, mask=video_masks[p].numpy()))
+            prompts.append(Prompt(view.frame_index, self.next_id, mask=video_mask[p]))
             born.append(self.next_id)
             self.next_id += 1
-            live += 1
-        for tid, p in sorted(result.recondition.items()):
-            if tid not in result.suppressed_tracks and video_masks[p].any():
-                prompts.append(Prompt(view.frame_index, tid, mask=video_masks[p].numpy()))
+        for tid, p in recondition.items():
+            if video_mask[p].any():
+                prompts.append(Prompt(view.frame_index, tid, mask=video_mask[p]))
         self.log.append(KeyframeLog(view.frame_index, len(proposals), result, born))
         return FramePlan(prompts=prompts, suppress=list(result.suppressed_tracks))
 
