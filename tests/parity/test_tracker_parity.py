@@ -15,8 +15,9 @@ both sides still round stored memory to bf16. Each oracle session adds all promp
 the frame where they join. An object joining later is compared with an oracle session of its own
 (the official tracks objects independently), and reverse tracking with a separate session.
 
-The model runs at image_size 512 (hydra override `++model.image_size=512` for the oracle, the same
-field for ours) to keep CPU time down; one shorter run at SAM 2.1's native 1024 is marked slow.
+The model runs at image_size 256 (hydra override `++model.image_size=256` for the oracle, the same
+field for ours; every code path is the one of 1024, on a 16 x 16 feature grid) to keep CPU time
+down; one shorter run at SAM 2.1's native 1024 is marked slow. (At 512 the same tests passed too.)
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ pytestmark = pytest.mark.parity
 
 OFFICIAL_CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
 TOLERANCE = 1e-3
-SIZE = 512
+SIZE = 256
 NUM_FRAMES = 8
 HEIGHT, WIDTH = 120, 160
 
@@ -155,6 +156,7 @@ def _compare(ours: dict[int, FrameResult], oracle: dict[int, OracleFrame], label
             assert float(per_obj.max()) <= TOLERANCE, (
                 f"{label} frame {frame} {name}: max |diff| per object {dict(zip(ids, per_obj.tolist(), strict=True))}"
             )
+    print(f"{label}: largest |ours - official| over {len(oracle)} frames = {worst:.2e}")
     return worst
 
 
