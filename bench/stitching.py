@@ -6,7 +6,8 @@ On synthetic videos with exact ground truth, the tracker runs
   prompted with GT boxes on its first frame under shuffled per-clip ids (as a detector without
   identity would give them); `stitch_video` then links the clips into video-level track ids;
 - unstitched: the same clips with their per-clip ids taken as they are (what stitching fixes);
-- with --auto also automatic mode per clip (no prompts at all) + stitching.
+- with --auto also automatic mode per clip (no prompts at all) + stitching;
+- with --reid C also stitching with pointer re-identification (cosine >= C) across gaps.
 ID switches are counted against the GT (`count_id_switches`: per frame, GT objects matched to
 predicted tracks at IoU >= 0.5); coverage is the fraction of visible GT (frame, object) pairs
 matched. Frames shared by two clips are taken from the earlier clip.
@@ -49,7 +50,7 @@ class Score:
 
     def row(self, name: str) -> str:
         cover = self.matched / max(self.visible, 1)
-        return f"{name:<12} id_switches {self.id_switches:>4}   coverage {cover:6.1%}   tracking {self.seconds:7.1f} s"
+        return f"{name:<14} id_switches {self.id_switches:>4}   coverage {cover:6.1%}   tracking {self.seconds:7.1f} s"
 
 
 def _matched_pairs(pred: FrameMasks, gt: FrameMasks) -> int:
@@ -121,13 +122,21 @@ def bench_video(
                     end,
                     masks={o: {f: masks[f][o] for f in shared if o in masks[f]} for o in objects},
                     pointers={o: {f: pointers[f][o] for f in shared if o in pointers[f]} for o in objects},
+                    signatures={
+                        o: np.mean([pointers[f][o] for f in masks if o in masks[f] and masks[f][o].any()], axis=0)
+                        for o in objects
+                        if any(o in masks[f] and masks[f][o].any() for f in masks)
+                    },
                     first_frames={
                         o: min((f for f in masks if o in masks[f] and masks[f][o].any()), default=end) for o in objects
                     },
                 )
             )
         track_ids = stitch_video(clips)
-        for name, ids in ((mode, track_ids), (f"{mode}-raw", {key: key[1] for key in track_ids})):
+        variants = [(mode, track_ids), (f"{mode}-raw", {key: key[1] for key in track_ids})]
+        if args.reid is not None:
+            variants.append((f"{mode}+reid", stitch_video(clips, reid_min_cosine=args.reid)))
+        for name, ids in variants:
             pred: FrameMasks = {}
             for clip in clips:
                 for f, objs in per_clip[clip.clip_id].items():
@@ -148,6 +157,7 @@ def main() -> None:
     parser.add_argument("--overlap", type=int, default=4)
     parser.add_argument("--auto", action="store_true", help="also run automatic mode per clip")
     parser.add_argument("--keyframe-every", type=int, default=10)
+    parser.add_argument("--reid", type=float, default=None, help="also stitch with pointer re-identification")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy machine)")
     args = parser.parse_args()

@@ -47,6 +47,8 @@ class ClipOverlapData:
     pointers: Mapping[int, Mapping[int, np.ndarray]] = field(default_factory=dict)
     first_frames: Mapping[int, int] = field(default_factory=dict)
     size: tuple[int, int] | None = None  # (height, width); needed only when masks are RLE strings
+    # Optional per-object appearance summary (mean object pointer over the clip), for re-identification.
+    signatures: Mapping[int, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.end_frame <= self.start_frame:
@@ -70,22 +72,29 @@ class ClipOverlapData:
 
         Only the first and last `overlap_frames` frames are kept (as RLE, decoded when compared).
         With `area`, an object's first frame is its first non-empty row; otherwise its first row.
+        With `embedding`, an object's signature is its mean pointer over its non-empty rows.
         """
         shared = set(range(start_frame, min(start_frame + overlap_frames, end_frame)))
         shared |= set(range(max(end_frame - overlap_frames, start_frame), end_frame))
         masks: dict[int, dict[int, str]] = {}
         pointers: dict[int, dict[int, np.ndarray]] = {}
         firsts: dict[int, int] = {}
+        sums: dict[int, np.ndarray] = {}
+        counts: dict[int, int] = {}
         for row, (frame, obj) in enumerate(zip(frame_index, object_id, strict=True)):
             frame, obj = int(frame), int(obj)
             firsts.setdefault(obj, end_frame)
             if area is None or area[row] > 0:
                 firsts[obj] = min(firsts[obj], frame)
+                if embedding is not None:
+                    sums[obj] = sums.get(obj, 0.0) + np.asarray(embedding[row], dtype=np.float64)
+                    counts[obj] = counts.get(obj, 0) + 1
             if frame in shared:
                 masks.setdefault(obj, {})[frame] = rle[row]
                 if embedding is not None:
                     pointers.setdefault(obj, {})[frame] = np.asarray(embedding[row], dtype=np.float32)
-        return cls(clip_id, start_frame, end_frame, masks, pointers, firsts, size)
+        signatures = {obj: (total / counts[obj]).astype(np.float32) for obj, total in sums.items()}
+        return cls(clip_id, start_frame, end_frame, masks, pointers, firsts, size, signatures)
 
     def object_order(self) -> list[int]:
         """The clip's objects in order of first appearance.
@@ -199,16 +208,22 @@ def stitch_video(
     min_iou: float = 0.3,
     pointer_weight: float = 0.05,
     keep_object_ids: bool = False,
+    reid_min_cosine: float | None = None,
 ) -> dict[tuple[str, int], int]:
     """Video-level track ids for every (clip_id, object_id), clips given in temporal order.
 
     With `keep_object_ids` (prompted mode: object ids are already video-level) every object keeps
     its id as track id. Otherwise ids are dense from 0 in order of first appearance.
+
+    `reid_min_cosine` turns on re-identification: an object no overlap links (it was out of view
+    across a clip boundary) takes the id of a track that is not in its clip when their signatures
+    (`ClipOverlapData.signatures`) have cosine similarity at least this (Hungarian, best first).
     """
     ordered = sorted(clips, key=lambda c: (c.start_frame, c.end_frame))
     if keep_object_ids:
         return {(c.clip_id, obj): obj for c in ordered for obj in c.object_order()}
     track_ids: dict[tuple[str, int], int] = {}
+    last_signature: dict[int, np.ndarray] = {}  # track id -> signature in its latest clip
     next_id = 0
     previous: ClipOverlapData | None = None
     for clip in ordered:
@@ -216,14 +231,41 @@ def stitch_video(
         if previous is not None:
             for link in link_clips(previous, clip, min_iou=min_iou, pointer_weight=pointer_weight):
                 inherited[link.next_object] = track_ids[(previous.clip_id, link.previous_object)]
+        if reid_min_cosine is not None:
+            inherited.update(_reidentify(clip, inherited, last_signature, reid_min_cosine))
         for obj in clip.object_order():
             if obj in inherited:
                 track_ids[(clip.clip_id, obj)] = inherited[obj]
             else:
                 track_ids[(clip.clip_id, obj)] = next_id
                 next_id += 1
+            if obj in clip.signatures:
+                last_signature[track_ids[(clip.clip_id, obj)]] = np.asarray(clip.signatures[obj], dtype=np.float64)
         previous = clip
     return track_ids
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(v))
+    return v / norm if norm > 0 else v
+
+
+def _reidentify(
+    clip: ClipOverlapData, inherited: dict[int, int], last_signature: dict[int, np.ndarray], min_cosine: float
+) -> dict[int, int]:
+    """Unlinked objects of `clip` -> dormant tracks (not continued in this clip) with similar signatures."""
+    taken = set(inherited.values())
+    objects = [o for o in clip.object_order() if o not in inherited and o in clip.signatures]
+    tracks = sorted(t for t in last_signature if t not in taken)
+    if not objects or not tracks:
+        return {}
+    a = np.stack([_unit(np.asarray(clip.signatures[o], dtype=np.float64)) for o in objects])  # (O, C)
+    b = np.stack([_unit(last_signature[t]) for t in tracks])  # (T, C)
+    cosine = a @ b.T  # (O, T)
+    rows, cols = linear_sum_assignment(cosine, maximize=True)
+    return {
+        objects[r]: tracks[c] for r, c in zip(rows.tolist(), cols.tolist(), strict=True) if cosine[r, c] >= min_cosine
+    }
 
 
 def prompted_disagreements(

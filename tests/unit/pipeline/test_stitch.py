@@ -239,3 +239,31 @@ def test_clip_overlap_from_output_columns_keeps_only_the_shared_frames() -> None
     result = stitch_video(clips)
     assert result[("c0", 1)] == result[("c8", 81)] == result[("c16", 161)]
     assert result[("c8", 82)] == result[("c16", 162)] != result[("c0", 3)]
+
+
+def test_reidentification_links_an_object_back_after_a_gap_longer_than_the_overlap() -> None:
+    gt = _moving_scene(26)  # object 3 is out of view on frames 8..12, across the first clip boundary
+    # Pointers: one fixed direction per GT object, so signatures identify objects.
+    directions = {o: np.eye(8)[o] for o in (1, 2, 3)}
+    clips = []
+    for start, end in ((0, 10), (8, 18), (16, 26)):
+        rows = [(f, o, m) for f in range(start, end) for o, m in gt[f].items() if m.any()]
+        clips.append(
+            ClipOverlapData.from_columns(
+                f"c{start}",
+                start,
+                end,
+                2,
+                frame_index=[f for f, _, _ in rows],
+                object_id=[o + 10 * start for _, o, _ in rows],
+                rle=[encode_mask(m) for _, _, m in rows],
+                size=(H, W),
+                embedding=[directions[o] for _, o, _ in rows],
+            )
+        )
+    plain = stitch_video(clips)
+    assert plain[("c0", 3)] != plain[("c8", 83)]
+    reid = stitch_video(clips, reid_min_cosine=0.9)
+    assert reid[("c0", 3)] == reid[("c8", 83)] == reid[("c16", 163)]
+    assert reid[("c8", 82)] not in {reid[("c0", 1)], reid[("c0", 3)]}  # a new object is not forced onto a track
+    assert reid[("c0", 1)] == reid[("c8", 81)] == reid[("c16", 161)]
