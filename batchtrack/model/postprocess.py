@@ -3,7 +3,7 @@
 SAM 2's video predictor fills background holes of at most `fill_hole_area` pixels (8-connected
 components of logits <= 0) in the low-res masks with a small positive logit, using a CUDA
 extension; without it (on CPU) the official code skips the step. This is the same rule for every
-device. It changes only the emitted masks, never the memory.
+device. It changes only the emitted masks (and, as in SAM 2, the memory of prompted frames).
 
 Letters: B masks, H x W the mask grid.
 """
@@ -14,38 +14,41 @@ import torch
 import torch.nn.functional as F
 
 HOLE_FILL_LOGIT = 0.1
-_CHECK_EVERY = 8  # label propagation steps between convergence checks
 
 
-def connected_component_areas(region: torch.Tensor) -> torch.Tensor:
-    """For (B, 1, H, W) bool `region`, the area of each pixel's 8-connected component (0 outside the region)."""
+def small_components(region: torch.Tensor, max_area: int) -> torch.Tensor:
+    """Pixels of (B, 1, H, W) bool `region` whose 8-connected component has at most `max_area` pixels.
+
+    Exact, with only `max_area + 1` steps of 3x3 max-label propagation instead of a full labelling.
+    Region pixels start with unique labels; after k = max_area steps each pixel holds the largest
+    label within geodesic distance k. A component of <= k pixels has diameter < k, so all its pixels
+    then agree on its largest label, that label occurs exactly |component| times, and one more step
+    changes none of them. For a larger component no label passes both tests: if every pixel carrying
+    label m is stable, the set of them contains the whole k-ball around m's own pixel, which in a
+    component of more than k pixels has more than k pixels.
+    """
     b, _, h, w = region.shape
-    # Every region pixel starts with a unique positive label; propagating the maximum over 3x3
-    # neighbourhoods inside the region converges to one label per component. float32 holds these
-    # integers exactly up to 2**24 pixels per batch item.
+    # float32 holds these integer labels exactly up to 2**24 pixels per mask.
     index = torch.arange(1, h * w + 1, device=region.device, dtype=torch.float32).reshape(1, 1, h, w)
     labels = torch.where(region, index, 0.0)  # (B, 1, H, W)
-    while True:
-        before = labels
-        for _ in range(_CHECK_EVERY):
-            labels = torch.where(region, F.max_pool2d(labels, 3, stride=1, padding=1), 0.0)
-        if torch.equal(before, labels):
-            break
-    flat = labels.reshape(b, h * w).long()  # (B, HW)
+    for _ in range(max_area):
+        labels = torch.where(region, F.max_pool2d(labels, 3, stride=1, padding=1), 0.0)
+    after = torch.where(region, F.max_pool2d(labels, 3, stride=1, padding=1), 0.0)
+    flat = labels.reshape(b, h * w).long()  # (B, HW), 0 outside the region
+    changed = (after != labels).reshape(b, h * w).long()  # (B, HW)
     counts = torch.zeros(b, h * w + 1, device=region.device, dtype=torch.long)
-    counts.scatter_add_(1, flat, torch.ones_like(flat))
-    counts[:, 0] = 0
-    return torch.gather(counts, 1, flat).reshape(b, 1, h, w)
+    counts.scatter_add_(1, flat, torch.ones_like(flat))  # pixels per label
+    unstable = torch.zeros_like(counts).scatter_reduce_(1, flat, changed, reduce="amax")  # any pixel changed
+    small = (torch.gather(counts, 1, flat) <= max_area) & (torch.gather(unstable, 1, flat) == 0)  # (B, HW)
+    return small.reshape(b, 1, h, w) & region
 
 
 def fill_small_holes(mask_logits: torch.Tensor, max_area: int) -> torch.Tensor:
     """Set background components (logit <= 0) of at most `max_area` pixels to a small positive logit.
 
-    mask_logits (B, 1, H, W); returns a new tensor, the input unchanged when max_area <= 0.
+    mask_logits (B, 1, H, W); returns a new tensor, the input itself when max_area <= 0.
     """
     if max_area <= 0 or mask_logits.numel() == 0:
         return mask_logits
-    background = mask_logits <= 0
-    areas = connected_component_areas(background)
-    is_hole = background & (areas <= max_area)
-    return torch.where(is_hole, torch.full_like(mask_logits, HOLE_FILL_LOGIT), mask_logits)
+    holes = small_components(mask_logits <= 0, max_area)
+    return torch.where(holes, torch.full_like(mask_logits, HOLE_FILL_LOGIT), mask_logits)

@@ -262,7 +262,11 @@ class Tracker(nn.Module):
         An object joins on the first of its prompted frames that the stream reaches; every prompted
         frame of an object becomes one of its conditioning frames (predicted without memory, as SAM 2
         does for prompts added before propagation). Frames before any object joins yield an empty
-        result and are not encoded.
+        result and are not encoded. Streaming has one consequence: a conditioning frame is read from
+        the moment the stream reaches it, whereas the official predictor, holding the whole video,
+        also lets earlier frames attend to later prompted frames; the two agree whenever each object's
+        prompts are on the frame where it joins (checked in tests/parity). A reverse pass is a pass of
+        its own: it does not reuse memory of an earlier forward pass.
 
         num_frames: the clip length. SAM 2 normalises pointer distances by min(length, 16) - 1; give it
         for clips shorter than 16 frames (taken from `len(frames)` when frames has a length).

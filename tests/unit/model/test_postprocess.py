@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from batchtrack.model.postprocess import HOLE_FILL_LOGIT, connected_component_areas, fill_small_holes
+from batchtrack.model.postprocess import HOLE_FILL_LOGIT, fill_small_holes, small_components
 
 
 def _scipy_areas(region: np.ndarray) -> np.ndarray:
@@ -17,13 +17,15 @@ def _scipy_areas(region: np.ndarray) -> np.ndarray:
     return counts[labels]
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_component_areas_match_scipy_8_connectivity(seed: int) -> None:
+@pytest.mark.parametrize(("seed", "density", "max_area"), [(0, 0.45, 8), (1, 0.6, 8), (2, 0.3, 3), (3, 0.5, 1)])
+def test_small_components_match_scipy_8_connectivity(seed: int, density: float, max_area: int) -> None:
     rng = np.random.default_rng(seed)
-    region = rng.random((3, 1, 40, 57)) < 0.45
-    got = connected_component_areas(torch.from_numpy(region)).numpy()
+    region = rng.random((3, 1, 40, 57)) < density
+    got = small_components(torch.from_numpy(region), max_area).numpy()
     for i in range(3):
-        np.testing.assert_array_equal(got[i, 0], _scipy_areas(region[i, 0]))
+        want = region[i, 0] & (_scipy_areas(region[i, 0]) <= max_area)
+        assert want.any() and (region[i, 0] & ~want).any()  # both kinds present
+        np.testing.assert_array_equal(got[i, 0], want)
 
 
 def test_fill_small_holes_fills_only_holes_up_to_max_area() -> None:
