@@ -10,14 +10,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from batchtrack.errors import BatchtrackError
+from batchtrack.errors import BatchtrackError, ConfigError
 
 
 def _job_overrides(args: argparse.Namespace) -> dict[str, Any]:
     model: dict[str, Any] = {"name": args.model, "checkpoint": args.checkpoint}
     clip: dict[str, Any] = {"length_frames": args.clip_frames, "overlap_frames": args.overlap_frames}
-    actors: dict[str, Any] = {"num_actors": args.actors, "num_gpus": args.gpus_per_actor}
+    actors: dict[str, Any] = {
+        "num_actors": args.actors,
+        "max_actors": args.max_actors,
+        "num_gpus": args.gpus_per_actor,
+        "num_cpus": args.cpus_per_actor,
+    }
+    auto = {"enabled": False} if args.no_auto else None
     return {
+        "auto": auto,
+        "storage_options": _storage_options(args.storage_option),
         "corpus": args.corpus,
         "output": args.output,
         "prompts": args.prompts,
@@ -26,6 +34,22 @@ def _job_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "clip": {k: v for k, v in clip.items() if v is not None} or None,
         "actors": {k: v for k, v in actors.items() if v is not None} or None,
     }
+
+
+def _storage_options(pairs: list[str] | None) -> dict[str, Any] | None:
+    if not pairs:
+        return None
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--storage-option expects KEY=VALUE, got {pair!r}")
+        node = options
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return options
 
 
 def _add_job_flags(parser: argparse.ArgumentParser, positional: bool = True) -> None:
@@ -39,9 +63,18 @@ def _add_job_flags(parser: argparse.ArgumentParser, positional: bool = True) -> 
     group.add_argument("--checkpoint", help="checkpoint (.pt/.safetensors) for the configured model")
     parser.add_argument("--clip-frames", type=int, help="clip length in frames")
     parser.add_argument("--overlap-frames", type=int, help="frames shared by consecutive clips")
-    parser.add_argument("--actors", type=int, help="number of tracker actors")
+    parser.add_argument("--actors", type=int, help="number of tracker actors (minimum when autoscaling)")
+    parser.add_argument("--max-actors", type=int, help="upper bound of an autoscaling actor pool")
+    parser.add_argument("--cpus-per-actor", type=float, help="CPUs per actor (torch threads follow)")
     parser.add_argument("--gpus-per-actor", type=float, help="GPUs per actor (0 = CPU)")
     parser.add_argument("--max-failed-fraction", type=float, help="tolerated fraction of failed clips")
+    parser.add_argument(
+        "--storage-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="fsspec storage option, repeatable (e.g. endpoint_url=http://127.0.0.1:9000, client_kwargs.region_name=x)",
+    )
+    parser.add_argument("--no-auto", action="store_true", help="skip videos without prompts instead of auto mode")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
