@@ -12,9 +12,11 @@ $(BIN)/python:
 	$(BIN)/pip install --upgrade pip setuptools wheel
 
 # torch first: the CPU wheel on disk; a bare `torch` requirement would pull a multi-GB CUDA build.
-$(STAMP): pyproject.toml | $(BIN)/python
+# constraints.txt pins the versions tested together (unpinned, pip backtracks for minutes over
+# s3fs/aiobotocore/boto3); pyproject.toml itself keeps ranges.
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -e ".[test,bench]"
+	$(BIN)/pip install -c constraints.txt -e ".[test,bench]"
 	touch $(STAMP)
 
 install: $(STAMP)
