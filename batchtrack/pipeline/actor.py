@@ -2,7 +2,8 @@
 
 Each call gets clip rows (a JSON `spec` column), decodes the clip's frames inside the actor (raw
 frames never cross the object store), runs the tracker, writes the clip's masks/ and pointers/ files
-whole, then its commit record, and returns one small status row per clip. Bad input becomes a
+whole, then its commit record, and returns one small status row per clip. A clip planned in mode
+`auto` (no prompts on its frames) runs the same loaded model wrapped in `AutoTracker`. Bad input becomes a
 `failed` row; resource and Ray system errors propagate so Ray restarts the actor and retries.
 """
 
@@ -20,8 +21,8 @@ import pyarrow as pa
 import ray
 import torch
 
-from batchtrack.config import ModelConfig
-from batchtrack.errors import DecodeError, PromptError, TransientIOError
+from batchtrack.config import AutoConfig, ModelConfig
+from batchtrack.errors import ConfigError, DecodeError, PromptError, TransientIOError
 from batchtrack.io.prompts import PromptRecord
 from batchtrack.io.rle import decode_mask, encode_mask, mask_area, mask_bbox
 from batchtrack.io.schema import MASKS_SCHEMA, POINTER_DIM, pointers_schema
@@ -29,7 +30,7 @@ from batchtrack.io.sink import clip_file, join, write_table
 from batchtrack.io.video import iter_frames
 from batchtrack.model.types import FrameResult, Prompt
 from batchtrack.pipeline.commit import ClipStatus, CommitRecord, write_commit
-from batchtrack.pipeline.models import FrameTracker, load_tracker
+from batchtrack.pipeline.models import FrameTracker, build_auto_tracker, load_tracker, supports_auto
 from batchtrack.pipeline.plan import ClipSpec
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class ActorSettings:
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     prefetch_frames: int = 8
+    auto: AutoConfig | None = None  # automatic-mode settings; None when no clip of the job is planned `auto`
 
 
 def choose_device(num_gpus: float) -> str:
@@ -81,13 +83,21 @@ def to_model_prompt(record: PromptRecord, height: int, width: int) -> Prompt:
 
 
 class _TimedFrames:
-    """(absolute index, frame) pairs from a decoder, with the time spent waiting on it."""
+    """(absolute index, frame) pairs from a decoder, with the time spent waiting on it.
 
-    def __init__(self, frames: Iterator[np.ndarray], start: int) -> None:
+    Its length is the clip's planned length: the tracker reads it as the clip length (SAM 2 scales
+    pointer distances by it), exactly as it would for a list of frames.
+    """
+
+    def __init__(self, frames: Iterator[np.ndarray], start: int, num_frames: int) -> None:
         self._frames = frames
         self._start = start
+        self._num_frames = num_frames
         self.seconds = 0.0
         self.count = 0
+
+    def __len__(self) -> int:
+        return self._num_frames
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
         while True:
@@ -187,11 +197,30 @@ def _is_ray_system_error(exc: BaseException) -> bool:
 class ClipProcessor:
     """Tracks one clip with a given tracker and commits it. Used by ClipTracker; testable without Ray."""
 
-    def __init__(self, tracker: FrameTracker, settings: ActorSettings, device: str, node_id: str | None) -> None:
+    def __init__(
+        self,
+        tracker: FrameTracker,
+        settings: ActorSettings,
+        device: str,
+        node_id: str | None,
+        auto_tracker: FrameTracker | None = None,
+    ) -> None:
         self.tracker = tracker
+        self.auto_tracker = auto_tracker  # tracks clips planned in mode `auto`; None: such clips fail
         self.settings = settings
         self.device = device
         self.node_id = node_id
+
+    def tracker_for(self, spec: ClipSpec) -> FrameTracker:
+        """The prompted tracker, or the automatic one for a clip planned in mode `auto`."""
+        if spec.mode != "auto":
+            return self.tracker
+        if self.auto_tracker is None:
+            raise ConfigError(
+                f"clip {spec.clip_id} is planned in automatic mode but this actor has no automatic tracker "
+                f"(model {spec.model.name!r}, auto settings given: {self.settings.auto is not None})"
+            )
+        return self.auto_tracker
 
     def _status(self, spec: ClipSpec, status: str, **values: Any) -> ClipStatus:
         return ClipStatus(
@@ -211,8 +240,10 @@ class ClipProcessor:
     def process(self, spec: ClipSpec) -> ClipStatus:
         """Track one clip and commit it; failures come back as `failed` rows, never half-written commits."""
         began = time.perf_counter()
-        stage = "prompts"
+        stage = "track"
         try:
+            tracker = self.tracker_for(spec)
+            stage = "prompts"
             prompts = [to_model_prompt(p, spec.height, spec.width) for p in spec.prompts]
             stage = "decode"
             frames = _TimedFrames(
@@ -224,11 +255,12 @@ class ClipProcessor:
                     prefetch=self.settings.prefetch_frames,
                 ),
                 spec.start,
+                spec.num_frames,
             )
             stage = "track"
             rows = _ClipRows(spec)
             with torch.inference_mode():
-                for result in self.tracker.track(frames, prompts):
+                for result in tracker.track(frames, prompts):
                     rows.add(result)
             tracked = time.perf_counter()
             stage = "write"
@@ -239,6 +271,8 @@ class ClipProcessor:
             return self._failed(spec, "decode", exc, began)
         except PromptError as exc:
             return self._failed(spec, "prompts", exc, began)
+        except ConfigError as exc:
+            return self._failed(spec, stage, exc, began)
         except TransientIOError as exc:
             return self._failed(spec, "write", exc, began)
         except Exception as exc:
@@ -293,7 +327,11 @@ class ClipTracker:
         torch.set_num_threads(max(1, int(settings.num_cpus)))
         device = choose_device(settings.num_gpus)
         node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
-        self.processor = ClipProcessor(load_tracker(settings.model, device), settings, device, node_id)
+        tracker = load_tracker(settings.model, device)
+        auto = None
+        if settings.auto is not None and supports_auto(settings.model.name):
+            auto = build_auto_tracker(tracker, settings.auto)
+        self.processor = ClipProcessor(tracker, settings, device, node_id, auto)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = [self.processor.process(ClipSpec.from_json(str(text))).to_json() for text in batch["spec"]]

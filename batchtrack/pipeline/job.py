@@ -1,8 +1,13 @@
-"""run_job: list → probe → plan clips → skip committed → track in an actor pool → clips/ → _manifest.json.
+"""run_job: list → probe → plan clips → skip committed → track in an actor pool → stitch → clips/ → _manifest.json.
 
 Runs on the Ray cluster named by RAY_ADDRESS (as under `ray job submit`) or on an embedded local
 Ray when there is none. Every clip of the plan ends as exactly one clips/ row: ok (tracked now or
 committed by an earlier run), failed (with its stage, error class and message) or skipped.
+
+A clip with prompts on its frames is tracked in prompted mode; a clip without (a video with no
+prompts, or the unprompted stretch of a prompted one) in automatic mode when `auto.enabled` and
+the model can propose objects, else it is skipped with the reason. After tracking, the stitching
+post-pass (`track_ids`) gives every video with several ok clips its video-level track ids.
 """
 
 from __future__ import annotations
@@ -33,13 +38,14 @@ from batchtrack.pipeline.commit import (
     write_clip_rows,
     write_manifest,
 )
-from batchtrack.pipeline.models import checkpoint_hash
-from batchtrack.pipeline.plan import ClipSpec, ModelKey, plan_video, video_clip_id
+from batchtrack.pipeline.models import auto_unavailable_reason, check_auto_config, checkpoint_hash
+from batchtrack.pipeline.plan import ClipSpec, ModelKey, auto_mode_key, plan_video, video_clip_id
+from batchtrack.pipeline.track_ids import StitchClip, VideoStitch, stitch_video_output
 
 log = logging.getLogger(__name__)
 
-NO_PROMPTS = "no prompts (automatic mode not enabled)"
 REMOTE_PROBE_MIN_VIDEOS = 256
+REMOTE_STITCH_MIN_VIDEOS = 64
 PROBE_CHUNK = 64
 PROBE_THREADS = 16
 
@@ -67,6 +73,9 @@ class JobSummary:
     frames: int = 0  # frames tracked by this run
     objects: int = 0  # (clip, object) pairs tracked by this run
     mask_rows: int = 0  # rows written by this run
+    auto_clips: int = 0  # ok clips tracked in automatic mode (this run or resumed)
+    stitched_videos: int = 0  # videos with several ok clips whose track ids were stitched
+    stitch_rewrites: int = 0  # masks/ and pointers/ files rewritten by this run's stitching pass
     wall_seconds: float = 0.0
     clip_seconds: float = 0.0  # sum over this run's clips of their time in an actor
     failures: list[Failure] = field(default_factory=list)
@@ -95,6 +104,9 @@ class JobSummary:
             "frames": self.frames,
             "objects": self.objects,
             "mask_rows": self.mask_rows,
+            "auto_clips": self.auto_clips,
+            "stitched_videos": self.stitched_videos,
+            "stitch_rewrites": self.stitch_rewrites,
             "wall_seconds": round(self.wall_seconds, 3),
             "clip_seconds": round(self.clip_seconds, 3),
             "frames_per_second": round(self.frames_per_second, 3),
@@ -105,12 +117,13 @@ class JobSummary:
             f"batchtrack job → {self.output}",
             f"  videos            {self.videos:>8}",
             f"  clips             {self.clips:>8}",
-            f"    ok              {self.ok:>8}   (of which resumed: {self.resumed})",
+            f"    ok              {self.ok:>8}   (of which resumed: {self.resumed}, automatic mode: {self.auto_clips})",
             f"    failed          {self.failed:>8}",
             f"    skipped         {self.skipped:>8}",
             f"  frames tracked    {self.frames:>8}",
             f"  objects tracked   {self.objects:>8}",
             f"  mask rows         {self.mask_rows:>8}",
+            f"  stitched videos   {self.stitched_videos:>8}   (files rewritten: {self.stitch_rewrites})",
             f"  wall time         {self.wall_seconds:>8.1f} s   (clips' own time summed: {self.clip_seconds:.1f} s)",
             f"  throughput        {self.frames_per_second:>8.2f} frames/s",
         ]
@@ -186,7 +199,7 @@ def _video_row(ref: VideoRef, model: ModelKey, reason: str, status: str, **value
     )
 
 
-def _skipped_clip(spec: ClipSpec) -> ClipStatus:
+def _skipped_clip(spec: ClipSpec, reason: str) -> ClipStatus:
     return ClipStatus(
         video_id=spec.video_id,
         video_uri=spec.video_uri,
@@ -197,7 +210,7 @@ def _skipped_clip(spec: ClipSpec) -> ClipStatus:
         model_name=spec.model.name,
         checkpoint_hash=spec.model.checkpoint_hash,
         error_stage="plan",
-        error_message=f"no prompts on frames [{spec.start}, {spec.end}) (automatic mode not enabled)",
+        error_message=f"no prompts on frames [{spec.start}, {spec.end}) and {reason}",
     )
 
 
@@ -208,7 +221,14 @@ def plan_corpus(
     cfg: JobConfig,
     model: ModelKey,
 ) -> tuple[list[ClipSpec], list[ClipStatus]]:
-    """Clips to track, and the rows decided without tracking (probe failures, videos or clips without prompts)."""
+    """Clips to track, and the rows decided without tracking (probe failures, clips that cannot be tracked).
+
+    Clips without prompts are planned in automatic mode when it is available (`auto.enabled` and a
+    model that proposes objects); otherwise a video without prompts is one skipped row, and an
+    unprompted clip of a prompted video a skipped clip row, each saying why.
+    """
+    no_auto = auto_unavailable_reason(model.name, cfg.auto)
+    auto_key = auto_mode_key(cfg.auto) if no_auto is None else None
     to_track: list[ClipSpec] = []
     decided: list[ClipStatus] = []
     for ref, probe in zip(refs, probes, strict=True):
@@ -221,19 +241,19 @@ def plan_corpus(
             )
             continue
         video_prompts = prompts.get(ref.uri, [])
-        if not video_prompts:
+        if not video_prompts and no_auto is not None:
             decided.append(
                 _video_row(
                     ref, model, "no-prompts", "skipped",
-                    end_frame=probe.info.num_frames, error_stage="plan", error_message=NO_PROMPTS,
+                    end_frame=probe.info.num_frames, error_stage="plan", error_message=f"no prompts and {no_auto}",
                 )
             )
             continue
-        for spec in plan_video(ref, probe.info, video_prompts, cfg.clip, model):
-            if spec.prompts:
+        for spec in plan_video(ref, probe.info, video_prompts, cfg.clip, model, auto_key):
+            if spec.prompts or spec.mode == "auto":
                 to_track.append(spec)
             else:
-                decided.append(_skipped_clip(spec))
+                decided.append(_skipped_clip(spec, no_auto or "automatic mode is unavailable"))
     return to_track, decided
 
 
@@ -250,6 +270,7 @@ def track_clips(specs: Sequence[ClipSpec], cfg: JobConfig) -> list[ClipStatus]:
         num_cpus=cfg.actors.num_cpus,
         num_gpus=cfg.actors.num_gpus,
         prefetch_frames=cfg.actors.prefetch_frames,
+        auto=cfg.auto if any(s.mode == "auto" for s in specs) else None,
     )
     actors = cfg.actors
     pool = (
@@ -278,6 +299,69 @@ def track_clips(specs: Sequence[ClipSpec], cfg: JobConfig) -> list[ClipStatus]:
     return list(statuses.values())
 
 
+@dataclass(frozen=True)
+class StitchTask:
+    """One video of the stitching post-pass: its ok clips and the first id free for new tracks."""
+
+    video_id: str
+    clips: list[StitchClip]
+    first_new_id: int
+
+
+def plan_stitching(
+    specs: Sequence[ClipSpec], rows: Sequence[ClipStatus], prompts: Mapping[str, Sequence[PromptRecord]]
+) -> list[StitchTask]:
+    """Videos whose track ids need stitching: several ok clips, at least one tracked in automatic mode.
+
+    A video whose clips are all prompted already has video-level ids (the prompts'), and a video with
+    one clip keeps its object ids, so neither is read again.
+    """
+    by_id = {s.clip_id: s for s in specs}
+    by_video: dict[str, list[tuple[ClipSpec, ClipStatus]]] = {}
+    for row in rows:
+        spec = by_id.get(row.clip_id)
+        if row.status == "ok" and spec is not None and row.masks_file is not None:
+            by_video.setdefault(row.video_id, []).append((spec, row))
+    tasks = []
+    for video_id, clips in sorted(by_video.items()):
+        if len(clips) < 2 or all(spec.mode != "auto" for spec, _ in clips):
+            continue
+        video_prompts = prompts.get(clips[0][0].video_uri, [])
+        stitch_clips = [
+            StitchClip(
+                clip_id=spec.clip_id, start=spec.start, end=spec.end, height=spec.height, width=spec.width,
+                prompted=spec.mode != "auto", masks_file=str(row.masks_file), pointers_file=row.pointers_file,
+            )
+            for spec, row in sorted(clips, key=lambda pair: (pair[0].start, pair[0].end))
+        ]
+        tasks.append(StitchTask(video_id, stitch_clips, max((p.object_id for p in video_prompts), default=-1) + 1))
+    return tasks
+
+
+def _stitch_one(task: StitchTask, output: str, options: Mapping[str, Any], compression: str) -> VideoStitch:
+    return stitch_video_output(
+        output, task.video_id, task.clips, first_new_id=task.first_new_id, storage_options=options,
+        compression=compression,
+    )
+
+
+@ray.remote(num_cpus=0.5, max_retries=3)
+def _stitch_chunk(tasks: list[StitchTask], output: str, options: dict[str, Any], compression: str) -> list[VideoStitch]:
+    return [_stitch_one(task, output, options, compression) for task in tasks]
+
+
+def stitch_videos(
+    tasks: Sequence[StitchTask], output: str, options: Mapping[str, Any], compression: str
+) -> list[VideoStitch]:
+    """Run the stitching post-pass: driver threads for a few videos, Ray tasks over the cluster for many."""
+    if len(tasks) < REMOTE_STITCH_MIN_VIDEOS:
+        with ThreadPoolExecutor(max_workers=PROBE_THREADS) as pool:
+            return list(pool.map(lambda task: _stitch_one(task, output, options, compression), tasks))
+    chunks = [list(tasks[i : i + 8]) for i in range(0, len(tasks), 8)]
+    refs = [_stitch_chunk.remote(chunk, output, dict(options), compression) for chunk in chunks]
+    return [result for chunk in ray.get(refs) for result in chunk]
+
+
 def run_job(cfg: JobConfig) -> JobSummary:
     """Run the whole batch job described by `cfg` and return its summary (also in `_manifest.json`)."""
     started = time.perf_counter()
@@ -293,6 +377,8 @@ def run_job(cfg: JobConfig) -> JobSummary:
     model = ModelKey(cfg.model.name, checkpoint_hash(cfg.model, options))
     probes = probe_videos(refs, options)
     to_track, decided = plan_corpus(refs, probes, prompts, cfg, model)
+    if any(s.mode == "auto" for s in to_track):
+        check_auto_config(cfg.auto)
 
     committed = load_committed(cfg.output, (s.clip_id for s in to_track), options)
     pending = [s for s in to_track if s.clip_id not in committed]
@@ -304,8 +390,13 @@ def run_job(cfg: JobConfig) -> JobSummary:
 
     rows = decided + [record.clip for record in committed.values()] + tracked
     write_clip_rows(cfg.output, rows, options, cfg.out.compression)
+    stitched = stitch_videos(plan_stitching(to_track, rows, prompts), cfg.output, options, cfg.out.compression)
 
     summary = JobSummary(output=cfg.output, videos=len(refs), clips=len(rows), resumed=len(committed))
+    summary.stitched_videos = len(stitched)
+    summary.stitch_rewrites = sum(len(v.rewritten) for v in stitched)
+    auto_ids = {s.clip_id for s in to_track if s.mode == "auto"}
+    summary.auto_clips = sum(1 for row in rows if row.status == "ok" and row.clip_id in auto_ids)
     for row in rows:
         if row.status == "ok":
             summary.ok += 1

@@ -1,4 +1,8 @@
-"""Which tracker an actor runs: SAM 2.1-style models from batchtrack.model, classical baselines from eval."""
+"""Which tracker an actor runs: SAM 2.1-style models from batchtrack.model, classical baselines from eval.
+
+Automatic mode (clips without prompts) wraps a loaded SAM 2.1-style tracker in `AutoTracker`; the
+classical baselines only propagate given masks and cannot find objects, so they have no automatic mode.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from typing import Any, Protocol
 import fsspec
 import numpy as np
 
-from batchtrack.config import ModelConfig
+from batchtrack.config import AutoConfig, ModelConfig
 from batchtrack.errors import ConfigError
 from batchtrack.model.types import FrameResult, Prompt
 
@@ -23,6 +27,43 @@ class FrameTracker(Protocol):
     def track(
         self, frames: Iterable[tuple[int, np.ndarray]], prompts: Sequence[Prompt], *, reverse: bool = False
     ) -> Iterator[FrameResult]: ...
+
+
+def supports_auto(model_name: str) -> bool:
+    """Whether `model_name` can track in automatic mode (propose objects itself): not the classical baselines."""
+    return not model_name.startswith(BASELINE_PREFIX)
+
+
+def auto_unavailable_reason(model_name: str, auto: AutoConfig) -> str | None:
+    """Why clips without prompts cannot be tracked in automatic mode by this job, or None when they can."""
+    if not auto.enabled:
+        return "automatic mode is disabled (auto.enabled=false)"
+    if not supports_auto(model_name):
+        return (
+            f"model {model_name!r} is a classical baseline: it only propagates prompted masks and cannot "
+            "propose objects, so automatic mode needs a SAM 2.1-style model"
+        )
+    return None
+
+
+def build_auto_tracker(tracker: FrameTracker, auto: AutoConfig) -> FrameTracker:
+    """`tracker` wrapped for automatic mode with the job's `auto` thresholds (a SAM 2.1-style tracker only)."""
+    from batchtrack.model.auto import AutoTrackConfig, AutoTracker
+    from batchtrack.model.tracker import Tracker
+
+    if not isinstance(tracker, Tracker):
+        raise ConfigError(f"automatic mode needs a SAM 2.1-style tracker, got {type(tracker).__name__}")
+    check_auto_config(auto)
+    return AutoTracker(tracker, AutoTrackConfig.from_auto(auto))
+
+
+def check_auto_config(auto: AutoConfig) -> None:
+    """Raise ConfigError for automatic-mode settings the job cannot run (checked before any actor starts)."""
+    if auto.association == "learned":
+        raise ConfigError(
+            "auto.association='learned' needs association-head weights, which the job config cannot name yet; "
+            "use auto.association='iou'"
+        )
 
 
 def load_tracker(model_cfg: ModelConfig, device: str) -> FrameTracker:

@@ -1,8 +1,13 @@
 """Clip planning: a probed video and its prompts → fixed-length, overlapping clips with deterministic ids.
 
 A clip id hashes everything that determines the clip's output (video, span, model, checkpoint, the
-clip's prompts), so a rerun of the same job finds the same ids and skips what is committed, while a
-change of model, weights or prompts produces new ids instead of mixing old and new rows.
+clip's prompts, and for a clip without prompts the automatic-mode settings), so a rerun of the same
+job finds the same ids and skips what is committed, while a change of model, weights, prompts or
+mode produces new ids instead of mixing old and new rows.
+
+A clip is tracked in one of two modes: `prompted` (it has prompts on its frames; object ids are
+the prompts' ids) or `auto` (no prompt on its frames: objects are found on keyframes and get
+clip-local ids that the stitching post-pass turns into video-level track ids).
 """
 
 from __future__ import annotations
@@ -11,9 +16,9 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from batchtrack.config import ClipPlanConfig
+from batchtrack.config import AutoConfig, ClipPlanConfig
 from batchtrack.io.corpus import VideoRef, stable_hash
 from batchtrack.io.prompts import PromptRecord, prompt_set_hash, prompts_in_range
 
@@ -21,6 +26,9 @@ if TYPE_CHECKING:
     from batchtrack.io.video import VideoInfo
 
 log = logging.getLogger(__name__)
+
+ClipMode = Literal["prompted", "auto"]
+CLIP_MODES: tuple[ClipMode, ...] = ("prompted", "auto")
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,7 @@ class ClipSpec:
     height: int
     model: ModelKey
     prompts: tuple[PromptRecord, ...] = field(default=())
+    mode: ClipMode = "prompted"
 
     @property
     def num_frames(self) -> int:
@@ -63,6 +72,7 @@ class ClipSpec:
             "height": self.height,
             "model": {"name": self.model.name, "checkpoint_hash": self.model.checkpoint_hash},
             "prompts": [p.canonical() for p in self.prompts],
+            "mode": self.mode,
         }
         return json.dumps(data, separators=(",", ":"))
 
@@ -80,7 +90,16 @@ class ClipSpec:
             height=int(data["height"]),
             model=ModelKey(**data["model"]),
             prompts=tuple(PromptRecord.model_validate(p) for p in data["prompts"]),
+            mode=_mode(data.get("mode", "prompted")),
         )
+
+
+def _mode(value: str) -> ClipMode:
+    if value == "auto":
+        return "auto"
+    if value == "prompted":
+        return "prompted"
+    raise ValueError(f"clip mode must be one of {CLIP_MODES}, got {value!r}")
 
 
 def clip_length(cfg: ClipPlanConfig, fps: float) -> int:
@@ -117,9 +136,34 @@ def clip_spans(num_frames: int, length: int, overlap: int) -> list[tuple[int, in
         start = end - overlap
 
 
-def make_clip_id(video_id: str, start: int, end: int, model: ModelKey, prompts: Sequence[PromptRecord]) -> str:
-    """Deterministic 16-hex clip id from everything that determines the clip's output."""
-    return stable_hash(video_id, start, end, model.name, model.checkpoint_hash, prompt_set_hash(prompts))
+def make_clip_id(
+    video_id: str,
+    start: int,
+    end: int,
+    model: ModelKey,
+    prompts: Sequence[PromptRecord],
+    auto_key: str | None = None,
+) -> str:
+    """Deterministic 16-hex clip id from everything that determines the clip's output.
+
+    `auto_key` (from `auto_mode_key`) is given for clips tracked in automatic mode; prompted clips
+    leave it out, so their ids do not depend on the automatic-mode settings.
+    """
+    parts: list[object] = [video_id, start, end, model.name, model.checkpoint_hash, prompt_set_hash(prompts)]
+    if auto_key is not None:
+        parts += ["auto", auto_key]
+    return stable_hash(*parts)
+
+
+def auto_mode_key(auto: AutoConfig) -> str:
+    """The automatic-mode settings that change a clip's output, as a canonical string for clip ids.
+
+    >>> auto_mode_key(AutoConfig()) == auto_mode_key(AutoConfig(enabled=False))
+    True
+    >>> auto_mode_key(AutoConfig()) == auto_mode_key(AutoConfig(keyframe_every=5))
+    False
+    """
+    return json.dumps(auto.model_dump(mode="json", exclude={"enabled"}), sort_keys=True, separators=(",", ":"))
 
 
 def video_clip_id(video_id: str, reason: str, model: ModelKey) -> str:
@@ -133,8 +177,14 @@ def plan_video(
     prompts: Sequence[PromptRecord],
     cfg: ClipPlanConfig,
     model: ModelKey,
+    auto_key: str | None = None,
 ) -> list[ClipSpec]:
-    """All clips of one video, each carrying the prompts on its frames (possibly none)."""
+    """All clips of one video, each carrying the prompts on its frames (possibly none).
+
+    With `auto_key` (automatic mode available), a clip without prompts is planned in mode `auto`
+    with an id that includes the key; without it, such a clip stays `prompted` with no prompts
+    (the job records it as skipped).
+    """
     beyond = [p for p in prompts if p.frame >= info.num_frames]
     if beyond:
         log.warning(
@@ -144,11 +194,12 @@ def plan_video(
     clips = []
     for start, end in clip_spans(info.num_frames, clip_length(cfg, info.fps), cfg.overlap_frames):
         inside = prompts_in_range(prompts, start, end)
+        auto = not inside and auto_key is not None
         clips.append(
             ClipSpec(
                 video_id=ref.video_id,
                 video_uri=ref.uri,
-                clip_id=make_clip_id(ref.video_id, start, end, model, inside),
+                clip_id=make_clip_id(ref.video_id, start, end, model, inside, auto_key if auto else None),
                 start=start,
                 end=end,
                 fps=info.fps,
@@ -156,6 +207,7 @@ def plan_video(
                 height=info.height,
                 model=model,
                 prompts=tuple(inside),
+                mode="auto" if auto else "prompted",
             )
         )
     return clips
