@@ -13,16 +13,20 @@ import json
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import ray
+import s3fs
 import torch
 
 from batchtrack.config import JobConfig, load_config
 from batchtrack.model.build import build_tracker
 from batchtrack.model.checkpoint import save_safetensors
 from batchtrack.pipeline.job import JobSummary, run_job
+from batchtrack.pipeline.track_ids import StitchClip, stitch_video_output
 from batchtrack.synthetic.corpus import write_synthetic_video
 from batchtrack.synthetic.scene import SceneSpec
 
@@ -167,3 +171,36 @@ def test_rerun_resumes_every_clip_and_rewrites_nothing(
     masks_after = pq.read_table(output / "masks").sort_by([("clip_id", "ascending"), ("frame_index", "ascending"),
                                                           ("object_id", "ascending")])
     assert masks_after.equals(masks_before)
+
+
+def test_stitching_pass_rewrites_and_records_on_s3_like_on_a_local_disk(
+    corpus: Path, first_run: tuple[Path, JobSummary], s3_server: Any
+) -> None:
+    """The prompted video's files as the actors wrote them (track_id = object_id), stitched on an S3 server."""
+    output, _ = first_run
+    clips = _by_video(output)["prompted"]
+    video_id = str(clips[0]["video_id"])
+    local = json.loads((output / "_stitch" / f"{video_id}.json").read_text())
+    bucket = s3_server.create_bucket("stitch")
+    fs = s3fs.S3FileSystem(**s3_server.storage_options)
+    for clip in clips:
+        for kind in ("masks", "pointers"):
+            table = pq.read_table(output / kind / f"{clip['clip_id']}.parquet")
+            index = table.schema.get_field_index("track_id")
+            fresh = table.set_column(index, table.schema.field(index), table.column("object_id").cast(pa.int64()))
+            with fs.open(f"stitch/out/{kind}/{clip['clip_id']}.parquet", "wb") as handle:
+                pq.write_table(fresh, handle)
+    stitch_clips = [
+        StitchClip(str(c["clip_id"]), int(c["start_frame"]), int(c["end_frame"]), 64, 96, prompted=k == 0,
+                   masks_file=str(c["masks_file"]), pointers_file=str(c["pointers_file"]))
+        for k, c in enumerate(clips)
+    ]
+    options = s3_server.storage_options
+    free = 1 + max(json.loads(line)["object_id"] for line in (corpus / "prompts.jsonl").read_text().splitlines())
+    first = stitch_video_output(f"{bucket}/out", video_id, stitch_clips, first_new_id=free, storage_options=options)
+    assert {(c, o): t for c, o, t in local["track_ids"]} == first.track_ids
+    assert len(first.rewritten) >= 2 and first.record_written
+    fs.invalidate_cache()
+    assert json.loads(fs.cat_file(f"stitch/out/_stitch/{video_id}.json")) == local
+    again = stitch_video_output(f"{bucket}/out", video_id, stitch_clips, first_new_id=free, storage_options=options)
+    assert (again.rewritten, again.record_written) == ([], False)
