@@ -25,6 +25,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -80,32 +81,47 @@ def seeded_track_ids(
 
     Clips are taken in temporal order. An object of any other clip linked through the overlap to
     an object of the previous clip inherits that object's track id; an unlinked one gets the next
-    id from `first_new_id` on (in the order objects first appear). Without prompted clips this is
-    `stitch.stitch_video` with ids from 0.
+    id from `first_new_id` on (in the order objects first appear). A track started that way which
+    runs into a prompted object of the next clip takes the prompted id, when no other object of its
+    clips holds that id (prompts on a later frame than where the object appears). Without prompted
+    clips this is `stitch.stitch_video` with ids from 0.
     """
     ordered = sorted(clips, key=lambda c: (c.start_frame, c.end_frame))
     if not any(c.clip_id in prompted for c in ordered) and first_new_id == 0:
         return stitch_video(ordered, min_iou=min_iou)
+    # New ids never collide with a prompted one, even if the caller's first_new_id is too small.
+    first_new_id = max([first_new_id, *(obj + 1 for c in ordered if c.clip_id in prompted for obj in c.object_order())])
     track_ids: TrackMap = {}
     next_id = first_new_id
-    previous: ClipOverlapData | None = None
-    for clip in ordered:
+    for previous, clip in zip([None, *ordered[:-1]], ordered, strict=True):
         if clip.clip_id in prompted:
             for obj in clip.object_order():
                 track_ids[(clip.clip_id, obj)] = obj
-                next_id = max(next_id, obj + 1)
-        else:
-            inherited: dict[int, int] = {}
-            if previous is not None:
-                for link in link_clips(previous, clip, min_iou=min_iou):
-                    inherited[link.next_object] = track_ids[(previous.clip_id, link.previous_object)]
-            for obj in clip.object_order():
-                if obj in inherited:
-                    track_ids[(clip.clip_id, obj)] = inherited[obj]
-                else:
-                    track_ids[(clip.clip_id, obj)] = next_id
-                    next_id += 1
-        previous = clip
+            continue
+        inherited: dict[int, int] = {}
+        if previous is not None:
+            for link in link_clips(previous, clip, min_iou=min_iou):
+                inherited[link.next_object] = track_ids[(previous.clip_id, link.previous_object)]
+        for obj in clip.object_order():
+            if obj in inherited:
+                track_ids[(clip.clip_id, obj)] = inherited[obj]
+            else:
+                track_ids[(clip.clip_id, obj)] = next_id
+                next_id += 1
+    # Backwards: automatic tracks that end where a prompted clip begins take the prompted id they link to.
+    for clip, following in reversed(list(pairwise(ordered))):
+        if clip.clip_id in prompted or following.clip_id not in prompted:
+            continue
+        for link in link_clips(clip, following, min_iou=min_iou):
+            track, prompted_id = track_ids[(clip.clip_id, link.previous_object)], link.next_object
+            if track < first_new_id or track == prompted_id:
+                continue  # a prompted id already (carried from an earlier prompted clip): keep it
+            members = [key for key, value in track_ids.items() if value == track]
+            clips_of_track = {clip_id for clip_id, _ in members}
+            if any(value == prompted_id and key[0] in clips_of_track for key, value in track_ids.items()):
+                continue  # the prompted id is taken in one of those clips
+            for key in members:
+                track_ids[key] = prompted_id
     return track_ids
 
 

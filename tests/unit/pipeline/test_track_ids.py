@@ -81,13 +81,16 @@ def write_clip(
                       pointers_file=f"pointers/{clip_id}.parquet")
 
 
-def make_video(output: Path, length: int, seed: int, prompted_first: dict[str, int] | None = None) -> list[StitchClip]:
-    """The GT video cut into clips of `length` sharing 3 frames; per-clip ids are a random permutation."""
+def make_video(
+    output: Path, length: int, seed: int, prompted_first: dict[str, int] | None = None, prompted_clip: int = 0
+) -> list[StitchClip]:
+    """The GT video cut into clips of `length` sharing 3 frames; per-clip ids are a random permutation,
+    except in clip number `prompted_clip` when `prompted_first` gives its (prompted) ids."""
     rng = np.random.default_rng(seed)
     clips = []
-    for start, end in clip_spans(NUM_FRAMES, length, 3):
+    for number, (start, end) in enumerate(clip_spans(NUM_FRAMES, length, 3)):
         clip_id = f"clip{start:03d}"
-        if prompted_first is not None and start == 0:
+        if prompted_first is not None and number == prompted_clip:
             clip = write_clip(output, clip_id, start, end, prompted_first)
             clips.append(StitchClip(**{**clip.__dict__, "prompted": True}))
             continue
@@ -172,6 +175,18 @@ def test_prompted_ids_are_kept_and_continue_through_automatic_clips(tmp_path: Pa
     assert found == {"A": {7}, "B": {3}, "C": {8}, "D": {5}}
     assert clips[0].masks_file not in result.rewritten  # the prompted clip already holds its ids
     assert pq.read_table(tmp_path / clips[0].masks_file).equals(before[clips[0].clip_id])
+
+
+def test_objects_seen_before_their_prompted_clip_take_the_prompted_ids(tmp_path: Path) -> None:
+    # Clips [0, 10), [7, 17), [14, 22): prompts only in the middle clip, whose objects are A, B and C.
+    clips = make_video(tmp_path, 10, seed=5, prompted_first={"A": 4, "B": 9, "C": 2}, prompted_clip=1)
+    assert [c.prompted for c in clips] == [False, True, False]
+    stitch_video_output(str(tmp_path), VIDEO, clips, first_new_id=10)
+    found = tracks_of(tmp_path, clips)
+    # A and B carry their prompted ids back into the first clip; D ends before the prompted clip: a new id.
+    assert {name: found[name] for name in "ABC"} == {"A": {4}, "B": {9}, "C": {2}}
+    [d] = found["D"]
+    assert d >= 10
 
 
 def test_without_prompted_clips_the_seeded_map_is_stitch_video(tmp_path: Path) -> None:
