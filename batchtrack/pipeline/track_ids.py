@@ -8,7 +8,9 @@ overlap frames of consecutive clips from their files, links objects through the 
 - prompted clips keep their prompts' object ids as track ids (user ids stay the same across clips);
 - an object of an automatic clip linked to an object of the previous clip inherits its track id
   (a prompted id when the previous clip was prompted); an unlinked one gets a new id after every
-  prompted id of the video (a video without prompts numbers its tracks from 0, `stitch.stitch_video`).
+  prompted id of the video (a video without prompts numbers its tracks from 0, `stitch.stitch_video`);
+- a track so started that links into a prompted object of the next clip takes the prompted id
+  (an object visible before the frame it was prompted on).
 
 The pass is idempotent and exact-once: the map depends only on the clips' masks, pointers and
 object ids, never on the `track_id` column it writes, so a rerun computes the same map. Each file
