@@ -7,9 +7,10 @@ object, taken from the ground truth on the first frame where the object is visib
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -114,20 +115,8 @@ def make_demo_corpus(
     """Write `num_videos` mixed synthetic videos, their ground truth and `prompts.jsonl`; return the video paths."""
     if num_videos < 1:
         raise ConfigError(f"make_demo_corpus: num_videos must be at least 1, got {num_videos}")
-    out = Path(out_dir)
     rng = np.random.default_rng(seed)
-    videos = []
-    for index in range(num_videos):
-        spec = SceneSpec(
-            seed=int(rng.integers(2**31)),
-            width=width,
-            height=height,
-            num_frames=num_frames,
-            num_objects=int(rng.integers(2, 6)),
-        )
-        videos.append(write_synthetic_video(spec, out, f"synthetic_{index:03d}"))
-    write_prompts(out / PROMPTS_FILE, videos)
-    return [v.video_path for v in videos]
+    return _write_corpus(Path(out_dir), rng, num_videos, "synthetic", width, height, num_frames, {})
 
 
 def make_benchmark(
@@ -145,10 +134,23 @@ def make_benchmark(
         raise ConfigError(f"unknown benchmark subset {subset!r}; choose one of {sorted(BENCHMARK_SUBSETS)}")
     if num_videos < 1:
         raise ConfigError(f"make_benchmark: num_videos must be at least 1, got {num_videos}")
-    out = Path(out_dir)
     # The subset name enters the seed, so subsets made with the same seed do not share scenes.
     subset_key = sum(ord(c) * 31**i for i, c in enumerate(subset)) % 2**31
     rng = np.random.default_rng([seed, subset_key])
+    return _write_corpus(Path(out_dir), rng, num_videos, subset, width, height, num_frames, BENCHMARK_SUBSETS[subset])
+
+
+def _write_corpus(
+    out: Path,
+    rng: np.random.Generator,
+    num_videos: int,
+    prefix: str,
+    width: int,
+    height: int,
+    num_frames: int,
+    knobs: Mapping[str, Any],
+) -> list[Path]:
+    """Draw `num_videos` scenes from `rng`, write them as `{prefix}_NNN` with ground truth and prompts.jsonl."""
     videos = []
     for index in range(num_videos):
         spec = SceneSpec(
@@ -157,8 +159,8 @@ def make_benchmark(
             height=height,
             num_frames=num_frames,
             num_objects=int(rng.integers(2, 6)),
-            **BENCHMARK_SUBSETS[subset],
+            **knobs,
         )
-        videos.append(write_synthetic_video(spec, out, f"{subset}_{index:03d}"))
+        videos.append(write_synthetic_video(spec, out, f"{prefix}_{index:03d}"))
     write_prompts(out / PROMPTS_FILE, videos)
     return [v.video_path for v in videos]
