@@ -3,8 +3,11 @@
 Both run the same random SAM 2.1 tiny weights (made by the official builder, loaded strictly by us),
 on the same JPEG frames with the same prompts (a box and a click on frame 0), in one invocation.
 Every (implementation, clip length) runs in its own subprocess, so `ru_maxrss` is that run's peak.
-Printed: a table of propagation frames/s and peak RSS, the ours/official frames/s ratio, and each
-implementation's RSS growth from the shortest to the longest clip.
+Printed per run: frames/s of wall time and per CPU-second of the process (the stable number on a
+machine shared with other work), peak RSS (`ru_maxrss`, which includes start-up: importing torch
+and building the model) and clip RSS (resident memory at the end of the clip minus right after the
+model was built: what tracking this clip holds). Then the ours/official ratio of frames per
+CPU-second, and each implementation's clip-RSS growth from the shortest to the longest clip.
 
 The official predictor holds the whole clip (all frames resized, plus every frame's outputs), so
 its memory grows with the clip; ours streams frames and keeps a bounded memory bank.
@@ -98,9 +101,9 @@ def run_ours(folder: Path, checkpoint: Path, image_size: int) -> dict[str, Any]:
         Prompt(0, 1, box=np.array(BOX, dtype=np.float32)),
         Prompt(0, 2, points=np.array([CLICK], dtype=np.float32), point_labels=np.array([1], dtype=np.int32)),
     ]
-    start = time.perf_counter()
+    base, start, cpu = rss_mib(), time.perf_counter(), time.process_time()
     count = sum(1 for _ in tracker.track(frames(), prompts, num_frames=len(paths)))
-    return {"frames": count, "seconds": time.perf_counter() - start}
+    return timings(count, start, cpu, base)
 
 
 def run_official(folder: Path, checkpoint: Path, image_size: int) -> dict[str, Any]:
@@ -116,7 +119,7 @@ def run_official(folder: Path, checkpoint: Path, image_size: int) -> dict[str, A
         return attend(curr=curr, memory=memory.float(), curr_pos=curr_pos, memory_pos=memory_pos.float(), **kw)
 
     pred.memory_attention.forward = attend_fp32
-    start = time.perf_counter()
+    base, start, cpu = rss_mib(), time.perf_counter(), time.process_time()
     with torch.inference_mode():
         state = pred.init_state(str(folder))
         pred.add_new_points_or_box(state, 0, 1, box=np.array(BOX, dtype=np.float32))
@@ -124,7 +127,21 @@ def run_official(folder: Path, checkpoint: Path, image_size: int) -> dict[str, A
             state, 0, 2, points=np.array([CLICK], dtype=np.float32), labels=np.array([1], dtype=np.int32)
         )
         count = sum(1 for _ in pred.propagate_in_video(state))
-    return {"frames": count, "seconds": time.perf_counter() - start}
+        return timings(count, start, cpu, base)
+
+
+def rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def timings(frames: int, start: float, cpu: float, base_rss: float) -> dict[str, Any]:
+    return {
+        "frames": frames,
+        "seconds": time.perf_counter() - start,
+        "cpu_seconds": time.process_time() - cpu,
+        "clip_rss_mib": rss_mib() - base_rss,
+    }
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -176,24 +193,31 @@ def main() -> None:
             f"sam2.1_hiera_tiny (random weights) @ {args.image_size}px, video {args.width}x{args.height}, "
             f"2 objects, CPU threads={args.threads}, torch {torch.__version__}"
         )
-        print(f"{'impl':<9} {'frames':>7} {'frames/s':>9} {'peak RSS MiB':>13}")
+        header = ("impl", "frames", "frames/s", "frames/CPU-s", "peak RSS MiB", "clip RSS MiB")
+        print(f"{header[0]:<9} {header[1]:>7} {header[2]:>9} " + " ".join(f"{h:>13}" for h in header[3:]))
         results: dict[tuple[str, int], dict[str, Any]] = {}
         for length in lengths:
             folder = clip_of_length(base, length)
             for impl in impls:
                 r = measure(impl, folder, checkpoint, args)
                 results[impl, length] = r
-                fps = r["frames"] / r["seconds"]
-                print(f"{impl:<9} {r['frames']:>7} {fps:>9.2f} {r['peak_rss_mib']:>13.0f}", flush=True)
+                fps, cpu_fps = r["frames"] / r["seconds"], r["frames"] / r["cpu_seconds"]
+                print(
+                    f"{impl:<9} {r['frames']:>7} {fps:>9.2f} {cpu_fps:>13.2f} {r['peak_rss_mib']:>13.0f} "
+                    f"{r['clip_rss_mib']:>13.0f}",
+                    flush=True,
+                )
     if len(impls) == 2:
         for length in lengths:
             ours, official = results["ours", length], results["official", length]
-            ratio = (ours["frames"] / ours["seconds"]) / (official["frames"] / official["seconds"])
-            print(f"frames/s ours / official at {length} frames: {ratio:.2f}")
+            ratio = (ours["frames"] / ours["cpu_seconds"]) / (official["frames"] / official["cpu_seconds"])
+            wall = (ours["frames"] / ours["seconds"]) / (official["frames"] / official["seconds"])
+            print(f"ours / official at {length} frames: frames per CPU-s {ratio:.2f}, frames per wall-s {wall:.2f}")
     if len(lengths) > 1:
         for impl in impls:
-            grow = results[impl, lengths[-1]]["peak_rss_mib"] - results[impl, lengths[0]]["peak_rss_mib"]
-            print(f"{impl}: peak RSS {lengths[-1]} frames - {lengths[0]} frames = {grow:+.0f} MiB")
+            grow = results[impl, lengths[-1]]["clip_rss_mib"] - results[impl, lengths[0]]["clip_rss_mib"]
+            peak = results[impl, lengths[-1]]["peak_rss_mib"] - results[impl, lengths[0]]["peak_rss_mib"]
+            print(f"{impl}: {lengths[-1]} vs {lengths[0]} frames: clip RSS {grow:+.0f} MiB, peak RSS {peak:+.0f} MiB")
 
 
 if __name__ == "__main__":
