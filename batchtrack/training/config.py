@@ -30,6 +30,10 @@ class DataSpec(_Section):
     mask_prompt_fraction: float = Field(
         0.0, ge=0, le=1, description="Fraction of clips prompted with the ground-truth mask instead of its box."
     )
+    click_prompt_fraction: float = Field(
+        0.0, ge=0, le=1, description="Of the clips not mask-prompted, this fraction gets 1..max_clicks positive clicks."
+    )
+    max_clicks: int = Field(3, ge=1, description="Most positive clicks per object in a click-prompted clip.")
     box_jitter: float = Field(
         0.05, ge=0, le=0.5, description="Box corners move by up to this fraction of the box side (robustness)."
     )
@@ -80,6 +84,12 @@ class TrainConfig(_Section):
         None, gt=0, description="Stop (with a checkpoint) once this many seconds of this run have passed."
     )
     torch_threads: int | None = Field(None, ge=1, description="torch.set_num_threads on each worker.")
+    prompted_frame_steps: int = Field(
+        0, ge=0, description="Curriculum: the first this many steps train on the prompted frame alone (1-frame clips)."
+    )
+    decoder_qk_tie_scale: float = Field(
+        0.0, ge=0, description="Start the decoder's cross-attentions with k_proj = q_proj x this (0: PyTorch's init)."
+    )
     data: DataSpec = Field(default_factory=DataSpec, description="Synthetic clip spec.")
     optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimiser and schedule.")
     loss: LossConfig = Field(default_factory=LossConfig, description="Loss weights.")

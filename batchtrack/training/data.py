@@ -42,6 +42,9 @@ class TrainingClip:
     # "a new object" (-1: none left out).
     clicks: torch.Tensor  # (T, N, 2) float32 x, y in pixels
     left_out: torch.Tensor  # (T,) int64 object index or -1
+    # Frame-0 positive clicks (P per object, the same P for all: inference batches objects by click
+    # count), used instead of the boxes when set; None otherwise. x, y in pixels, on the object.
+    prompt_points: torch.Tensor | None = None  # (N, P, 2) float32
 
     def to(self, device: torch.device) -> TrainingClip:
         return TrainingClip(
@@ -52,6 +55,7 @@ class TrainingClip:
             prompt_masks=None if self.prompt_masks is None else self.prompt_masks.to(device),
             clicks=self.clicks.to(device),
             left_out=self.left_out.to(device),
+            prompt_points=None if self.prompt_points is None else self.prompt_points.to(device),
         )
 
 
@@ -102,13 +106,28 @@ def _scene_spec(rng: np.random.Generator, spec: DataSpec) -> SceneSpec:
     )
 
 
-def make_clip(spec: DataSpec, rng: np.random.Generator) -> TrainingClip:
-    """Render one training clip whose first frame shows at least one object large enough to prompt."""
+def _positive_clicks(rng: np.random.Generator, masks: np.ndarray, count: int) -> np.ndarray:
+    """(N, count, 2) float32 x, y pixel centres drawn uniformly inside each (H, W) mask of `masks` (N, H, W)."""
+    out = np.zeros((masks.shape[0], count, 2), dtype=np.float32)
+    for n, mask in enumerate(masks):
+        ys, xs = np.nonzero(mask)
+        picks = rng.integers(0, len(xs), count)
+        out[n, :, 0] = xs[picks]
+        out[n, :, 1] = ys[picks]
+    return out
+
+
+def make_clip(spec: DataSpec, rng: np.random.Generator, clip_frames: int | None = None) -> TrainingClip:
+    """Render one training clip whose first frame shows at least one object large enough to prompt.
+
+    `clip_frames` overrides `spec.clip_frames` (1: the prompted frame alone, for a curriculum).
+    """
+    num_frames = spec.clip_frames if clip_frames is None else clip_frames
     min_area = MIN_PROMPT_AREA_FRACTION * spec.width * spec.height
     for _ in range(_MAX_SCENE_TRIES):
         scene = Scene.from_spec(_scene_spec(rng, spec))
         stride = int(rng.integers(1, 3))
-        span = (spec.clip_frames - 1) * stride + 1
+        span = (num_frames - 1) * stride + 1
         start = int(rng.integers(0, SCENE_FRAMES - span + 1))
         first = render_frame(scene, start)
         areas = first.masks.reshape(len(first.object_ids), -1).sum(1)
@@ -119,7 +138,7 @@ def make_clip(spec: DataSpec, rng: np.random.Generator) -> TrainingClip:
         raise RuntimeError(f"no synthetic scene with a promptable object in {_MAX_SCENE_TRIES} tries")
     rng.shuffle(candidates)
     chosen = sorted(candidates[: spec.max_tracked_objects])
-    rendered = [first] + [render_frame(scene, start + k * stride) for k in range(1, spec.clip_frames)]
+    rendered = [first] + [render_frame(scene, start + k * stride) for k in range(1, num_frames)]
     frames = np.stack([f.image for f in rendered])  # (T, H, W, 3)
     masks = np.stack([f.masks[chosen] for f in rendered])  # (T, N, H, W)
     boxes = np.stack(
@@ -127,16 +146,20 @@ def make_clip(spec: DataSpec, rng: np.random.Generator) -> TrainingClip:
     )  # (N, 4)
     use_mask = rng.random() < spec.mask_prompt_fraction
     # Drawn after everything above, so adding them left the frames, masks and prompts of a seed unchanged.
-    clicks = np.full((spec.clip_frames, len(chosen), 2), -1.0, dtype=np.float32)
-    for t in range(spec.clip_frames):
+    clicks = np.full((num_frames, len(chosen), 2), -1.0, dtype=np.float32)
+    for t in range(num_frames):
         for n in range(len(chosen)):
             ys, xs = np.nonzero(masks[t, n])
             if len(xs):
                 k = int(rng.integers(len(xs)))
                 clicks[t, n] = (xs[k], ys[k])
     # With a single object, leaving its track out would leave the head one column: nothing to learn.
-    leave = (rng.random(spec.clip_frames) < 0.5) & (len(chosen) > 1)
-    left_out = np.where(leave, rng.integers(0, len(chosen), spec.clip_frames), -1).astype(np.int64)
+    leave = (rng.random(num_frames) < 0.5) & (len(chosen) > 1)
+    left_out = np.where(leave, rng.integers(0, len(chosen), num_frames), -1).astype(np.int64)
+    # Click prompts: drawn last as well (a seed's clips without them are unchanged).
+    points = None
+    if spec.click_prompt_fraction > 0 and not use_mask and rng.random() < spec.click_prompt_fraction:
+        points = _positive_clicks(rng, masks[0], int(rng.integers(1, spec.max_clicks + 1)))
     return TrainingClip(
         frames=torch.from_numpy(frames),
         masks=torch.from_numpy(masks),
@@ -145,13 +168,16 @@ def make_clip(spec: DataSpec, rng: np.random.Generator) -> TrainingClip:
         prompt_masks=torch.from_numpy(masks[0].copy()) if use_mask else None,
         clicks=torch.from_numpy(clicks),
         left_out=torch.from_numpy(left_out),
+        prompt_points=None if points is None else torch.from_numpy(points),
     )
 
 
-def make_batch(spec: DataSpec, *, seed: int, step: int, rank: int = 0, batch_clips: int = 1) -> ClipBatch:
-    """The clips of optimizer step `step` on worker `rank` (deterministic in all four arguments)."""
+def make_batch(
+    spec: DataSpec, *, seed: int, step: int, rank: int = 0, batch_clips: int = 1, clip_frames: int | None = None
+) -> ClipBatch:
+    """The clips of optimizer step `step` on worker `rank` (deterministic in all its arguments)."""
     clips = []
     for index in range(batch_clips):
         rng = np.random.default_rng([seed, rank, step, index])
-        clips.append(make_clip(spec, rng))
+        clips.append(make_clip(spec, rng, clip_frames))
     return ClipBatch(clips)

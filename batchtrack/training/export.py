@@ -25,7 +25,7 @@ from batchtrack.model.checkpoint import file_sha256, load_state_dict_file
 from batchtrack.training.loop import MODEL_FILE, STATE_FILE, checkpoint_dirs
 
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
-_CURVE_KEYS = ("loss", "focal", "dice", "iou", "object_score", "association", "mask_iou")
+_CURVE_KEYS = ("loss", "focal", "dice", "iou", "object_score", "association", "mask_iou", "prompted_mask_iou")
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:

@@ -51,6 +51,7 @@ METRIC_FIELDS = (
     "object_score",
     "association",
     "mask_iou",
+    "prompted_mask_iou",
     "grad_norm",
     "step_s",
     "elapsed_s",
@@ -210,7 +211,7 @@ def train(
     is_chief = worker.rank == 0
 
     torch.manual_seed(config.seed)
-    tracker_module = build_trainable(config.model).to(device)
+    tracker_module = build_trainable(config.model, config.decoder_qk_tie_scale).to(device)
     head = AssociationHead(tracker_module.config.d_model).to(device) if config.loss.association > 0 else None
     unroll = TrainingUnroll(tracker_module, head)
     optimizer = make_optimizer(unroll, config.optim)
@@ -256,7 +257,15 @@ def train(
         lr = learning_rate(step, config.steps, config.optim)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        batch = make_batch(config.data, seed=config.seed, step=step, rank=worker.rank, batch_clips=config.batch_clips)
+        frames = 1 if step < config.prompted_frame_steps else None
+        batch = make_batch(
+            config.data,
+            seed=config.seed,
+            step=step,
+            rank=worker.rank,
+            batch_clips=config.batch_clips,
+            clip_frames=frames,
+        )
         output = model(batch.to(device), weights)
         loss = output.terms.total(weights)
         optimizer.zero_grad(set_to_none=True)
@@ -272,6 +281,7 @@ def train(
             "loss": float(loss.detach()),
             **output.terms.as_floats(),
             "mask_iou": output.mean_mask_iou,
+            "prompted_mask_iou": output.prompted_mask_iou,
             "grad_norm": float(grad_norm),
             "step_s": now - step_t,
             "elapsed_s": now - t0,

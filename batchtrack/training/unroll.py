@@ -30,9 +30,36 @@ from batchtrack.training.data import ClipBatch, TrainingClip
 from batchtrack.training.losses import LossTerms, LossWeights, frame_loss, mask_iou
 
 
-def build_trainable(name: str) -> Tracker:
-    """A freshly initialised tracker of config `name` in train mode (no shipped weights are loaded)."""
-    return Tracker(get_config(name)).train()
+def build_trainable(name: str, decoder_qk_tie_scale: float = 0.0) -> Tracker:
+    """A freshly initialised tracker of config `name` in train mode (no shipped weights are loaded).
+
+    With `decoder_qk_tie_scale` > 0 the decoder's cross-attentions start with key = query projection
+    (see `tie_decoder_attention`).
+    """
+    tracker = Tracker(get_config(name)).train()
+    if decoder_qk_tie_scale > 0:
+        tie_decoder_attention(tracker, decoder_qk_tie_scale)
+    return tracker
+
+
+def tie_decoder_attention(tracker: Tracker, scale: float) -> None:
+    """Initialise every token<->image cross-attention of the mask decoder with k_proj = q_proj (times `scale`).
+
+    Queries and keys both carry the same random Fourier position encoding (prompt points on one side,
+    the feature grid on the other). With W_k = W_q the attention logit contains pe(point) . W^T W . pe(x),
+    which peaks where x is near the point: prompts attend to their own location from the first step.
+    From PyTorch's default (independent) init this alignment has to be discovered, and on CPU budgets
+    the decoder settled in the prompt-independent optimum (the same mask for every object) first.
+    Only the starting point changes; both projections are trained freely afterwards.
+    """
+    transformer = tracker.sam_mask_decoder.transformer
+    with torch.no_grad():
+        for name, module in transformer.named_modules():
+            if name.endswith(("cross_attn_token_to_image", "cross_attn_image_to_token")) or (
+                name == "final_attn_token_to_image"
+            ):
+                module.q_proj.weight.mul_(scale)
+                module.k_proj.weight.copy_(module.q_proj.weight)
 
 
 @dataclass
@@ -53,6 +80,7 @@ class UnrollOutput:
 
     terms: LossTerms
     mean_mask_iou: float  # IoU of the chosen masks with the ground truth, over visible objects and tracked frames
+    prompted_mask_iou: float = float("nan")  # the same on the prompted (box / click) frames
 
 
 class TrainingUnroll(nn.Module):
@@ -73,6 +101,7 @@ class TrainingUnroll(nn.Module):
         device = self.tracker.device
         total = LossTerms.zeros(device)
         ious: list[torch.Tensor] = []
+        prompted_ious: list[torch.Tensor] = []
         for clip in batch.clips:
             frames, features = self._run(clip)
             clip_terms = LossTerms.zeros(device)
@@ -87,15 +116,13 @@ class TrainingUnroll(nn.Module):
                 counted += 1
                 if t > 0 and self.association_head is not None:
                     clip_terms.association = clip_terms.association + self._association(clip, t, features[t], frame)
-                if t > 0:
-                    with torch.no_grad():
-                        visible = target.flatten(1).any(1)
-                        chosen = F.interpolate(frame.low_res.detach(), size=target.shape[-2:], mode="bilinear")
-                        ious.append(mask_iou(chosen[:, 0], target)[visible])
+                with torch.no_grad():
+                    visible = target.flatten(1).any(1)
+                    chosen = F.interpolate(frame.low_res.detach(), size=target.shape[-2:], mode="bilinear")
+                    (ious if t > 0 else prompted_ious).append(mask_iou(chosen[:, 0], target)[visible])
             total = total + clip_terms.scaled(1.0 / max(1, counted))
         total = total.scaled(1.0 / len(batch.clips))
-        mean_iou = float(torch.cat(ious).mean()) if ious and torch.cat(ious).numel() else float("nan")
-        return UnrollOutput(terms=total, mean_mask_iou=mean_iou)
+        return UnrollOutput(terms=total, mean_mask_iou=_mean(ious), prompted_mask_iou=_mean(prompted_ious))
 
     # ------------------------------------------------------------------------------------------
 
@@ -192,11 +219,17 @@ class TrainingUnroll(nn.Module):
             )
             return frame, rows
         height, width = clip.frames.shape[1], clip.frames.shape[2]
+        # Video pixels -> model-input pixels, exactly as `Tracker._merge_prompts` maps prompts.
         scale = torch.tensor([width, height], dtype=torch.float32, device=tr.device)
-        coords = clip.boxes.to(tr.device).reshape(n, 2, 2) / scale * tr.config.image_size  # (N, 2, 2)
-        labels = torch.tensor(BOX_LABELS, dtype=torch.int32, device=tr.device).expand(n, -1)  # (N, 2)
+        if clip.prompt_points is not None:
+            coords = clip.prompt_points.to(tr.device) / scale * tr.config.image_size  # (N, P, 2)
+            labels = torch.ones(coords.shape[:2], dtype=torch.int32, device=tr.device)  # (N, P) positive clicks
+        else:
+            coords = clip.boxes.to(tr.device).reshape(n, 2, 2) / scale * tr.config.image_size  # (N, 2, 2)
+            labels = torch.tensor(BOX_LABELS, dtype=torch.int32, device=tr.device).expand(n, -1)  # (N, 2)
         image = (feat.vision + tr.no_mem_embed.view(1, -1, 1, 1)).expand(n, -1, -1, -1)  # (N, C, h, w)
-        multimask = tr._multimask(len(BOX_LABELS))
+        # Inference's rule: multimask (3 candidates, the min-loss one trained) for <= 1 click, else mask 0.
+        multimask = tr._multimask(int(labels.shape[1]))
         out, chosen = self._decode(image, feat, coords, labels, multimask)
         rows = tr._rows_from_decoder(object_ids, chosen, prompted=True)
         return self._frame(out, chosen, rows, multimask), rows
@@ -240,6 +273,11 @@ class TrainingUnroll(nn.Module):
         )  # (P,): the object's own track, or "new" (len(kept)) when its track was left out
         logits = head(chosen.token, frame.pointers[kept])  # (P, len(kept) + 1)
         return association_loss(logits, targets)
+
+
+def _mean(values: list[torch.Tensor]) -> float:
+    joined = torch.cat(values) if values else torch.zeros(0)
+    return float(joined.mean()) if joined.numel() else float("nan")
 
 
 def video_logits(frame: UnrolledFrame, height: int, width: int) -> torch.Tensor:

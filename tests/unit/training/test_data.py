@@ -73,3 +73,30 @@ def test_association_clicks_fall_inside_visible_objects() -> None:
             else:
                 assert (x, y) == (-1, -1)
         assert -1 <= int(clip.left_out[t]) < n
+
+
+def test_click_prompts_fall_inside_the_frame0_masks_with_one_count_per_clip() -> None:
+    spec = SPEC.model_copy(update={"click_prompt_fraction": 1.0, "max_clicks": 3})
+    counts = set()
+    for step in range(6):
+        clip = make_batch(spec, seed=7, step=step).clips[0]
+        assert clip.prompt_points is not None and clip.prompt_masks is None
+        n, p = clip.prompt_points.shape[:2]
+        assert n == len(clip.object_ids) and 1 <= p <= 3
+        counts.add(p)
+        xy = clip.prompt_points.long()
+        for k in range(n):
+            assert bool(clip.masks[0, k][xy[k, :, 1], xy[k, :, 0]].all())
+    assert len(counts) > 1  # the click count varies between clips
+
+
+def test_adding_click_prompts_leaves_a_seeds_frames_masks_and_boxes_unchanged() -> None:
+    plain = make_batch(SPEC, seed=9, step=2).clips[0]
+    clicked = make_batch(SPEC.model_copy(update={"click_prompt_fraction": 0.5}), seed=9, step=2).clips[0]
+    assert torch.equal(plain.frames, clicked.frames) and torch.equal(plain.masks, clicked.masks)
+    assert torch.equal(plain.boxes, clicked.boxes)
+
+
+def test_one_frame_clips_for_the_prompted_frame_curriculum() -> None:
+    clip = make_batch(SPEC, seed=1, step=0, clip_frames=1).clips[0]
+    assert clip.frames.shape[0] == 1 and clip.masks.shape[0] == 1 and clip.clicks.shape[0] == 1

@@ -132,3 +132,27 @@ def test_association_head_is_checkpointed_apart_and_resumed(tmp_path: Path) -> N
     build_tracker("test-tiny", checkpoint=first.checkpoint_dir / "model.safetensors", device="cpu")
     second = train(make_train_config(values | {"steps": 2}))
     assert second.step == 2
+
+
+def test_prompted_frame_curriculum_trains_single_frames_then_clips(tmp_path: Path) -> None:
+    values = _config(tmp_path, steps=3) | {"prompted_frame_steps": 2}
+    train(make_train_config(values))
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    # Tracked-frame IoU exists only once clips have more than the prompted frame.
+    assert [math.isnan(r["mask_iou"]) for r in rows] == [True, True, False]
+    assert not any(math.isnan(r["prompted_mask_iou"]) for r in rows)  # box-prompted frames are scored
+
+
+def test_tied_decoder_attention_starts_with_equal_query_and_key_projections() -> None:
+    torch.manual_seed(0)
+    plain = build_trainable("test-tiny")
+    torch.manual_seed(0)
+    tied = build_trainable("test-tiny", decoder_qk_tie_scale=2.0)
+    layer = tied.sam_mask_decoder.transformer.layers[0]
+    for attn in (layer.cross_attn_token_to_image, layer.cross_attn_image_to_token):
+        assert torch.equal(attn.q_proj.weight, attn.k_proj.weight)
+    reference = plain.sam_mask_decoder.transformer.layers[0].cross_attn_token_to_image.q_proj.weight
+    torch.testing.assert_close(layer.cross_attn_token_to_image.q_proj.weight, 2.0 * reference)
+    # Self-attention and the rest of the tracker keep PyTorch's init.
+    plain_layer = plain.sam_mask_decoder.transformer.layers[0]
+    assert torch.equal(layer.self_attn.k_proj.weight, plain_layer.self_attn.k_proj.weight)

@@ -16,9 +16,17 @@ from batchtrack.training.unroll import TrainingUnroll, build_trainable, video_lo
 SPEC = DataSpec(clip_frames=4, height=48, width=64, min_objects=2, max_objects=3, max_tracked_objects=2)
 
 
-def _clip(mask_prompt: bool = False) -> TrainingClip:
-    spec = SPEC.model_copy(update={"mask_prompt_fraction": 1.0 if mask_prompt else 0.0})
-    return make_batch(spec, seed=11, step=0).clips[0]
+def _clip(kind: str = "box", max_clicks: int = 3) -> TrainingClip:
+    spec = SPEC.model_copy(
+        update={
+            "mask_prompt_fraction": 1.0 if kind == "mask" else 0.0,
+            "click_prompt_fraction": 1.0 if kind == "click" else 0.0,
+            "max_clicks": max_clicks,
+        }
+    )
+    clip = make_batch(spec, seed=11, step=0).clips[0]
+    assert (clip.prompt_points is not None) == (kind == "click")
+    return clip
 
 
 def _tracker_outputs(unroll: TrainingUnroll, clip: TrainingClip) -> list:
@@ -27,20 +35,29 @@ def _tracker_outputs(unroll: TrainingUnroll, clip: TrainingClip) -> list:
     for n in range(len(clip.object_ids)):
         if clip.prompt_masks is not None:
             prompts.append(Prompt(frame_index=0, object_id=n, mask=clip.prompt_masks[n].numpy()))
+        elif clip.prompt_points is not None:
+            points = clip.prompt_points[n].numpy()
+            prompts.append(
+                Prompt(frame_index=0, object_id=n, points=points, point_labels=np.ones(len(points), dtype=np.int32))
+            )
         else:
             prompts.append(Prompt(frame_index=0, object_id=n, box=clip.boxes[n].numpy().astype(np.float32)))
     return list(unroll.tracker.track(frames, prompts))
 
 
-@pytest.mark.parametrize("mask_prompt", [False, True], ids=["box-prompt", "mask-prompt"])
-def test_eval_unroll_equals_inference_tracker(mask_prompt: bool) -> None:
+@pytest.mark.parametrize(
+    ("kind", "max_clicks"),
+    [("box", 3), ("mask", 3), ("click", 1), ("click", 3)],
+    ids=["box-prompt", "mask-prompt", "one-click", "up-to-3-clicks"],
+)
+def test_eval_unroll_equals_inference_tracker(kind: str, max_clicks: int) -> None:
     torch.manual_seed(0)
     unroll = TrainingUnroll(build_trainable("test-tiny")).eval()
     # Random weights call every object absent (masks -1024, the fixed no-object pointer); a positive
     # object-score bias makes the masks, pointers and memories real, so the comparison has teeth.
     with torch.no_grad():
         unroll.tracker.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(10.0)
-    clip = _clip(mask_prompt)
+    clip = _clip(kind, max_clicks)
     with torch.no_grad():
         unrolled = unroll.unroll(clip)
     expected = _tracker_outputs(unroll, clip)
