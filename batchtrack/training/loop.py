@@ -269,9 +269,14 @@ def train(
         output = model(batch.to(device), weights)
         loss = output.terms.total(weights)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(unroll.parameters(), config.optim.grad_clip)
-        optimizer.step()
+        if loss.requires_grad:
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(unroll.parameters(), config.optim.grad_clip)
+            optimizer.step()
+        else:
+            # Nothing to learn in this batch: every clip is one mask-prompted frame (the mask is its own
+            # output). Rare in the prompted-frame curriculum; the step still counts, so seeds stay aligned.
+            grad_norm = torch.zeros(())
         step += 1
 
         now = time.monotonic()

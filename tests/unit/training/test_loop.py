@@ -156,3 +156,12 @@ def test_tied_decoder_attention_starts_with_equal_query_and_key_projections() ->
     # Self-attention and the rest of the tracker keep PyTorch's init.
     plain_layer = plain.sam_mask_decoder.transformer.layers[0]
     assert torch.equal(layer.self_attn.k_proj.weight, plain_layer.self_attn.k_proj.weight)
+
+
+def test_a_batch_of_only_mask_prompted_single_frames_is_skipped_not_an_error(tmp_path: Path) -> None:
+    values = _config(tmp_path, steps=2) | {"prompted_frame_steps": 1}
+    values["data"] = SPEC.model_copy(update={"mask_prompt_fraction": 1.0}).model_dump()
+    result = train(make_train_config(values))
+    assert result.step == 2
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["grad_norm"] == 0.0 and rows[1]["grad_norm"] > 0.0
