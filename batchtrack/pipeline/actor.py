@@ -223,19 +223,7 @@ class ClipProcessor:
         return self.auto_tracker
 
     def _status(self, spec: ClipSpec, status: str, **values: Any) -> ClipStatus:
-        return ClipStatus(
-            video_id=spec.video_id,
-            video_uri=spec.video_uri,
-            clip_id=spec.clip_id,
-            start_frame=spec.start,
-            end_frame=spec.end,
-            status=status,
-            model_name=spec.model.name,
-            checkpoint_hash=spec.model.checkpoint_hash,
-            device=self.device,
-            node_id=self.node_id,
-            **values,
-        )
+        return ClipStatus.for_clip(spec, status, device=self.device, node_id=self.node_id, **values)
 
     def process(self, spec: ClipSpec) -> ClipStatus:
         """Track one clip and commit it; failures come back as `failed` rows, never half-written commits."""

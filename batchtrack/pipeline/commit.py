@@ -15,11 +15,14 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from batchtrack.io.corpus import stable_hash
+
+if TYPE_CHECKING:
+    from batchtrack.pipeline.plan import ClipSpec
 from batchtrack.io.schema import CLIPS_SCHEMA
 from batchtrack.io.sink import (
     CLIPS_DIR,
@@ -75,6 +78,21 @@ class ClipStatus:
     @classmethod
     def from_json(cls, text: str) -> ClipStatus:
         return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def for_clip(cls, spec: ClipSpec, status: str, **values: Any) -> ClipStatus:
+        """The clips/ row of `spec` with its keys and model filled in; `values` are the outcome."""
+        return cls(
+            video_id=spec.video_id,
+            video_uri=spec.video_uri,
+            clip_id=spec.clip_id,
+            start_frame=spec.start,
+            end_frame=spec.end,
+            status=status,
+            model_name=spec.model.name,
+            checkpoint_hash=spec.model.checkpoint_hash,
+            **values,
+        )
 
 
 @dataclass(frozen=True)

@@ -200,15 +200,9 @@ def _video_row(ref: VideoRef, model: ModelKey, reason: str, status: str, **value
 
 
 def _skipped_clip(spec: ClipSpec, reason: str) -> ClipStatus:
-    return ClipStatus(
-        video_id=spec.video_id,
-        video_uri=spec.video_uri,
-        clip_id=spec.clip_id,
-        start_frame=spec.start,
-        end_frame=spec.end,
-        status="skipped",
-        model_name=spec.model.name,
-        checkpoint_hash=spec.model.checkpoint_hash,
+    return ClipStatus.for_clip(
+        spec,
+        "skipped",
         error_stage="plan",
         error_message=f"no prompts on frames [{spec.start}, {spec.end}) and {reason}",
     )
