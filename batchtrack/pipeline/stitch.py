@@ -227,22 +227,48 @@ def stitch_video(
     next_id = 0
     previous: ClipOverlapData | None = None
     for clip in ordered:
-        inherited: dict[int, int] = {}
-        if previous is not None:
-            for link in link_clips(previous, clip, min_iou=min_iou, pointer_weight=pointer_weight):
-                inherited[link.next_object] = track_ids[(previous.clip_id, link.previous_object)]
+        inherited = inherited_track_ids(previous, clip, track_ids, min_iou=min_iou, pointer_weight=pointer_weight)
         if reid_min_cosine is not None:
             inherited.update(_reidentify(clip, inherited, last_signature, reid_min_cosine))
+        next_id = assign_track_ids(clip, inherited, track_ids, next_id)
         for obj in clip.object_order():
-            if obj in inherited:
-                track_ids[(clip.clip_id, obj)] = inherited[obj]
-            else:
-                track_ids[(clip.clip_id, obj)] = next_id
-                next_id += 1
             if obj in clip.signatures:
                 last_signature[track_ids[(clip.clip_id, obj)]] = np.asarray(clip.signatures[obj], dtype=np.float64)
         previous = clip
     return track_ids
+
+
+def inherited_track_ids(
+    previous: ClipOverlapData | None,
+    clip: ClipOverlapData,
+    track_ids: Mapping[tuple[str, int], int],
+    *,
+    min_iou: float,
+    pointer_weight: float = 0.0,
+) -> dict[int, int]:
+    """object_id of `clip` → the track id of the `previous` clip's object it links to through the overlap."""
+    if previous is None:
+        return {}
+    return {
+        link.next_object: track_ids[(previous.clip_id, link.previous_object)]
+        for link in link_clips(previous, clip, min_iou=min_iou, pointer_weight=pointer_weight)
+    }
+
+
+def assign_track_ids(
+    clip: ClipOverlapData, inherited: Mapping[int, int], track_ids: dict[tuple[str, int], int], next_id: int
+) -> int:
+    """Give each object of `clip`, in order of first appearance, its inherited track id or the next new one.
+
+    Returns the next unused id.
+    """
+    for obj in clip.object_order():
+        if obj in inherited:
+            track_ids[(clip.clip_id, obj)] = inherited[obj]
+        else:
+            track_ids[(clip.clip_id, obj)] = next_id
+            next_id += 1
+    return next_id
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

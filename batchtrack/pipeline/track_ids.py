@@ -36,7 +36,13 @@ import pyarrow.parquet as pq
 
 from batchtrack.io.schema import POINTER_DIM
 from batchtrack.io.sink import join, read_bytes, write_bytes, write_table
-from batchtrack.pipeline.stitch import ClipOverlapData, link_clips, stitch_video
+from batchtrack.pipeline.stitch import (
+    ClipOverlapData,
+    assign_track_ids,
+    inherited_track_ids,
+    link_clips,
+    stitch_video,
+)
 
 log = logging.getLogger(__name__)
 
@@ -100,16 +106,8 @@ def seeded_track_ids(
             for obj in clip.object_order():
                 track_ids[(clip.clip_id, obj)] = obj
             continue
-        inherited: dict[int, int] = {}
-        if previous is not None:
-            for link in link_clips(previous, clip, min_iou=min_iou):
-                inherited[link.next_object] = track_ids[(previous.clip_id, link.previous_object)]
-        for obj in clip.object_order():
-            if obj in inherited:
-                track_ids[(clip.clip_id, obj)] = inherited[obj]
-            else:
-                track_ids[(clip.clip_id, obj)] = next_id
-                next_id += 1
+        inherited = inherited_track_ids(previous, clip, track_ids, min_iou=min_iou)
+        next_id = assign_track_ids(clip, inherited, track_ids, next_id)
     # Backwards: automatic tracks that end where a prompted clip begins take the prompted id they link to.
     for clip, following in reversed(list(pairwise(ordered))):
         if clip.clip_id in prompted or following.clip_id not in prompted:
@@ -233,6 +231,7 @@ def stitch_video_output(
     if not unchanged:
         write_bytes(uri, record, options)  # last: the video's track ids are final
     if rewritten:
-        log.info("video %s: track ids of %d clip(s) stitched, %d file(s) rewritten", video_id, len(ordered),
-                 len(rewritten))
+        log.info(
+            "video %s: track ids of %d clip(s) stitched, %d file(s) rewritten", video_id, len(ordered), len(rewritten)
+        )
     return VideoStitch(video_id, track_ids, rewritten, not unchanged)
