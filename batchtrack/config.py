@@ -82,6 +82,11 @@ class AutoConfig(_Section):
     new_object_min_score: float = Field(0.7, ge=0, le=1, description="Minimum score of a new object proposal.")
     max_objects: int = Field(16, ge=1, description="Cap on live tracks per clip.")
     association: Literal["iou", "learned"] = Field("iou", description="Detection-to-track association rule.")
+    association_head: str | None = Field(
+        None,
+        description="Association-head safetensors for association='learned' (local path or URI); "
+        "none = the head shipped for the model (batchtrack/weights/MODEL.association.safetensors).",
+    )
 
 
 class OutputConfig(_Section):

@@ -7,8 +7,10 @@ object's box-prompt frame), and tracking frames/s measured in the same run (deco
 Part 2 (automatic mode, no prompts): `AutoTracker` with the geometric IoU association against the learned
 association head. Each predicted track set is scored against the ground truth with
 `count_id_switches` (per frame, GT objects matched one-to-one to tracks at IoU >= 0.5) and coverage
-(the fraction of visible GT (frame, object) pairs that are matched). The learned head needs trained
-weights (--association-head FILE); without them its row says "not available".
+(the fraction of visible GT (frame, object) pairs that are matched). The learned head's weights are
+--association-head FILE, by default the shipped batchtrack/weights/tiny-synthetic.association.safetensors
+(trained on the frozen shipped tracker, jobs/configs/train_association.yaml); without a file its row says
+"not available".
 
 Usage (the defaults run in a few minutes on 2 CPUs):
     python bench/quality.py [--videos 1] [--frames 30] [--seed 20261127] [--threads 2]
@@ -33,7 +35,7 @@ from batchtrack.eval.evaluate import evaluate_tracker
 from batchtrack.io.video import iter_frames
 from batchtrack.model.association import AssociationHead, load_association_head
 from batchtrack.model.auto import AutoTrackConfig, AutoTracker
-from batchtrack.model.build import build_tracker
+from batchtrack.model.build import WEIGHTS_DIR, build_tracker
 from batchtrack.model.types import Prompt
 from batchtrack.pipeline.stitch import count_id_switches, match_frame
 from batchtrack.synthetic.corpus import BENCHMARK_SUBSETS, make_benchmark
@@ -110,8 +112,9 @@ def association_table(args: argparse.Namespace, root: Path) -> tuple[list[dict[s
     folder = root / "auto_mixed"
     videos = make_benchmark(folder, "mixed", args.auto_videos, args.seed + 1, num_frames=args.frames)
     head: AssociationHead | None = None
-    if args.association_head:
-        head = load_association_head(args.association_head)
+    head_file = args.association_head or (WEIGHTS_DIR / "tiny-synthetic.association.safetensors")
+    if Path(head_file).is_file():
+        head = load_association_head(head_file)
     rows: list[dict[str, Any]] = []
     for rule in ("iou", "learned"):
         if rule == "learned" and head is None:
@@ -163,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", help="weights for tiny-synthetic (default: the shipped file)")
     parser.add_argument("--auto-videos", type=int, default=1, help="mixed videos for the association comparison")
     parser.add_argument("--keyframe-every", type=int, default=15, help="automatic mode: propose every N frames")
-    parser.add_argument("--association-head", help="association-head safetensors for the 'learned' rule")
+    parser.add_argument(
+        "--association-head", help="association-head safetensors for the 'learned' rule (default: the shipped file)"
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--workdir", help="keep the benchmark videos here (default: a temporary folder)")
     parser.add_argument("--json", help="also write the results as JSON here")

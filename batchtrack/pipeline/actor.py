@@ -318,7 +318,7 @@ class ClipTracker:
         tracker = load_tracker(settings.model, device)
         auto = None
         if settings.auto is not None and supports_auto(settings.model.name):
-            auto = build_auto_tracker(tracker, settings.auto)
+            auto = build_auto_tracker(tracker, settings.auto, settings.model.name, settings.storage_options)
         self.processor = ClipProcessor(tracker, settings, device, node_id, auto)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -372,7 +372,7 @@ def run_job(cfg: JobConfig) -> JobSummary:
     probes = probe_videos(refs, options)
     to_track, decided = plan_corpus(refs, probes, prompts, cfg, model)
     if any(s.mode == "auto" for s in to_track):
-        check_auto_config(cfg.auto)
+        check_auto_config(cfg.auto, cfg.model.name, options)
 
     committed = load_committed(cfg.output, (s.clip_id for s in to_track), options)
     pending = [s for s in to_track if s.clip_id not in committed]

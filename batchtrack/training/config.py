@@ -90,9 +90,25 @@ class TrainConfig(_Section):
     decoder_qk_tie_scale: float = Field(
         0.0, ge=0, description="Start the decoder's cross-attentions with k_proj = q_proj x this (0: PyTorch's init)."
     )
+    train_only: Literal["all", "association_head"] = Field(
+        "all",
+        description="'association_head': freeze the tracker at `init_checkpoint` (default: the shipped weights of "
+        "`model`) and train only the association head (needs loss.association > 0).",
+    )
+    init_checkpoint: str | None = Field(
+        None, description="Tracker weights the frozen tracker starts from when train_only='association_head'."
+    )
     data: DataSpec = Field(default_factory=DataSpec, description="Synthetic clip spec.")
     optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimiser and schedule.")
     loss: LossConfig = Field(default_factory=LossConfig, description="Loss weights.")
+
+    @model_validator(mode="after")
+    def _head_only_has_a_loss(self) -> TrainConfig:
+        if self.train_only == "association_head" and self.loss.association <= 0:
+            raise ValueError("train_only='association_head' needs loss.association > 0")
+        if self.init_checkpoint is not None and self.train_only != "association_head":
+            raise ValueError("init_checkpoint is only used with train_only='association_head'")
+        return self
 
 
 def _dotted(errors: list[Any]) -> str:

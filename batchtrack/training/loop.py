@@ -29,9 +29,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from batchtrack.errors import CheckpointError
+from batchtrack.errors import CheckpointError, ConfigError
 from batchtrack.model.association import AssociationHead, load_association_head, save_association_head
+from batchtrack.model.build import shipped_weights
 from batchtrack.model.checkpoint import load_state_dict_file, load_strict, save_safetensors
+from batchtrack.model.configs import get_config
+from batchtrack.model.tracker import Tracker
 from batchtrack.training.config import OptimConfig, TrainConfig
 from batchtrack.training.data import make_batch
 from batchtrack.training.losses import LossWeights
@@ -105,6 +108,23 @@ def make_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.AdamW:
         {"params": no_decay, "weight_decay": 0.0},
     ]
     return torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas)
+
+
+def frozen_tracker(name: str, checkpoint: str | Path | None = None) -> Tracker:
+    """The tracker `name` with weights from `checkpoint` (default: its shipped file), every parameter frozen.
+
+    Training only the association head on top of it leaves the tracker's weights exactly as loaded.
+    """
+    path = Path(checkpoint) if checkpoint is not None else shipped_weights(name)
+    if path is None:
+        raise ConfigError(
+            f"train_only='association_head' needs tracker weights: model {name!r} ships none and "
+            "init_checkpoint is not set"
+        )
+    tracker = Tracker(get_config(name))
+    load_strict(tracker, load_state_dict_file(path), str(path))
+    tracker.requires_grad_(False)
+    return tracker.eval()
 
 
 def checkpoint_dirs(output_dir: str | Path) -> list[Path]:
@@ -211,7 +231,11 @@ def train(
     is_chief = worker.rank == 0
 
     torch.manual_seed(config.seed)
-    tracker_module = build_trainable(config.model, config.decoder_qk_tie_scale).to(device)
+    head_only = config.train_only == "association_head"
+    if head_only:
+        tracker_module = frozen_tracker(config.model, config.init_checkpoint).to(device)
+    else:
+        tracker_module = build_trainable(config.model, config.decoder_qk_tie_scale).to(device)
     head = AssociationHead(tracker_module.config.d_model).to(device) if config.loss.association > 0 else None
     unroll = TrainingUnroll(tracker_module, head)
     optimizer = make_optimizer(unroll, config.optim)
@@ -226,6 +250,8 @@ def train(
 
     model = wrap_model(unroll) if wrap_model is not None else unroll
     model.train()
+    if head_only:
+        tracker_module.eval()  # frozen: run it exactly as at inference
     weights = LossWeights(
         focal=config.loss.focal,
         dice=config.loss.dice,

@@ -176,6 +176,20 @@ def test_learned_rule_needs_a_head_and_runs_with_one(tracker: Tracker, frames: l
         assert cur.object_ids[: len(prev.object_ids)] == prev.object_ids
 
 
+def test_the_shipped_association_head_runs_on_the_shipped_tracker(frames: list) -> None:
+    from batchtrack.model.association import load_association_head
+    from batchtrack.model.build import WEIGHTS_DIR, build_tracker
+
+    shipped = build_tracker("tiny-synthetic", device="cpu")
+    head = load_association_head(WEIGHTS_DIR / "tiny-synthetic.association.safetensors")
+    auto = AutoTracker(shipped, AutoTrackConfig(keyframe_every=2, rule="learned"), head)
+    results = list(auto.track(frames[:3]))
+    assert [r.frame_index for r in results] == [0, 1, 2]
+    assert [log.frame_index for log in auto.last_log] == [0, 2]
+    for prev, cur in pairwise(results):
+        assert cur.object_ids[: len(prev.object_ids)] == prev.object_ids
+
+
 def test_auto_track_config_reads_the_job_config() -> None:
     cfg = AutoTrackConfig.from_auto(AutoConfig(keyframe_every=5, points_per_side=3, match_iou=0.4, max_objects=2))
     assert (cfg.keyframe_every, cfg.max_objects, cfg.proposal.points_per_side) == (5, 2, 3)

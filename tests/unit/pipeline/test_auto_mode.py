@@ -15,16 +15,24 @@ from batchtrack.errors import ConfigError
 from batchtrack.io.corpus import VideoRef
 from batchtrack.io.prompts import PromptRecord
 from batchtrack.io.video import VideoInfo, probe_video
+from batchtrack.model.association import AssociationHead, save_association_head
 from batchtrack.model.auto import AutoTracker
 from batchtrack.model.build import build_tracker
 from batchtrack.model.types import FrameResult, Prompt
 from batchtrack.pipeline.actor import ActorSettings, ClipProcessor
 from batchtrack.pipeline.commit import ClipStatus
 from batchtrack.pipeline.job import ProbeOutcome, plan_corpus, plan_stitching
-from batchtrack.pipeline.models import auto_unavailable_reason, build_auto_tracker, check_auto_config
+from batchtrack.pipeline.models import (
+    association_head_uri,
+    auto_unavailable_reason,
+    build_auto_tracker,
+    check_auto_config,
+    shipped_association_head,
+)
 from batchtrack.pipeline.plan import ClipSpec, ModelKey, auto_mode_key, make_clip_id, plan_video
 from batchtrack.synthetic.corpus import write_synthetic_video
-from batchtrack.synthetic.scene import SceneSpec
+from batchtrack.synthetic.render import render_frames
+from batchtrack.synthetic.scene import Scene, SceneSpec
 
 NEURAL = ModelKey("test-tiny", "builtin-test")
 BASELINE = ModelKey("baseline-flow", "builtin-test")
@@ -104,9 +112,40 @@ def test_clip_spec_keeps_its_mode_through_json() -> None:
     assert ClipSpec.from_json(spec.to_json()) == spec
 
 
-def test_learned_association_is_refused_up_front() -> None:
-    with pytest.raises(ConfigError, match=r"auto\.association='learned'"):
-        check_auto_config(AutoConfig(association="learned"))
+def test_learned_association_without_a_head_file_is_refused_up_front(tmp_path: Path) -> None:
+    # test-tiny ships no association head, and a named head file must exist.
+    with pytest.raises(ConfigError, match=r"auto\.association='learned'.*'test-tiny' ships none"):
+        check_auto_config(AutoConfig(association="learned"), "test-tiny")
+    missing = str(tmp_path / "nope.safetensors")
+    with pytest.raises(ConfigError, match=r"auto\.association_head .*nope\.safetensors does not exist"):
+        check_auto_config(AutoConfig(association="learned", association_head=missing), "tiny-synthetic")
+    check_auto_config(AutoConfig(association="iou"), "test-tiny")  # the IoU rules need no head
+
+
+def test_learned_association_uses_the_head_shipped_for_the_model() -> None:
+    assert shipped_association_head("tiny-synthetic") is not None
+    assert association_head_uri("tiny-synthetic", AutoConfig(association="learned")) == str(
+        shipped_association_head("tiny-synthetic")
+    )
+    check_auto_config(AutoConfig(association="learned"), "tiny-synthetic")
+
+
+def test_learned_association_loads_the_named_head_and_tracks(tmp_path: Path) -> None:
+    tracker = build_tracker("test-tiny", device="cpu")
+    torch.manual_seed(4)
+    saved = AssociationHead(tracker.config.d_model)
+    path = tmp_path / "head.safetensors"
+    save_association_head(saved, path)
+    auto_cfg = AutoConfig(association="learned", association_head=str(path), keyframe_every=2, points_per_side=4)
+    check_auto_config(auto_cfg, "test-tiny")
+    auto = build_auto_tracker(tracker, auto_cfg, "test-tiny")
+    assert isinstance(auto, AutoTracker) and auto.config.rule == "learned" and auto.head is not None
+    for name, value in saved.state_dict().items():
+        assert torch.equal(auto.head.state_dict()[name], value), name
+    spec = SceneSpec(seed=2, width=64, height=48, num_frames=4, num_objects=2)
+    frames = [(f.frame_index, f.image) for f in render_frames(Scene.from_spec(spec))]
+    results = list(auto.track(frames))
+    assert [r.frame_index for r in results] == [0, 1, 2, 3]
 
 
 def test_automatic_tracker_wraps_a_neural_tracker_only() -> None:

@@ -8,9 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
-from batchtrack.errors import CheckpointError
+from batchtrack.errors import CheckpointError, ConfigError
 from batchtrack.model.build import build_tracker
+from batchtrack.model.checkpoint import load_state_dict_file, save_safetensors
+from batchtrack.model.configs import get_config
+from batchtrack.model.tracker import Tracker
 from batchtrack.training.config import DataSpec, OptimConfig, make_train_config
 from batchtrack.training.data import make_batch
 from batchtrack.training.loop import (
@@ -132,6 +136,38 @@ def test_association_head_is_checkpointed_apart_and_resumed(tmp_path: Path) -> N
     build_tracker("test-tiny", checkpoint=first.checkpoint_dir / "model.safetensors", device="cpu")
     second = train(make_train_config(values | {"steps": 2}))
     assert second.step == 2
+
+
+def test_train_only_the_association_head_leaves_the_tracker_weights_untouched(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    init = tmp_path / "tracker.safetensors"
+    save_safetensors(Tracker(get_config("test-tiny")), init)
+    values = _config(tmp_path, steps=2) | {
+        "train_only": "association_head",
+        "init_checkpoint": str(init),
+        "loss": {"association": 1.0},
+    }
+    values["data"] = values["data"] | {"min_objects": 2, "max_objects": 2}
+    result = train(make_train_config(values))
+    assert result.step == 2 and result.last_metrics["association"] > 0
+    before = load_state_dict_file(init)
+    for step_dir in checkpoint_dirs(tmp_path / "run"):
+        after = load_state_dict_file(step_dir / "model.safetensors")
+        assert before.keys() == after.keys()
+        assert all(torch.equal(before[k], after[k]) for k in before)
+    heads = [load_file(str(d / "association_head.safetensors")) for d in checkpoint_dirs(tmp_path / "run")]
+    assert len(heads) == 2
+    assert any(not torch.equal(heads[0][k], heads[1][k]) for k in heads[0])  # the head did learn
+
+
+def test_train_only_the_head_needs_its_loss_and_tracker_weights(tmp_path: Path) -> None:
+    values = _config(tmp_path, steps=1) | {"train_only": "association_head"}
+    with pytest.raises(ConfigError, match=r"loss\.association > 0"):
+        make_train_config(values)
+    with pytest.raises(ConfigError, match="init_checkpoint is only used"):
+        make_train_config(_config(tmp_path, steps=1) | {"init_checkpoint": "x.safetensors"})
+    with pytest.raises(ConfigError, match="'test-tiny' ships none"):
+        train(make_train_config(values | {"loss": {"association": 1.0}}))
 
 
 def test_prompted_frame_curriculum_trains_single_frames_then_clips(tmp_path: Path) -> None:
