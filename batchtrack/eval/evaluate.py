@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from batchtrack.eval.metrics import BOUND_TH, SequenceScore, score_sequence
+from batchtrack.eval.metrics import BOUND_TH, MeanJF, SequenceScore, score_sequence
 from batchtrack.io.rle import decode_mask
 from batchtrack.io.video import iter_frames
 from batchtrack.model.types import FrameResult, Prompt
@@ -33,28 +33,20 @@ PROMPTS_FILE = "prompts.jsonl"
 
 
 @dataclass(frozen=True)
-class ObjectEval:
+class ObjectEval(MeanJF):
     video: str
     object_id: int
     j: float
     f: float
     num_frames: int
 
-    @property
-    def jf(self) -> float:
-        return (self.j + self.f) / 2.0
-
 
 @dataclass(frozen=True)
-class VideoEval:
+class VideoEval(MeanJF):
     video: str
     j: float
     f: float
     num_objects: int
-
-    @property
-    def jf(self) -> float:
-        return (self.j + self.f) / 2.0
 
 
 @dataclass(frozen=True)

@@ -73,17 +73,24 @@ def boundary_f(gt: np.ndarray, pred: np.ndarray, bound_th: float = BOUND_TH) -> 
     return 2.0 * precision * recall / (precision + recall)
 
 
+class MeanJF:
+    """Mixin for a score with `j` and `f` fields: J&F is their mean, as DAVIS defines it."""
+
+    j: float
+    f: float
+
+    @property
+    def jf(self) -> float:
+        return (self.j + self.f) / 2.0
+
+
 @dataclass(frozen=True)
-class SequenceScore:
+class SequenceScore(MeanJF):
     """J, F and J&F of one object over a sequence of frames (means over frames)."""
 
     j: float
     f: float
     num_frames: int
-
-    @property
-    def jf(self) -> float:
-        return (self.j + self.f) / 2.0
 
 
 def score_sequence(pairs: Iterable[tuple[np.ndarray, np.ndarray]], bound_th: float = BOUND_TH) -> SequenceScore:
