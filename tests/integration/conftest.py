@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+import ray
 from pycocotools import mask as coco_mask
 
 from batchtrack.synthetic.corpus import write_synthetic_video
@@ -66,6 +67,14 @@ def make_corpus(folder: Path, num_videos: int, num_frames: int, seed: int = 0, b
         bad = [folder / "zero.mp4", folder / "garbage.mp4", folder / "truncated.mp4"]
     write_prompts_every(videos, folder / "prompts.jsonl", PROMPT_EVERY)
     return Corpus(folder, videos, bad, folder / "prompts.jsonl")
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """An embedded local Ray (2 CPUs, no dashboard) for one test module."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
 
 
 @pytest.fixture(scope="session")

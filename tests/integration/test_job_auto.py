@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import ray
 import s3fs
 import torch
 
@@ -32,7 +30,7 @@ from batchtrack.synthetic.scene import SceneSpec
 
 from .conftest import read_table, write_prompts_every
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("local_ray")]
 
 CLIP_FRAMES = 8
 OVERLAP = 2
@@ -45,13 +43,6 @@ PERMISSIVE_AUTO = {
     "new_object_min_score": 0.0,
     "max_objects": 4,
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def ray_session() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -18,14 +18,7 @@ from batchtrack.pipeline.job import run_job
 
 from .conftest import CLIP_FRAMES, OVERLAP, ActorKiller, Corpus, assert_complete_dataset, make_corpus, read_table
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module", autouse=True)
-def ray_session() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("local_ray")]
 
 
 def _config(corpus: Corpus, output: Path, model: str = "baseline-flow", actors: int = 2, **extra: object) -> object:

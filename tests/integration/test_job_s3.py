@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import ray
 import s3fs
 
 from batchtrack.config import load_config
@@ -15,14 +13,7 @@ from batchtrack.pipeline.job import run_job
 
 from .conftest import CLIP_FRAMES, OVERLAP, Corpus, assert_complete_dataset, read_table
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module", autouse=True)
-def ray_session() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("local_ray")]
 
 
 def test_s3_corpus_to_s3_dataset_then_a_rerun_resumes_everything(mixed_corpus: Corpus, s3_server: Any) -> None:
