@@ -8,10 +8,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["JobConfig", "Tracker", "build_tracker", "load_config", "run_job"]
+__all__ = ["JobConfig", "Tracker", "build_tracker", "load_config", "open_dataset", "run_job"]
 
 if TYPE_CHECKING:
     from batchtrack.config import JobConfig, load_config
+    from batchtrack.dataset import open_dataset
     from batchtrack.model.build import build_tracker
     from batchtrack.model.tracker import Tracker
     from batchtrack.pipeline.job import run_job
@@ -22,6 +23,7 @@ _LAZY = {
     "build_tracker": ("batchtrack.model.build", "build_tracker"),
     "Tracker": ("batchtrack.model.tracker", "Tracker"),
     "run_job": ("batchtrack.pipeline.job", "run_job"),
+    "open_dataset": ("batchtrack.dataset", "open_dataset"),
 }
 
 

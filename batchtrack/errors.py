@@ -58,3 +58,11 @@ class DecodeError(BatchtrackError):
 
 class TransientIOError(BatchtrackError):
     """A storage operation failed in a way that may succeed when retried (throttling, timeouts)."""
+
+
+class OutputNotFoundError(BatchtrackError):
+    """An OUTPUT given to the reader or an export holds no job output (no clips/ folder)."""
+
+
+class UnknownVideoError(BatchtrackError):
+    """A video_id asked of a job's output is not in its committed clips/."""

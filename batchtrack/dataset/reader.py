@@ -1,0 +1,195 @@
+"""`open_dataset(OUTPUT)`: a job's output as a dataset of tracked masks, committed units only.
+
+    data = open_dataset("s3://bucket/out", storage_options={...})
+    data.masks / data.pointers         pyarrow datasets over the committed masks/ and pointers/ files
+    data.clips                         the clips/ table (one row per clip, with its unit_id)
+    data.paths("masks")                URIs of the committed files, for DuckDB, Polars or HF datasets
+    data.videos()                      one VideoSummary per video
+    data.tracks(video_id)              per-track frame ranges
+    data.frame_masks(video_id, frame)  track_id -> (H, W) bool mask
+    data.nearest(embedding, k)         the k most similar object pointers
+    data.to_torch()                    a torch IterableDataset of (video_id, frame_index, masks, track_ids)
+
+A video's rows are read from its own units' files only (the clips/ table says which), so asking
+about one video never scans the whole output.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+
+from batchtrack.dataset.layout import OutputFiles, list_output
+from batchtrack.dataset.video_rows import ROW_COLUMNS, FrameRows, TrackSpan, VideoRows
+from batchtrack.errors import UnknownVideoError
+from batchtrack.io.schema import MASKS_SCHEMA, pointers_schema
+
+if TYPE_CHECKING:
+    from batchtrack.dataset.torch_frames import TorchFrameDataset
+
+
+@dataclass(frozen=True)
+class VideoSummary:
+    """One video of the output, from its clips/ rows."""
+
+    video_id: str
+    video_uri: str
+    num_frames: int  # end of its last ok clip: frames [0, num_frames) were tracked
+    clips_ok: int
+    clips_failed: int
+    clips_skipped: int
+    unit_ids: tuple[str, ...]
+
+
+def _arrow_filesystem(files: OutputFiles) -> pafs.FileSystem | Any:
+    protocols = (files.fs.protocol,) if isinstance(files.fs.protocol, str) else tuple(files.fs.protocol)
+    return pafs.LocalFileSystem() if "file" in protocols else files.fs
+
+
+def _unit_id_column(dataset: ds.Dataset) -> pa.Table:
+    """The clips table with a unit_id column taken from each file's name (for outputs written before it)."""
+    tables = []
+    for fragment in dataset.get_fragments():
+        table = fragment.to_table()
+        unit = posixpath.basename(fragment.path).removesuffix(".parquet")
+        tables.append(table.append_column("unit_id", pa.array([unit] * table.num_rows, pa.string())))
+    return pa.concat_tables(tables, promote_options="default")
+
+
+def _count(table: pa.Table, status: str) -> int:
+    return int(pc.sum(pc.equal(table.column("status"), status)).as_py() or 0)
+
+
+class TrackedMaskDataset:
+    """The committed part of one job output. Build it with `open_dataset`."""
+
+    def __init__(self, files: OutputFiles) -> None:
+        self.files = files
+
+    def __repr__(self) -> str:
+        return f"TrackedMaskDataset({self.files.output!r}, units={len(self.files.clips)})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"files": self.files}  # cached pyarrow objects are rebuilt in the worker that unpickles
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.files = state["files"]
+
+    @property
+    def output(self) -> str:
+        return self.files.output
+
+    def paths(self, kind: Literal["masks", "pointers", "clips"]) -> list[str]:
+        """URIs of one folder's committed files, for engines that read Parquet themselves (DuckDB, HF datasets)."""
+        chosen = {"masks": self.files.masks, "pointers": self.files.pointers, "clips": self.files.clips}[kind]
+        local = isinstance(_arrow_filesystem(self.files), pafs.LocalFileSystem)
+        return [path if local else self.files.fs.unstrip_protocol(path) for path in sorted(chosen.values())]
+
+    def _dataset(self, paths: Iterable[str], empty_schema: pa.Schema) -> ds.Dataset:
+        paths = sorted(paths)
+        if not paths:
+            return ds.dataset([], schema=empty_schema, format="parquet")
+        return ds.dataset(paths, filesystem=_arrow_filesystem(self.files), format="parquet")
+
+    @cached_property
+    def masks(self) -> ds.Dataset:
+        """pyarrow dataset over the committed masks/ files (schema: batchtrack.io.schema.MASKS_SCHEMA)."""
+        return self._dataset(self.files.masks.values(), MASKS_SCHEMA)
+
+    @cached_property
+    def pointers(self) -> ds.Dataset:
+        """pyarrow dataset over the committed pointers/ files (keys + 256-d `embedding`)."""
+        return self._dataset(self.files.pointers.values(), pointers_schema())
+
+    @cached_property
+    def clips(self) -> pa.Table:
+        """The clips/ table of the committed units: one row per clip, status ok / failed / skipped."""
+        dataset = ds.dataset(
+            sorted(self.files.clips.values()), filesystem=_arrow_filesystem(self.files), format="parquet"
+        )
+        if "unit_id" in dataset.schema.names:
+            return dataset.to_table()
+        return _unit_id_column(dataset)
+
+    @cached_property
+    def _videos(self) -> dict[str, VideoSummary]:
+        clips = self.clips.select(["video_id", "video_uri", "unit_id", "status", "end_frame"])
+        summaries = {}
+        for video_id in sorted(pc.unique(clips.column("video_id")).to_pylist()):
+            rows = clips.filter(pc.equal(clips.column("video_id"), video_id))
+            ok = rows.filter(pc.equal(rows.column("status"), "ok"))
+            summaries[video_id] = VideoSummary(
+                video_id=video_id,
+                video_uri=str(rows.column("video_uri")[0].as_py()),
+                num_frames=int(pc.max(ok.column("end_frame")).as_py()) if ok.num_rows else 0,
+                clips_ok=ok.num_rows,
+                clips_failed=_count(rows, "failed"),
+                clips_skipped=_count(rows, "skipped"),
+                unit_ids=tuple(sorted(set(rows.column("unit_id").to_pylist()))),
+            )
+        return summaries
+
+    def videos(self) -> list[VideoSummary]:
+        """Every video of the committed clips/, ordered by video_id."""
+        return list(self._videos.values())
+
+    def video(self, video_id: str) -> VideoSummary:
+        """The summary of one video; UnknownVideoError when the output has no committed clip of it."""
+        try:
+            return self._videos[video_id]
+        except KeyError:
+            raise UnknownVideoError(f"video {video_id!r} is not in {self.output} (no committed clips/ row)") from None
+
+    def video_rows(self, video_id: str) -> VideoRows:
+        """All mask rows of one video (RLE, not decoded), read from its own units' masks/ files."""
+        summary = self.video(video_id)
+        paths = [self.files.masks[unit] for unit in summary.unit_ids if unit in self.files.masks]
+        if not paths:
+            return VideoRows.from_table(video_id, MASKS_SCHEMA.empty_table().select(ROW_COLUMNS))
+        table = self._dataset(paths, MASKS_SCHEMA).to_table(
+            columns=ROW_COLUMNS, filter=pc.field("video_id") == video_id
+        )
+        return VideoRows.from_table(video_id, table)
+
+    def tracks(self, video_id: str) -> list[TrackSpan]:
+        """Per-track frame ranges of one video (first/last frame with a row, frames present), by track_id."""
+        return self.video_rows(video_id).tracks()
+
+    def frame_masks(self, video_id: str, frame_index: int, present_only: bool = True) -> dict[int, np.ndarray]:
+        """track_id -> (H, W) bool mask on one frame; only present objects unless `present_only` is False."""
+        rows = self.video_rows(video_id).frame(frame_index)
+        return {} if rows is None else rows.decode(present_only)
+
+    def iter_frames(self, video_ids: Iterable[str] | None = None) -> Iterator[FrameRows]:
+        """FrameRows of every frame with rows, video by video (one video's rows in memory at a time)."""
+        for video_id in self._videos if video_ids is None else video_ids:
+            yield from self.video_rows(video_id).frames()
+
+    def nearest(self, query: np.ndarray, k: int = 10) -> pa.Table:
+        """The k pointer rows most cosine-similar to `query` (256-d), best first, with a `similarity` column."""
+        from batchtrack.dataset.search import nearest_pointers
+
+        return nearest_pointers(self.pointers, query, k)
+
+    def to_torch(self, present_only: bool = True) -> TorchFrameDataset:
+        """A torch IterableDataset of FrameSample(video_id, frame_index, masks (N, H, W) bool, track_ids (N,))."""
+        from batchtrack.dataset.torch_frames import TorchFrameDataset
+
+        return TorchFrameDataset(self, present_only=present_only)
+
+
+def open_dataset(output: str, storage_options: Mapping[str, Any] | None = None) -> TrackedMaskDataset:
+    """Open a job's output (local folder or fsspec URI, e.g. s3://bucket/out) over its committed units only.
+
+    Raises OutputNotFoundError when `output` holds no committed unit.
+    """
+    return TrackedMaskDataset(list_output(str(output), storage_options))
