@@ -127,6 +127,21 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from batchtrack.dataset.exports import export_dataset
+
+    summary = export_dataset(
+        args.output,
+        args.dest,
+        args.format,
+        frames=args.frames,
+        video_ids=args.video,
+        storage_options=_storage_options(args.storage_option),
+    )
+    print(summary.describe())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="batchtrack",
@@ -164,6 +179,15 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect", help="summarise a job's output (counts, failures)")
     inspect.add_argument("output")
     inspect.set_defaults(func=_cmd_inspect)
+
+    export = commands.add_parser("export", help="write a job's output as SA-V JSON, YouTube-VIS JSON or DAVIS PNGs")
+    export.add_argument("output", help="job output (folder or s3://bucket/prefix)")
+    export.add_argument("dest", help="destination folder or URI")
+    export.add_argument("--format", required=True, choices=("sav", "ytvis", "davis"))
+    export.add_argument("--frames", action="store_true", help="also decode the videos into JPEGImages/")
+    export.add_argument("--video", action="append", metavar="VIDEO_ID", help="export only this video (repeatable)")
+    export.add_argument("--storage-option", action="append", metavar="KEY=VALUE", help="fsspec option, repeatable")
+    export.set_defaults(func=_cmd_export)
     return parser
 
 
