@@ -32,6 +32,7 @@ from batchtrack.model.association import (
 )
 from batchtrack.model.association import mask_nms as nms
 from batchtrack.model.mask_decoder import MaskDecoder, choose_mask, stability_scores
+from batchtrack.model.memory_bank import MemoryBank
 from batchtrack.model.prompt_encoder import PromptEncoder
 from batchtrack.model.tracker import FramePlan, KeyframeView, Tracker
 from batchtrack.model.types import FrameResult, Prompt
@@ -338,6 +339,7 @@ class AutoTracker:
         *,
         reverse: bool = False,
         num_frames: int | None = None,
+        bank: MemoryBank | None = None,
     ) -> Iterator[FrameResult]:
         """Like `Tracker.track`; objects found on keyframes join from the keyframe on."""
         planner = _KeyframePlanner(self, prompts)
@@ -345,5 +347,5 @@ class AutoTracker:
         if num_frames is None and hasattr(frames, "__len__"):
             num_frames = len(frames)  # type: ignore[arg-type]
         yield from self.tracker.track(
-            planner.watch(frames), prompts, reverse=reverse, num_frames=num_frames, planner=planner
+            planner.watch(frames), prompts, reverse=reverse, num_frames=num_frames, planner=planner, bank=bank
         )

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 
+from batchtrack.errors import ConfigError
 from batchtrack.model.checkpoint import load_state_dict_file, load_strict
-from batchtrack.model.configs import TrackerConfig, get_config
+from batchtrack.model.configs import RANDOM_BY_DESIGN, TrackerConfig, get_config
 from batchtrack.model.image_encoder import ImageEncoder
 
 if TYPE_CHECKING:
     from batchtrack.model.tracker import Tracker
 
+RANDOM_WEIGHTS_SEED = 0
+T = TypeVar("T")
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 _IMAGE_ENCODER_PREFIX = "image_encoder."
 
@@ -30,10 +33,37 @@ def shipped_weights(name: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def _resolve_checkpoint(name: str, checkpoint: str | Path | None) -> Path | None:
+def needs_weights(name: str) -> bool:
+    """Whether `name` may only run with real weights: neither shipped nor random by design (test-tiny)."""
+    return shipped_weights(name) is None and name not in RANDOM_BY_DESIGN
+
+
+def _resolve_checkpoint(name: str, checkpoint: str | Path | None, random_weights: bool) -> Path | None:
+    """The weights file to load, or None for random weights (only when asked for or by design)."""
     if checkpoint is not None:
+        if random_weights:
+            raise ConfigError(f"model {name!r}: give a checkpoint or random_weights=True, not both")
         return Path(checkpoint)
+    if random_weights:
+        return None
+    if needs_weights(name):
+        # Random weights of a real model track noise; a job must never write that silently.
+        raise ConfigError(
+            f"model {name!r} ships no weights: pass checkpoint=PATH (Meta's .pt or a .safetensors file), "
+            "or random_weights=True for tests and benchmarks"
+        )
     return shipped_weights(name)
+
+
+def _seeded(factory: Callable[[TrackerConfig], T], config: TrackerConfig) -> T:
+    """`factory(config)` initialised from a fixed seed without touching the caller's RNG state.
+
+    Requested random weights are the same in every actor and every run, so a clip's rows do not depend
+    on which actor tracked it.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_WEIGHTS_SEED)
+        return factory(config)
 
 
 def build_image_encoder(
@@ -55,25 +85,25 @@ def build_image_encoder(
 
 
 def build_tracker(
-    name: str,
+    config: TrackerConfig | str,
     checkpoint: str | Path | None = None,
     device: torch.device | str | None = None,
+    *,
+    random_weights: bool = False,
 ) -> Tracker:
-    """A ready-to-run tracker: config looked up by `name`, weights loaded strictly, eval mode, on `device`.
+    """A ready-to-run tracker: config looked up by name (or given), weights loaded strictly, eval mode, on `device`.
 
-    Weights come from `checkpoint` (an official SAM 2.1 `.pt` or a `.safetensors` file) or, when it is None,
-    from the file shipped for `name` (batchtrack/weights/NAME.safetensors) if there is one; otherwise the
-    model keeps its random initialisation. `device` defaults to CUDA when available, else CPU.
+    Weights come from `checkpoint` (an official SAM 2.1 `.pt` or a `.safetensors` file, a local path; see
+    batchtrack.io.checkpoint_cache for URIs) or, when it is None, from the file shipped for the model
+    (batchtrack/weights/NAME.safetensors). A model that ships none (the sam2.1_hiera_* sizes) raises
+    ConfigError unless `random_weights=True`, which is meant for tests and benchmarks; `test-tiny` is random
+    by design. `device` defaults to CUDA when available, else CPU.
     """
-    config = get_config(name)
-    if importlib.util.find_spec("batchtrack.model.tracker") is None:
-        raise NotImplementedError(
-            "batchtrack.model.tracker is not written yet; only build_image_encoder() is available"
-        )
+    config = get_config(config) if isinstance(config, str) else config
     from batchtrack.model.tracker import Tracker
 
-    model = Tracker(config)
-    path = _resolve_checkpoint(name, checkpoint)
+    path = _resolve_checkpoint(config.name, checkpoint, random_weights)
+    model = _seeded(Tracker, config) if random_weights else Tracker(config)
     if path is not None:
         load_strict(model, load_state_dict_file(path), str(path))
     return model.to(device or default_device()).eval()

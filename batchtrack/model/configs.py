@@ -10,7 +10,7 @@ model the code accepts, for unit tests.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 from batchtrack.errors import ConfigError
@@ -80,7 +80,11 @@ class TrackerConfig:
     mem_dim: int = 64  # channels of the memory features (memory encoder output)
     num_maskmem: int = 7  # 1 current + 6 past frames; rows of maskmem_tpos_enc
     max_obj_ptrs_in_encoder: int = 16
-    max_cond_frames_in_attn: int = -1  # -1: attend to every conditioning frame
+    # Conditioning frames memory attention reads per object: the closest to the current frame (SAM 3's
+    # rule and value); the others are dropped from the bank once no frame can read them, so automatic
+    # mode, which re-conditions on every keyframe, stays bounded. -1 reads (and keeps) all of them, as
+    # SAM 2.1's yaml does; with at most 4 prompted frames per object the two are identical.
+    max_cond_frames_in_attn: int = 4
     memory_temporal_stride_for_eval: int = 1
     memory_attention_layers: int = 4
     memory_attention_dim_feedforward: int = 2048
@@ -128,6 +132,10 @@ class TrackerConfig:
             raise ConfigError(f"{self.name}: encoder_batch_size must be >= 1, got {self.encoder_batch_size}")
         if self.num_maskmem < 1:
             raise ConfigError(f"{self.name}: num_maskmem must be >= 1, got {self.num_maskmem}")
+        if self.max_cond_frames_in_attn != -1 and self.max_cond_frames_in_attn < 2:
+            raise ConfigError(
+                f"{self.name}: max_cond_frames_in_attn must be -1 (all) or >= 2, got {self.max_cond_frames_in_attn}"
+            )
 
     @property
     def feature_size(self) -> int:
@@ -217,6 +225,10 @@ _CONFIGS: dict[str, TrackerConfig] = {
 
 TRACKER_CONFIGS: Mapping[str, TrackerConfig] = MappingProxyType(_CONFIGS)
 
+# Models whose weights are random by design (unit tests); every other model needs weights: shipped,
+# a checkpoint, or an explicit request for random ones.
+RANDOM_BY_DESIGN: tuple[str, ...] = ("test-tiny",)
+
 # Names a user may pass as `model`; test-tiny exists for tests and is not advertised.
 SAM21_NAMES: tuple[str, ...] = (
     "sam2.1_hiera_tiny",
@@ -233,3 +245,22 @@ def get_config(name: str) -> TrackerConfig:
     except KeyError:
         known = ", ".join(sorted(TRACKER_CONFIGS))
         raise ConfigError(f"unknown model {name!r}; known models: {known}") from None
+
+
+def tracker_config(
+    name: str,
+    *,
+    image_size: int | None = None,
+    encoder_batch_size: int | None = None,
+    max_cond_frames: int | None = None,
+) -> TrackerConfig:
+    """The registered config `name` with the runtime settings a job may change (None keeps the model's value).
+
+    None of them changes a parameter's shape, so any of the model's checkpoints still loads.
+    """
+    overrides = {
+        "image_size": image_size,
+        "encoder_batch_size": encoder_batch_size,
+        "max_cond_frames_in_attn": max_cond_frames,
+    }
+    return replace(get_config(name), **{k: v for k, v in overrides.items() if v is not None})

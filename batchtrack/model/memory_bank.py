@@ -1,12 +1,18 @@
 """The memory bank of one clip: what memory attention may read, and nothing else.
 
 Per object it keeps
-- every conditioning frame (a frame where the object was prompted): memory features and pointer;
+- the conditioning frames (frames where the object was prompted or re-conditioned) that attention
+  reads: all of them when `max_cond_frames` is -1 (SAM 2.1's default), else the `max_cond_frames`
+  closest to the current frame (SAM 3's rule);
 - the non-conditioning frames that can still be read: memory features of the last
   `num_maskmem - 1` frames (with SAM 2's temporal stride rule) and pointers of the last
-  `max_obj_ptrs - 1` frames.
-Everything older is dropped as soon as the next frame cannot read it, so the bank's size does not
-depend on the clip length.
+  `max_obj_ptrs - 1` frames. A conditioning frame that attention no longer selects is still read
+  in those windows, as SAM 2 reads its "unselected" conditioning outputs.
+Everything older is dropped as soon as the next frame cannot read it. A streaming pass meets its
+conditioning frames in processing order, so the closest ones are the latest ones and a conditioning
+frame once out of the selection never returns to it: dropping it changes no result. With a limit the
+bank's size does not depend on the clip length, even in automatic mode, which re-conditions objects on
+every keyframe.
 
 Selection follows SAM 2.1's `_prepare_memory_conditioned_features` for tracking in one direction:
 conditioning frames get temporal row `num_maskmem - 1` of `maskmem_tpos_enc`; the frame `k` steps
@@ -89,11 +95,10 @@ class MemoryBank:
         spatial = set(self._spatial_frames(next_frame))
         pointers = {next_frame - self.sign * d for d in range(1, self.max_obj_ptrs)}
         for mem in self.objects.values():
-            for t in list(mem.recent):
-                if t not in pointers and t not in spatial:
-                    del mem.recent[t]
-                elif t not in spatial:
-                    mem.recent[t].maskmem = None
+            _drop_unreadable(mem.recent, spatial, pointers)
+            _, unchosen = self._split_cond(mem, next_frame)
+            for t in _drop_unreadable(unchosen, spatial, pointers):
+                del mem.cond[t]
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -136,7 +141,19 @@ class MemoryBank:
     def num_spatial_frames(self, object_id: int) -> int:
         """Frames whose memory features are held for the object (conditioning + recent)."""
         mem = self.objects[object_id]
-        return len(mem.cond) + sum(1 for e in mem.recent.values() if e.maskmem is not None)
+        return sum(1 for e in (*mem.cond.values(), *mem.recent.values()) if e.maskmem is not None)
+
+    def num_cond_frames(self, object_id: int) -> int:
+        """Conditioning frames held for the object (bounded by `max_cond_frames` plus the read windows)."""
+        return len(self.objects[object_id].cond)
+
+    def nbytes(self) -> int:
+        """Bytes of every tensor the bank holds (all objects): what must not grow with the clip length."""
+        total = 0
+        for mem in self.objects.values():
+            for entry in (*mem.cond.values(), *mem.recent.values()):
+                total += entry.pointer.nbytes + (entry.maskmem.nbytes if entry.maskmem is not None else 0)
+        return total
 
     def num_pointers(self, object_id: int) -> int:
         mem = self.objects[object_id]
@@ -175,3 +192,16 @@ class MemoryBank:
             else:
                 frames.append(-(-(f + 2) // r) * r + (t_rel - 2) * r)
         return frames
+
+
+def _drop_unreadable(entries: dict[int, StoredFrame], spatial: set[int], pointers: set[int]) -> list[int]:
+    """Free what no later frame reads from `entries`: whole entries outside both windows (deleted here and
+    returned), and memory features of entries only the pointer window still reaches."""
+    gone = []
+    for t in list(entries):
+        if t not in pointers and t not in spatial:
+            del entries[t]
+            gone.append(t)
+        elif t not in spatial:
+            entries[t].maskmem = None
+    return gone

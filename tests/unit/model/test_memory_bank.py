@@ -87,3 +87,38 @@ def test_max_cond_frames_keeps_the_closest_before_and_after() -> None:
 def test_max_cond_frames_below_two_is_rejected() -> None:
     with pytest.raises(ValueError, match="max_cond_frames must be -1"):
         MemoryBank(NUM_MASKMEM, MAX_PTRS, max_cond_frames=1)
+
+
+def test_conditioning_frames_beyond_the_limit_are_dropped_from_memory() -> None:
+    bank = MemoryBank(NUM_MASKMEM, MAX_PTRS, max_cond_frames=3)
+    for f in range(100):
+        _store(bank, f, cond=(f % 5 == 0))  # re-conditioned every 5 frames, as automatic mode does
+        bank.prune(f + 1)
+        # The 3 latest conditioning frames plus those still inside the pointer window (15 frames back).
+        assert bank.num_cond_frames(1) <= 3 + MAX_PTRS // 5
+    assert set(bank.objects[1].cond) == {85, 90, 95}
+    sel = bank.select(1, 100)
+    assert sorted(t for t, row in sel.spatial if row == NUM_MASKMEM - 1) == [85, 90, 95]
+
+
+def test_dropping_unselected_conditioning_frames_changes_no_selection() -> None:
+    # Pruning must only free what no later frame reads: compare with a bank that prunes nothing.
+    pruned = MemoryBank(NUM_MASKMEM, MAX_PTRS, max_cond_frames=2)
+    kept = MemoryBank(NUM_MASKMEM, MAX_PTRS, max_cond_frames=2)
+    for f in range(40):
+        for bank in (pruned, kept):
+            _store(bank, f, cond=(f % 3 == 0))
+        pruned.prune(f + 1)
+        assert pruned.select(1, f + 1) == kept.select(1, f + 1)
+
+
+def test_keeping_every_conditioning_frame_grows_memory() -> None:
+    # The reason for the limit: with -1 (SAM 2.1's default) memory grows with every re-conditioning.
+    sizes = []
+    for frames in (20, 60):
+        bank = MemoryBank(NUM_MASKMEM, MAX_PTRS, max_cond_frames=-1)
+        for f in range(frames):
+            _store(bank, f, cond=(f % 5 == 0))
+            bank.prune(f + 1)
+        sizes.append(bank.nbytes())
+    assert sizes[1] > sizes[0]
