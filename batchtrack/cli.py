@@ -14,8 +14,12 @@ from batchtrack.errors import BatchtrackError, ConfigError
 
 
 def _job_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    model: dict[str, Any] = {"name": args.model, "checkpoint": args.checkpoint}
-    clip: dict[str, Any] = {"length_frames": args.clip_frames, "overlap_frames": args.overlap_frames}
+    model: dict[str, Any] = {
+        "name": args.model,
+        "checkpoint": args.checkpoint,
+        "random_weights": True if args.random_weights else None,
+    }
+    clip: dict[str, Any] = {"length_frames": args.clip_frames}
     actors: dict[str, Any] = {
         "num_actors": args.actors,
         "max_actors": args.max_actors,
@@ -30,6 +34,7 @@ def _job_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "output": args.output,
         "prompts": args.prompts,
         "max_failed_fraction": args.max_failed_fraction,
+        "retry_failed": True if args.retry_failed else None,
         "model": {k: v for k, v in model.items() if v is not None} or None,
         "clip": {k: v for k, v in clip.items() if v is not None} or None,
         "actors": {k: v for k, v in actors.items() if v is not None} or None,
@@ -58,11 +63,19 @@ def _add_job_flags(parser: argparse.ArgumentParser, positional: bool = True) -> 
         parser.add_argument("output", nargs="?", help="output URI (folder or s3://bucket/prefix)")
     parser.add_argument("--config", help="job YAML file (flags and BATCHTRACK_* env vars override it)")
     parser.add_argument("--prompts", help="prompt manifest (JSONL/Parquet); default: automatic mode")
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--model", help="model name (default tiny-synthetic; sam2.1_hiera_tiny, baseline-flow, ...)")
-    group.add_argument("--checkpoint", help="checkpoint (.pt/.safetensors) for the configured model")
+    parser.add_argument("--model", help="model name (default tiny-synthetic; sam2.1_hiera_tiny, baseline-flow, ...)")
+    weights = parser.add_mutually_exclusive_group()
+    weights.add_argument(
+        "--checkpoint",
+        metavar="PATH_OR_URI",
+        help="weights of --model (.pt/.safetensors): path, file://, s3://, gs:// or https://, cached once per node",
+    )
+    weights.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="run a model that ships no weights (sam2.1_*) with random ones: tests and benchmarks only",
+    )
     parser.add_argument("--clip-frames", type=int, help="clip length in frames")
-    parser.add_argument("--overlap-frames", type=int, help="frames shared by consecutive clips")
     parser.add_argument("--actors", type=int, help="number of tracker actors (minimum when autoscaling)")
     parser.add_argument("--max-actors", type=int, help="upper bound of an autoscaling actor pool")
     parser.add_argument("--cpus-per-actor", type=float, help="CPUs per actor (torch threads follow)")
@@ -75,12 +88,18 @@ def _add_job_flags(parser: argparse.ArgumentParser, positional: bool = True) -> 
         help="fsspec storage option, repeatable (e.g. endpoint_url=http://127.0.0.1:9000, client_kwargs.region_name=x)",
     )
     parser.add_argument("--no-auto", action="store_true", help="skip videos without prompts instead of auto mode")
+    parser.add_argument(
+        "--retry-failed", action="store_true", help="track again the units an earlier run recorded as failed"
+    )
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from batchtrack.config import load_config
 
     cfg = load_config(args.config, **_job_overrides(args))
+    from batchtrack.pipeline.models import check_model_weights
+
+    check_model_weights(cfg.model)  # a model without weights is exit code 2 before Ray starts
     from batchtrack.pipeline.job import run_job  # after validation: config errors need no Ray import
 
     summary = run_job(cfg)

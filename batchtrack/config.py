@@ -26,29 +26,68 @@ class _Section(BaseModel):
 
 
 class ClipPlanConfig(_Section):
-    """How videos are cut into clips that are tracked independently and in parallel."""
+    """How a video is cut into clips: the spans of its clips/ rows, each tracked from where the previous ended."""
 
     length_s: float = Field(10.0, gt=0, description="Clip length in seconds (used when length_frames is unset).")
     length_frames: int | None = Field(None, gt=1, description="Clip length in frames; overrides length_s.")
-    overlap_frames: int = Field(4, ge=0, description="Frames shared by consecutive clips, used for stitching.")
 
-    @model_validator(mode="after")
-    def _overlap_shorter_than_clip(self) -> ClipPlanConfig:
-        if self.length_frames is not None and self.overlap_frames >= self.length_frames:
-            raise ValueError(
-                f"clip.overlap_frames={self.overlap_frames} must be smaller than "
-                f"clip.length_frames={self.length_frames}"
-            )
-        return self
+
+class UnitConfig(_Section):
+    """How videos are grouped into work units: what one actor tracks in order and commits at once."""
+
+    max_videos: int = Field(128, ge=1, description="Most videos in one unit (short videos share a unit).")
+    max_bytes: int = Field(
+        256 * 2**20, ge=1, description="A unit takes videos until their sizes sum past this; a larger video is alone."
+    )
+    max_attempts: int = Field(
+        4, ge=1, description="Attempts of a unit whose actor died before it commits; then it is recorded as failed."
+    )
+    poison_strikes: int = Field(
+        2, ge=1, description="Actor deaths while one video was being tracked that make it a failed row (poison input)."
+    )
 
 
 class ModelConfig(_Section):
-    """Which tracker runs and with which weights."""
+    """Which tracker runs, with which weights, and the runtime settings that shape it."""
 
     name: str = Field("tiny-synthetic", description="Registered model name, e.g. sam2.1_hiera_tiny.")
-    checkpoint: str | None = Field(None, description="Path/URI of a .pt or .safetensors checkpoint.")
-    image_size: int | None = Field(None, gt=0, description="Override the model's input resolution.")
-    encoder_batch_size: int = Field(4, ge=1, description="Frames encoded ahead per image-encoder batch.")
+    checkpoint: str | None = Field(
+        None,
+        description="A .pt or .safetensors checkpoint: local path, file://, s3://, gs:// or https:// "
+        "(read with storage_options, downloaded once per node into cache_dir).",
+    )
+    random_weights: bool = Field(
+        False,
+        description="Run a model whose weights are not shipped with random weights (tests and benchmarks only); "
+        "without it such a model needs a checkpoint.",
+    )
+    image_size: int | None = Field(None, gt=0, description="Override the model's input resolution (pixels, square).")
+    encoder_batch_size: int | None = Field(
+        None, ge=1, description="Frames encoded ahead per image-encoder batch; none = the model's default (4)."
+    )
+    max_cond_frames: int | None = Field(
+        None,
+        description="Conditioning frames memory attention reads per object (the closest to the current frame); "
+        "older ones are dropped from memory. -1 keeps all (SAM 2.1's default, unbounded in automatic mode); "
+        "none = the model's default (4, SAM 3's value).",
+    )
+    cache_dir: str | None = Field(
+        None, description="Per-node checkpoint cache folder; none = $XDG_CACHE_HOME/batchtrack/checkpoints."
+    )
+
+    @field_validator("max_cond_frames")
+    @classmethod
+    def _all_or_at_least_two(cls, value: int | None) -> int | None:
+        # 1 would leave no room for both the latest prompt and the one it corrects.
+        if value is not None and value != -1 and value < 2:
+            raise ValueError("must be -1 (keep all) or >= 2")
+        return value
+
+    @model_validator(mode="after")
+    def _weights_from_one_place(self) -> ModelConfig:
+        if self.random_weights and self.checkpoint is not None:
+            raise ValueError("model.random_weights and model.checkpoint exclude each other")
+        return self
 
 
 class ActorConfig(_Section):
@@ -59,7 +98,9 @@ class ActorConfig(_Section):
     num_gpus: float = Field(0.0, ge=0, description="GPUs per actor; 0 runs on CPU.")
     num_cpus: float = Field(1.0, gt=0, description="CPUs per actor; torch threads are sized to this.")
     prefetch_frames: int = Field(8, ge=1, description="Decoded frames queued ahead of the tracker.")
-    max_restarts: int = Field(3, ge=-1, description="Times a dead actor is recreated (-1: forever).")
+    max_restarts: int = Field(
+        -1, ge=-1, description="Times a dead actor is recreated (-1: forever; unit.max_attempts bounds a poison unit)."
+    )
 
     @model_validator(mode="after")
     def _pool_bounds(self) -> ActorConfig:
@@ -113,6 +154,7 @@ class JobConfig(BaseSettings):
     output: str = Field(..., description="Output URI (local folder or s3://bucket/prefix).")
     prompts: str | None = Field(None, description="Prompt manifest (JSONL or Parquet); none = automatic mode.")
     clip: ClipPlanConfig = Field(default_factory=ClipPlanConfig, description="Clip planning.")
+    unit: UnitConfig = Field(default_factory=UnitConfig, description="Work units.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="Tracker model.")
     actors: ActorConfig = Field(default_factory=ActorConfig, description="Tracker actor pool.")
     auto: AutoConfig = Field(default_factory=AutoConfig, description="Automatic mode.")
@@ -123,7 +165,12 @@ class JobConfig(BaseSettings):
     storage_options: dict[str, Any] = Field(
         default_factory=dict, description="fsspec storage options (endpoint_url, key, secret, ...)."
     )
-    seed: int = Field(0, description="Seed for anything random (automatic-mode tie breaks).")
+    seed: int = Field(
+        0, description="Seed of every random choice (baselines' GrabCut/RANSAC, torch), derived per video from this."
+    )
+    retry_failed: bool = Field(
+        False, description="Track again the units a previous run recorded as failed (default: keep their rows)."
+    )
 
     @field_validator("corpus", "output")
     @classmethod

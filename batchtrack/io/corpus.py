@@ -13,7 +13,7 @@ import os
 import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import fsspec
 import pyarrow.parquet as pq
@@ -157,37 +157,72 @@ def _stat_many(uris: Iterable[str], storage_options: Mapping[str, Any]) -> list[
     return refs
 
 
-def list_videos(corpus: str, storage_options: Mapping[str, Any] | None = None) -> list[VideoRef]:
-    """All videos of a corpus, sorted by URI, each with its stable `video_id`.
+@dataclass(frozen=True)
+class ListingPart:
+    """A piece of a corpus that one task lists: a folder's subtree, a folder's own files, a glob, a file, a manifest."""
 
-    `corpus` is a folder (listed recursively), a glob (`s3://bucket/videos/*.mp4`), an object-store
-    prefix, a single video, or a JSONL/Parquet manifest of URIs (relative entries are resolved against
-    the manifest's folder). Folders and globs keep only files with a video extension; manifest entries
-    are kept as given, and unreadable ones fail later as data rather than here.
+    kind: Literal["tree", "files", "glob", "file", "manifest"]
+    uri: str
+
+
+def corpus_parts(corpus: str, storage_options: Mapping[str, Any] | None = None) -> list[ListingPart]:
+    """Split a corpus into parts listed independently (on the cluster), with one request here.
+
+    A folder or prefix becomes its own files plus one part per subfolder, so a large archive is
+    listed in parallel and its first videos are tracked while the rest is still being listed.
+    Raises ConfigError when the corpus does not exist.
     """
     options = dict(storage_options or {})
     corpus = normalize_uri(corpus)
-    if corpus.lower().endswith(MANIFEST_EXTENSIONS):
-        base = parent_uri(corpus)
-        try:
-            entries = _read_manifest_entries(corpus, options)
-        except FileNotFoundError as exc:
-            raise ConfigError(f"corpus manifest {corpus} does not exist") from exc
-        uris = sorted({resolve_uri(entry, base) for entry in entries})
-        return _stat_many(uris, options)
-
     fs, path = fsspec.core.url_to_fs(corpus, **options)
+    if corpus.lower().endswith(MANIFEST_EXTENSIONS):
+        if not fs.exists(path):
+            raise ConfigError(f"corpus manifest {corpus} does not exist")
+        return [ListingPart("manifest", corpus)]
     if any(ch in path for ch in _GLOB_CHARS):
+        return [ListingPart("glob", corpus)]
+    if fs.isdir(path):
+        folders = sorted(_full_uri(fs, e["name"]) for e in fs.ls(path, detail=True) if e.get("type") == "directory")
+        return [ListingPart("files", corpus)] + [ListingPart("tree", folder) for folder in folders]
+    if fs.exists(path):
+        return [ListingPart("file", corpus)]
+    raise ConfigError(f"corpus {corpus} does not exist (no such folder, file or matching objects)")
+
+
+def list_part(part: ListingPart, storage_options: Mapping[str, Any] | None = None) -> list[VideoRef]:
+    """The videos of one listing part, sorted by URI, each with its stable `video_id`.
+
+    Folders and globs keep only files with a video extension; manifest entries (relative ones
+    resolved against the manifest's folder) are kept as given, and unreadable ones fail later as
+    data rather than here.
+    """
+    options = dict(storage_options or {})
+    if part.kind == "manifest":
+        base = parent_uri(part.uri)
+        uris = sorted({resolve_uri(entry, base) for entry in _read_manifest_entries(part.uri, options)})
+        return _stat_many(uris, options)
+    fs, path = fsspec.core.url_to_fs(part.uri, **options)
+    if part.kind == "glob":
         found = fs.glob(path, detail=True)
-    elif fs.isdir(path):
+    elif part.kind == "tree":
         found = fs.find(path, detail=True)
-    elif fs.exists(path):
-        found = {path: fs.info(path)}
+    elif part.kind == "files":
+        found = fs.find(path, maxdepth=1, detail=True)
     else:
-        raise ConfigError(f"corpus {corpus} does not exist (no such folder, file or matching objects)")
+        found = {path: fs.info(path)}
     refs = [
         make_ref(_full_uri(fs, name), info)
         for name, info in found.items()
         if info.get("type") != "directory" and has_video_extension(name)
     ]
     return sorted(refs, key=lambda ref: ref.uri)
+
+
+def list_videos(corpus: str, storage_options: Mapping[str, Any] | None = None) -> list[VideoRef]:
+    """All videos of a corpus, sorted by URI: every part of `corpus_parts` listed here, in this process.
+
+    `corpus` is a folder (listed recursively), a glob (`s3://bucket/videos/*.mp4`), an object-store
+    prefix, a single video, or a JSONL/Parquet manifest of URIs. The job lists parts on the cluster instead.
+    """
+    parts = corpus_parts(corpus, storage_options)
+    return sorted((ref for part in parts for ref in list_part(part, storage_options)), key=lambda ref: ref.uri)

@@ -2,7 +2,8 @@
 
 masks/    one row per (frame, object): a COCO-RLE mask with its scores and box.
 pointers/ one row per (frame, object): the same keys plus the 256-d object-pointer embedding.
-clips/    one row per clip: status (ok / failed / skipped), counts, timings, the error and the model.
+clips/    one row per clip: status (ok / failed / skipped), counts, timings, the error and the model;
+          one file per work unit, written last: it is the unit's commit.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ def _field(name: str, dtype: pa.DataType, doc: str, nullable: bool = False) -> p
 _KEY_FIELDS = [
     _field("video_id", pa.string(), "Stable 16-hex id of the video (hash of URI, size, ETag/mtime)."),
     _field("video_uri", pa.string(), "URI of the source video."),
-    _field("clip_id", pa.string(), "Deterministic 16-hex id of the clip (video, span, model, prompts)."),
+    _field("clip_id", pa.string(), "Deterministic 16-hex id of the clip (video, span, model, the video's prompts)."),
     _field("frame_index", pa.int32(), "Frame index, absolute in the video."),
     _field("timestamp_s", pa.float64(), "frame_index / fps, in seconds."),
-    _field("object_id", pa.int32(), "Object id within the clip (the prompt's object_id)."),
-    _field("track_id", pa.int64(), "Video-level track id after stitching clips (= object_id for prompts)."),
+    _field("object_id", pa.int32(), "Object id in the video (the prompt's object_id, or automatic mode's)."),
+    _field("track_id", pa.int64(), "Video-level track id, final when written (= object_id: tracks span clips)."),
 ]
 
 MASKS_SCHEMA = pa.schema(
@@ -61,6 +62,7 @@ CLIPS_SCHEMA = pa.schema(
         _field("video_id", pa.string(), "Stable id of the video."),
         _field("video_uri", pa.string(), "URI of the source video."),
         _field("clip_id", pa.string(), "Deterministic id of the clip."),
+        _field("unit_id", pa.string(), "Work unit that tracked the clip (clips/<unit_id>.parquet)."),
         _field("start_frame", pa.int32(), "First frame of the clip (inclusive)."),
         _field("end_frame", pa.int32(), "End frame of the clip (exclusive)."),
         _field("status", pa.string(), "ok, failed or skipped."),
@@ -68,16 +70,16 @@ CLIPS_SCHEMA = pa.schema(
         _field("objects", pa.int32(), "Objects tracked."),
         _field("mask_rows", pa.int64(), "Rows written to masks/ (= pointers/)."),
         _field("seconds", pa.float64(), "Wall time of the clip in its actor."),
-        _field("decode_seconds", pa.float64(), "Time spent waiting for decoded frames."),
+        _field("decode_seconds", pa.float64(), "Time spent opening (downloading) the video and waiting for frames."),
         _field("track_seconds", pa.float64(), "Time spent in the tracker and RLE encoding."),
-        _field("write_seconds", pa.float64(), "Time spent writing the clip's files and commit record."),
+        _field("write_seconds", pa.float64(), "The clip's share of its unit's file writes."),
         _field("error_stage", pa.string(), "Where a failed or skipped clip stopped (probe, decode, ...).", True),
         _field("error_class", pa.string(), "Exception class of a failure.", True),
         _field("error_message", pa.string(), "Exception message of a failure, or why a clip was skipped.", True),
         _field("model_name", pa.string(), "Tracker model name."),
         _field("checkpoint_hash", pa.string(), "Hash of the checkpoint's bytes, or the builtin weights' tag."),
-        _field("masks_file", pa.string(), "masks/ file of the clip, relative to the output.", True),
-        _field("pointers_file", pa.string(), "pointers/ file of the clip, relative to the output.", True),
+        _field("masks_file", pa.string(), "masks/ file holding the clip's rows, relative to the output.", True),
+        _field("pointers_file", pa.string(), "pointers/ file holding the clip's rows, relative to the output.", True),
         _field("device", pa.string(), "Device the clip was tracked on (cpu, cuda).", True),
         _field("node_id", pa.string(), "Ray node that tracked the clip.", True),
     ],

@@ -1,12 +1,14 @@
 """Writing a clip's output whole, under deterministic names, through fsspec, with retries.
 
-Layout under the output URI (flat, one file per clip, so a retried or rerun clip overwrites its own
-keys and the folders read as one dataset with `pyarrow.dataset` or DuckDB's `read_parquet('out/masks/*.parquet')`):
+Layout under the output URI (flat, one file per work unit and table, so a retried or rerun unit
+overwrites its own keys and the folders read as one dataset with `pyarrow.dataset` or DuckDB's
+`read_parquet('out/masks/*.parquet')`):
 
-    masks/<clip_id>.parquet
-    pointers/<clip_id>.parquet
-    clips/<video_id>-<hash of the video's clip ids>.parquet
-    _commits/<clip_id>.json
+    masks/<unit_id>.parquet
+    pointers/<unit_id>.parquet
+    clips/<unit_id>.parquet      written last: the unit's commit
+    _failed/<unit_id>            marks a committed unit with failed clips (for --retry-failed)
+    _attempts/<unit_id>.json     attempts of a unit not yet committed (actor deaths, poison inputs)
     _manifest.json
 
 An object-store PUT is atomic; on local disks a file is written under a temporary name and renamed.
@@ -39,7 +41,8 @@ T = TypeVar("T")
 MASKS_DIR = "masks"
 POINTERS_DIR = "pointers"
 CLIPS_DIR = "clips"
-COMMITS_DIR = "_commits"
+FAILED_DIR = "_failed"
+ATTEMPTS_DIR = "_attempts"
 MANIFEST_NAME = "_manifest.json"
 
 _TRANSIENT_ERRNOS = frozenset(
@@ -72,14 +75,14 @@ _TRANSIENT_S3_CODES = frozenset(
 )
 
 
-def clip_file(kind: Literal["masks", "pointers"], clip_id: str) -> str:
-    """Relative path of one clip's masks/ or pointers/ file.
+def unit_file(kind: Literal["masks", "pointers", "clips"], unit_id: str) -> str:
+    """Relative path of one work unit's file in a table.
 
-    >>> clip_file("masks", "0123456789abcdef")
+    >>> unit_file("masks", "0123456789abcdef")
     'masks/0123456789abcdef.parquet'
     """
-    folder = MASKS_DIR if kind == "masks" else POINTERS_DIR
-    return f"{folder}/{clip_id}.parquet"
+    folder = {"masks": MASKS_DIR, "pointers": POINTERS_DIR, "clips": CLIPS_DIR}[kind]
+    return f"{folder}/{unit_id}.parquet"
 
 
 def join(base: str, relative: str) -> str:

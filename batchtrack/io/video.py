@@ -342,13 +342,13 @@ def _ran_out(uri: str, produced: int, expected: int) -> DecodeError:
 
 
 class _DecordReader:
-    def __init__(self, probe: _Probe, *, trust_count: bool) -> None:
+    def __init__(self, probe: _Probe, *, trust_count: bool, threads: int = 0) -> None:
         source = probe.source
         if source.local_path is not None:
-            reader = decord.VideoReader(source.local_path)
+            reader = decord.VideoReader(source.local_path, num_threads=threads)
         else:
             with _storage_errors(source.uri, "reading"), source.open() as file:
-                reader = decord.VideoReader(file)
+                reader = decord.VideoReader(file, num_threads=threads)
         # len() comes from the container header, or is estimated from duration x rate where the header
         # has no count (Matroska, MPEG-TS); the packet index decord builds on open is exact.
         reader.get_frame_timestamp(0)
@@ -404,10 +404,11 @@ class _PacketIndex:
 
 
 class _PyAVReader:
-    def __init__(self, probe: _Probe) -> None:
+    def __init__(self, probe: _Probe, threads: int = 0) -> None:
         self._probe = probe
         self._uri = probe.source.uri
         probe.stream.thread_type = "AUTO"
+        probe.stream.thread_count = threads  # 0: FFmpeg picks (every core of the node)
         self._index = self._build_index()
         if self._index is not None:
             num_frames = len(self._index.pts)
@@ -563,7 +564,9 @@ def _decord_seeks_correctly(probe: _Probe) -> bool:
     return probe.container.format.name in _DECORD_FORMATS and not probe.stream.start_time
 
 
-def _open_reader(uri: str, storage_options: Mapping[str, Any] | None, backend: Backend) -> _Reader:
+def _open_reader(
+    uri: str, storage_options: Mapping[str, Any] | None, backend: Backend, threads: int = 0
+) -> _Reader:
     if backend not in _BACKENDS:
         raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
     if backend == "decord" and decord is None:
@@ -581,7 +584,7 @@ def _open_reader(uri: str, storage_options: Mapping[str, Any] | None, backend: B
             logger.warning("%s: decord may number the frames of this %s file wrongly", uri, probe.container.format.name)
         if use_decord:
             try:
-                reader = _DecordReader(probe, trust_count=backend == "decord")
+                reader = _DecordReader(probe, trust_count=backend == "decord", threads=threads)
             except (decord.DECORDError, RuntimeError, AssertionError) as exc:
                 if backend == "decord":
                     raise DecodeError(
@@ -592,7 +595,7 @@ def _open_reader(uri: str, storage_options: Mapping[str, Any] | None, backend: B
                 _check_declared_length(probe, reader.info.num_frames)
                 probe.close()
                 return reader
-        reader = _PyAVReader(probe)
+        reader = _PyAVReader(probe, threads)
         _check_declared_length(probe, reader.info.num_frames)
         return reader
     except BaseException:
@@ -640,6 +643,56 @@ def iter_frames(
             uri, DecodeErrorKind.OUT_OF_RANGE, f"frames [{start}, {stop}) are outside the video's [0, {num_frames})"
         )
     return _prefetched(lambda: reader.frames(start, stop), reader.close, prefetch, _thread_name(uri))
+
+
+@dataclass
+class VideoStream:
+    """An opened video: its `info`, and `frames(start, end)` decoded ahead by a prefetch thread.
+
+    One decoder serves consecutive ranges in order (a work unit's clips), so a video is opened once.
+    """
+
+    info: VideoInfo
+    _reader: _Reader
+    _prefetch: int
+
+    def frames(self, start: int = 0, end: int | None = None) -> Iterator[np.ndarray]:
+        stop = self.info.num_frames if end is None else end
+        if not 0 <= start <= stop <= self.info.num_frames:
+            raise DecodeError(
+                self.info.uri,
+                DecodeErrorKind.OUT_OF_RANGE,
+                f"frames [{start}, {stop}) are outside the video's [0, {self.info.num_frames})",
+            )
+        return _prefetched(lambda: self._reader.frames(start, stop), _nothing, self._prefetch, _thread_name(self.info.uri))
+
+    def close(self) -> None:
+        self._reader.close()
+
+    def __enter__(self) -> VideoStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _nothing() -> None:
+    return None
+
+
+def open_video(
+    uri: str,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    prefetch: int = 8,
+    threads: int = 0,
+    backend: Backend = "auto",
+) -> VideoStream:
+    """Open a video once for several frame ranges; `threads` bounds the decoder's threads (0: FFmpeg's choice)."""
+    if prefetch < 1:
+        raise ValueError(f"prefetch must be at least 1, got {prefetch}")
+    reader = _open_reader(uri, storage_options, backend, threads)
+    return VideoStream(reader.info, reader, prefetch)
 
 
 def _thread_name(uri: str) -> str:

@@ -1,44 +1,65 @@
-"""ClipTracker: the Ray Data actor that tracks clips. One model per actor, loaded once.
+"""UnitTracker: the Ray Data actor that tracks work units. One model per actor, loaded once.
 
-Each call gets clip rows (a JSON `spec` column), decodes the clip's frames inside the actor (raw
-frames never cross the object store), runs the tracker, writes the clip's masks/ and pointers/ files
-whole, then its commit record, and returns one small status row per clip. A clip planned in mode
-`auto` (no prompts on its frames) runs the same loaded model wrapped in `AutoTracker`. Bad input becomes a
-`failed` row; resource and Ray system errors propagate so Ray restarts the actor and retries.
+A call gets work units (a JSON `unit` column). For each video of a unit the actor opens the video
+once (downloading it first when it is remote), decodes it in a prefetch thread whose decoder
+threads are bounded by the actor's CPUs, and tracks it in one pass: the memory bank is handed from
+clip to clip, so objects prompted on frame 0 (or found in automatic mode) keep their ids through the
+whole video. Rows are grouped by clip; a clip whose decoding or tracking fails becomes a `failed`
+clips/ row with its reason, and so does every later clip of that video (their frames cannot be reached
+in order). The unit's masks/ and pointers/ files are written whole, then its clips/ file: the commit.
+
+Resource and Ray system errors propagate so Ray restarts the actor and retries the unit; a unit that
+keeps killing its actor is bounded by its attempts record (`commit.Attempts`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import shutil
+import tempfile
 import time
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+import fsspec
 import numpy as np
 import pyarrow as pa
 import ray
 import torch
 
-from batchtrack.config import AutoConfig, ModelConfig
-from batchtrack.errors import ConfigError, DecodeError, PromptError, TransientIOError
+from batchtrack.config import AutoConfig, ModelConfig, UnitConfig
+from batchtrack.errors import ConfigError, DecodeError, DecodeErrorKind, PromptError, TransientIOError
+from batchtrack.io.corpus import stable_hash
 from batchtrack.io.prompts import PromptRecord
 from batchtrack.io.rle import decode_mask, encode_mask, mask_area, mask_bbox
 from batchtrack.io.schema import MASKS_SCHEMA, POINTER_DIM, pointers_schema
-from batchtrack.io.sink import clip_file, join, write_table
-from batchtrack.io.video import iter_frames
+from batchtrack.io.sink import join, unit_file, write_table
+from batchtrack.io.video import VideoInfo, open_video
 from batchtrack.model.types import FrameResult, Prompt
-from batchtrack.pipeline.commit import ClipStatus, CommitRecord, write_commit
+from batchtrack.pipeline.commit import (
+    Attempts,
+    ClipStatus,
+    clear_attempts,
+    commit_unit,
+    read_attempts,
+    write_attempts,
+)
 from batchtrack.pipeline.models import FrameTracker, build_auto_tracker, load_tracker, supports_auto
-from batchtrack.pipeline.plan import ClipSpec
+from batchtrack.pipeline.plan import VideoTask, WorkUnit, clip_length, clip_spans, make_clip_id, video_clip_id
 
 log = logging.getLogger(__name__)
+
+# Test hook: a video whose URI contains this text kills its actor process, as a decoder crash would.
+CRASH_ENV = "BATCHTRACK_TEST_CRASH_ON"
 
 
 @dataclass(frozen=True)
 class ActorSettings:
-    """What every ClipTracker of a job shares (picklable; passed as a constructor argument)."""
+    """What every UnitTracker of a job shares (picklable; passed as a constructor argument)."""
 
     model: ModelConfig
     output: str
@@ -48,7 +69,40 @@ class ActorSettings:
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     prefetch_frames: int = 8
-    auto: AutoConfig | None = None  # automatic-mode settings; None when no clip of the job is planned `auto`
+    auto: AutoConfig | None = None  # automatic-mode settings; None when the job has no automatic mode
+    unit: UnitConfig = field(default_factory=UnitConfig)
+
+
+@dataclass
+class UnitSummary:
+    """What one unit did, returned to the driver (small: counts and the first failures)."""
+
+    unit_id: str
+    videos: int = 0
+    resumed: bool = False
+    clips: int = 0
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    frames: int = 0
+    objects: int = 0
+    mask_rows: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[str, str, str, str]] = field(default_factory=list)  # uri, stage, class, message
+
+    MAX_FAILURES = 10
+
+    @classmethod
+    def of(cls, unit_id: str, statuses: list[ClipStatus], seconds: float) -> UnitSummary:
+        summary = cls(unit_id, videos=len({s.video_id for s in statuses}), clips=len(statuses), seconds=seconds)
+        for s in statuses:
+            setattr(summary, s.status, getattr(summary, s.status) + 1)
+            summary.frames += s.frames
+            summary.objects += s.objects
+            summary.mask_rows += s.mask_rows
+            if s.status == "failed" and len(summary.failures) < cls.MAX_FAILURES:
+                summary.failures.append((s.video_uri, s.error_stage or "", s.error_class or "", s.error_message or ""))
+        return summary
 
 
 def choose_device(num_gpus: float) -> str:
@@ -82,16 +136,28 @@ def to_model_prompt(record: PromptRecord, height: int, width: int) -> Prompt:
     )
 
 
-class _TimedFrames:
-    """(absolute index, frame) pairs from a decoder, with the time spent waiting on it.
+def video_seed(seed: int, video_id: str) -> int:
+    """The seed of one video's random choices: the job's seed and the video, not the actor or the order."""
+    return int(stable_hash(seed, video_id), 16) % (2**31)
 
-    Its length is the clip's planned length: the tracker reads it as the clip length (SAM 2 scales
-    pointer distances by it), exactly as it would for a list of frames.
+
+def seed_everything(seed: int) -> None:
+    """Seed the global RNGs a tracker may use (torch; OpenCV's, which GrabCut and RANSAC read)."""
+    import cv2
+
+    torch.manual_seed(seed)
+    cv2.setRNGSeed(seed)
+
+
+class _TimedFrames:
+    """(frame index, frame) pairs of a whole video, with the time spent waiting on the decoder.
+
+    Its length is the video's: the tracker reads it as the sequence length (SAM 2 scales pointer
+    distances by it), exactly as it would for a list of frames.
     """
 
-    def __init__(self, frames: Iterator[np.ndarray], start: int, num_frames: int) -> None:
+    def __init__(self, frames: Iterator[np.ndarray], num_frames: int) -> None:
         self._frames = frames
-        self._start = start
         self._num_frames = num_frames
         self.seconds = 0.0
         self.count = 0
@@ -108,15 +174,23 @@ class _TimedFrames:
                 return
             finally:
                 self.seconds += time.perf_counter() - began
-            yield self._start + self.count, frame
+            yield self.count, frame
             self.count += 1
+
+
+@dataclass(frozen=True)
+class _ClipKeys:
+    video_id: str
+    video_uri: str
+    clip_id: str
+    fps: float
 
 
 class _ClipRows:
     """Column buffers of one clip's masks/ and pointers/ rows, filled frame by frame."""
 
-    def __init__(self, spec: ClipSpec) -> None:
-        self.spec = spec
+    def __init__(self, keys: _ClipKeys) -> None:
+        self.keys = keys
         self.frame_index: list[int] = []
         self.object_id: list[int] = []
         self.score: list[float] = []
@@ -127,14 +201,14 @@ class _ClipRows:
         self.width: list[int] = []
         self.rle: list[str] = []
         self.pointers: list[np.ndarray] = []
-        self.frames: set[int] = set()
 
     def add(self, result: FrameResult) -> None:
+        if not result.object_ids:
+            return
         masks = (result.mask_logits > 0).cpu().numpy()  # (N, H, W) bool
         scores = torch.sigmoid(result.object_score_logits.float()).cpu().numpy()  # (N,)
         ious = result.iou_predictions.float().cpu().numpy()  # (N,)
         pointers = result.object_pointers.float().cpu().numpy()  # (N, 256)
-        self.frames.add(result.frame_index)
         for row, object_id in enumerate(result.object_ids):
             mask = masks[row]
             self.frame_index.append(result.frame_index)
@@ -151,25 +225,30 @@ class _ClipRows:
     def __len__(self) -> int:
         return len(self.rle)
 
-    def _keys(self) -> dict[str, pa.Array]:
+    @property
+    def num_objects(self) -> int:
+        return len(set(self.object_id))
+
+    def _key_columns(self) -> dict[str, pa.Array]:
         n = len(self)
-        spec = self.spec
+        keys = self.keys
         frame = np.asarray(self.frame_index, dtype=np.int32)
+        object_id = np.asarray(self.object_id, dtype=np.int32)
         return {
-            "video_id": pa.array([spec.video_id] * n, pa.string()),
-            "video_uri": pa.array([spec.video_uri] * n, pa.string()),
-            "clip_id": pa.array([spec.clip_id] * n, pa.string()),
+            "video_id": pa.array([keys.video_id] * n, pa.string()),
+            "video_uri": pa.array([keys.video_uri] * n, pa.string()),
+            "clip_id": pa.array([keys.clip_id] * n, pa.string()),
             "frame_index": pa.array(frame, pa.int32()),
-            "timestamp_s": pa.array(frame / spec.fps if spec.fps > 0 else np.zeros(n), pa.float64()),
-            "object_id": pa.array(np.asarray(self.object_id, dtype=np.int32), pa.int32()),
-            # Prompted objects keep their id across clips; stitching of automatic tracks rewrites this.
-            "track_id": pa.array(np.asarray(self.object_id, dtype=np.int64), pa.int64()),
+            "timestamp_s": pa.array(frame / keys.fps if keys.fps > 0 else np.zeros(n), pa.float64()),
+            "object_id": pa.array(object_id, pa.int32()),
+            # A video is tracked in one pass, so an object's id is its track's id through the whole video.
+            "track_id": pa.array(object_id.astype(np.int64), pa.int64()),
         }
 
     def masks_table(self) -> pa.Table:
         boxes = np.asarray(self.bbox, dtype=np.float32).reshape(-1)  # (n * 4,)
         columns = {
-            **self._keys(),
+            **self._key_columns(),
             "score": pa.array(np.asarray(self.score, dtype=np.float32), pa.float32()),
             "iou_pred": pa.array(np.asarray(self.iou, dtype=np.float32), pa.float32()),
             "area": pa.array(np.asarray(self.area, dtype=np.int64), pa.int64()),
@@ -186,16 +265,125 @@ class _ClipRows:
         flat = values.astype(np.float16 if dtype == "float16" else np.float32).reshape(-1)  # (n * 256,)
         value_type = schema.field("embedding").type.value_type
         embedding = pa.FixedSizeListArray.from_arrays(pa.array(flat, value_type), POINTER_DIM)
-        columns = {**self._keys(), "embedding": embedding}
-        return pa.table(columns, schema=schema)
+        return pa.table({**self._key_columns(), "embedding": embedding}, schema=schema)
 
 
 def _is_ray_system_error(exc: BaseException) -> bool:
     return isinstance(exc, ray.exceptions.RayError) and not isinstance(exc, ray.exceptions.RayTaskError)
 
 
-class ClipProcessor:
-    """Tracks one clip with a given tracker and commits it. Used by ClipTracker; testable without Ray."""
+def _error_fields(stage: str, exc: BaseException) -> dict[str, Any]:
+    return {"error_stage": stage, "error_class": type(exc).__name__, "error_message": str(exc)[:2000]}
+
+
+class _VideoRun:
+    """One video of a unit being tracked: its clips, their rows and statuses."""
+
+    def __init__(self, processor: UnitProcessor, unit: WorkUnit, video: VideoTask) -> None:
+        self.processor = processor
+        self.unit = unit
+        self.video = video
+        self.statuses: list[ClipStatus] = []
+        self.rows: list[_ClipRows] = []  # rows of the ok clips, in order
+
+    def status(self, clip_id: str, start: int, end: int, status: str, **values: Any) -> ClipStatus:
+        return ClipStatus(
+            video_id=self.video.video_id,
+            video_uri=self.video.ref.uri,
+            clip_id=clip_id,
+            unit_id=self.unit.unit_id,
+            start_frame=start,
+            end_frame=end,
+            status=status,
+            model_name=self.unit.model.name,
+            checkpoint_hash=self.unit.model.checkpoint_hash,
+            device=self.processor.device,
+            node_id=self.processor.node_id,
+            **values,
+        )
+
+    def whole_video(self, status: str, reason: str, seconds: float = 0.0, end: int = 0, **values: Any) -> None:
+        """One row for a video that was not cut into clips (skipped, unreadable, killed its actor)."""
+        clip_id = video_clip_id(self.video.key, reason)
+        self.statuses.append(self.status(clip_id, 0, end, status, seconds=seconds, **values))
+
+    def run(self, workdir: str) -> None:
+        began = time.perf_counter()
+        video = self.video
+        if video.mode == "skipped":
+            self.whole_video("skipped", "skipped", error_stage="plan", error_message=video.reason)
+            return
+        try:
+            local = self.processor.fetch(video.ref.uri, workdir)
+            stream = open_video(
+                local,
+                prefetch=self.processor.settings.prefetch_frames,
+                threads=self.processor.decoder_threads,
+            )
+        except (MemoryError, TransientIOError):
+            raise
+        except (DecodeError, ConfigError, OSError) as exc:
+            self.whole_video("failed", "open", time.perf_counter() - began, **_error_fields("decode", exc))
+            return
+        with stream:
+            self.track(stream.info, stream.frames(), began)
+
+    def track(self, info: VideoInfo, frames: Iterator[np.ndarray], began: float) -> None:
+        """Track the whole video in one pass, closing a clip's rows and status whenever its last frame is done."""
+        spans = clip_spans(info.num_frames, clip_length(self.unit.clip, info.fps))
+        clip_ids = [make_clip_id(self.video.key, start, end) for start, end in spans]
+        stage = "prompts"
+        current = 0
+        timed = _TimedFrames(frames, info.num_frames)
+        clip_began, decode_before = began, 0.0
+        rows = _ClipRows(_ClipKeys(self.video.video_id, self.video.ref.uri, clip_ids[0], info.fps))
+
+        def close_clip() -> None:
+            nonlocal current, clip_began, decode_before, rows
+            now = time.perf_counter()
+            decode = timed.seconds - decode_before + (clip_began - began if current == 0 else 0.0)
+            start, end = spans[current]
+            self.statuses.append(
+                self.status(
+                    clip_ids[current], start, end, "ok",
+                    frames=end - start, objects=rows.num_objects, mask_rows=len(rows), seconds=now - clip_began,
+                    decode_seconds=decode, track_seconds=now - clip_began - decode,
+                )
+            )
+            if len(rows):
+                self.rows.append(rows)
+            current += 1
+            clip_began, decode_before = now, timed.seconds
+            if current < len(spans):
+                rows = _ClipRows(_ClipKeys(self.video.video_id, self.video.ref.uri, clip_ids[current], info.fps))
+
+        try:
+            prompts = self.processor.prompts_of(self.video, info)
+            tracker = self.processor.tracker_for(self.video)
+            seed_everything(video_seed(self.unit.seed, self.video.video_id))
+            stage = "track"
+            with torch.inference_mode():
+                for result in tracker.track(timed, prompts):
+                    while result.frame_index >= spans[current][1]:
+                        close_clip()
+                    rows.add(result)
+            while current < len(spans):
+                close_clip()
+        except (MemoryError, torch.OutOfMemoryError):
+            raise  # a resource problem, not the video's fault: let Ray restart the actor and retry
+        except Exception as exc:
+            if _is_ray_system_error(exc) or isinstance(exc, TransientIOError):
+                raise
+            stage = "decode" if isinstance(exc, DecodeError) else stage
+            if stage == "track":
+                log.error("video %s failed in clip %d:\n%s", self.video.ref.uri, current, traceback.format_exc())
+            failed = _error_fields(stage, exc)
+            for (start, end), clip_id in list(zip(spans, clip_ids, strict=True))[current:]:
+                self.statuses.append(self.status(clip_id, start, end, "failed", **failed))
+
+
+class UnitProcessor:
+    """Tracks work units with a given tracker and commits them. Used by UnitTracker; testable without Ray."""
 
     def __init__(
         self,
@@ -206,109 +394,115 @@ class ClipProcessor:
         auto_tracker: FrameTracker | None = None,
     ) -> None:
         self.tracker = tracker
-        self.auto_tracker = auto_tracker  # tracks clips planned in mode `auto`; None: such clips fail
+        self.auto_tracker = auto_tracker  # tracks videos planned in mode `auto`; None: such videos fail
         self.settings = settings
         self.device = device
         self.node_id = node_id
+        self.decoder_threads = max(1, int(settings.num_cpus))
 
-    def tracker_for(self, spec: ClipSpec) -> FrameTracker:
-        """The prompted tracker, or the automatic one for a clip planned in mode `auto`."""
-        if spec.mode != "auto":
+    def tracker_for(self, video: VideoTask) -> FrameTracker:
+        """The prompted tracker, or the automatic one for a video planned in mode `auto`."""
+        if video.mode != "auto":
             return self.tracker
         if self.auto_tracker is None:
             raise ConfigError(
-                f"clip {spec.clip_id} is planned in automatic mode but this actor has no automatic tracker "
-                f"(model {spec.model.name!r}, auto settings given: {self.settings.auto is not None})"
+                f"video {video.ref.uri} is planned in automatic mode but this actor has no automatic tracker "
+                f"(auto settings given: {self.settings.auto is not None})"
             )
         return self.auto_tracker
 
-    def _status(self, spec: ClipSpec, status: str, **values: Any) -> ClipStatus:
-        return ClipStatus.for_clip(spec, status, device=self.device, node_id=self.node_id, **values)
-
-    def process(self, spec: ClipSpec) -> ClipStatus:
-        """Track one clip and commit it; failures come back as `failed` rows, never half-written commits."""
-        began = time.perf_counter()
-        stage = "track"
-        try:
-            tracker = self.tracker_for(spec)
-            stage = "prompts"
-            prompts = [to_model_prompt(p, spec.height, spec.width) for p in spec.prompts]
-            stage = "decode"
-            frames = _TimedFrames(
-                iter_frames(
-                    spec.video_uri,
-                    spec.start,
-                    spec.end,
-                    storage_options=self.settings.storage_options,
-                    prefetch=self.settings.prefetch_frames,
-                ),
-                spec.start,
-                spec.num_frames,
+    def prompts_of(self, video: VideoTask, info: VideoInfo) -> list[Prompt]:
+        beyond = [p for p in video.prompts if p.frame >= info.num_frames]
+        if beyond:
+            log.warning(
+                "%s: %d prompt(s) on frames >= %d (the video's length) are ignored, e.g. object %d on frame %d",
+                video.ref.uri, len(beyond), info.num_frames, beyond[0].object_id, beyond[0].frame,
             )
-            stage = "track"
-            rows = _ClipRows(spec)
-            with torch.inference_mode():
-                for result in tracker.track(frames, prompts):
-                    rows.add(result)
-            tracked = time.perf_counter()
-            stage = "write"
-            status = self._write(spec, rows, frames, began, tracked)
-        except (MemoryError, torch.OutOfMemoryError):
-            raise  # a resource problem, not the clip's fault: let Ray restart the actor and retry
-        except DecodeError as exc:
-            return self._failed(spec, "decode", exc, began)
-        except PromptError as exc:
-            return self._failed(spec, "prompts", exc, began)
-        except ConfigError as exc:
-            return self._failed(spec, stage, exc, began)
-        except TransientIOError as exc:
-            return self._failed(spec, "write", exc, began)
-        except Exception as exc:
-            if _is_ray_system_error(exc):
-                raise
-            log.error("clip %s of %s failed in %s:\n%s", spec.clip_id, spec.video_uri, stage, traceback.format_exc())
-            return self._failed(spec, stage, exc, began)
-        return status
+        return [to_model_prompt(p, info.height, info.width) for p in video.prompts if p.frame < info.num_frames]
 
-    def _failed(self, spec: ClipSpec, stage: str, exc: BaseException, began: float) -> ClipStatus:
-        return self._status(
-            spec,
-            "failed",
-            seconds=time.perf_counter() - began,
-            error_stage=stage,
-            error_class=type(exc).__name__,
-            error_message=str(exc)[:2000],
-        )
+    def fetch(self, uri: str, workdir: str) -> str:
+        """A local path of the video: itself on a local disk, else downloaded once (one GET) into `workdir`."""
+        fs, path = fsspec.core.url_to_fs(uri, **self.settings.storage_options)
+        protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+        if "file" in protocols:
+            return path
+        local = os.path.join(workdir, stable_hash(uri) + os.path.splitext(path)[1])
+        try:
+            fs.get_file(path, local)
+        except FileNotFoundError as exc:
+            raise DecodeError(uri, DecodeErrorKind.MISSING, "no such file") from exc
+        return local
 
-    def _write(self, spec: ClipSpec, rows: _ClipRows, frames: _TimedFrames, began: float, tracked: float) -> ClipStatus:
+    def process(self, unit: WorkUnit, *, was_failed: bool = False) -> UnitSummary:
+        """Track every video of `unit` in order, write its files whole, then commit it."""
+        began = time.perf_counter()
+        output, options, limits = self.settings.output, self.settings.storage_options, self.settings.unit
+        previous = read_attempts(output, unit.unit_id, options)
+        attempts = previous.after_death() if previous.started else Attempts(started=1)
+        if previous.started:
+            log.warning("unit %s: attempt %d after an earlier one died (%s)", unit.unit_id, attempts.started, previous)
+        write_attempts(output, unit.unit_id, attempts, options)
+        careful = attempts.started > 1  # record each video before it starts, to find one that kills the actor
+        runs: list[_VideoRun] = []
+        workdir = tempfile.mkdtemp(prefix="batchtrack-unit-")
+        try:
+            for index, video in enumerate(unit.videos):
+                run = _VideoRun(self, unit, video)
+                runs.append(run)
+                strikes = attempts.strikes.get(index, 0)
+                if strikes >= limits.poison_strikes or attempts.started > limits.max_attempts:
+                    run.whole_video("failed", "actor-died", error_stage="actor", error_class="ActorDied",
+                                    error_message=_death_message(attempts, strikes, limits))
+                    continue
+                if careful:
+                    write_attempts(output, unit.unit_id, replace(attempts, current=index), options)
+                _crash_if_asked(video.ref.uri)
+                run.run(workdir)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        statuses = self._write(unit, runs)
+        commit_unit(output, unit.unit_id, statuses, options, self.settings.compression, was_failed=was_failed)
+        clear_attempts(output, unit.unit_id, options)
+        return UnitSummary.of(unit.unit_id, statuses, time.perf_counter() - began)
+
+    def _write(self, unit: WorkUnit, runs: list[_VideoRun]) -> list[ClipStatus]:
+        """Write the unit's masks/ and pointers/ files (when it has rows); the statuses with their write share."""
         settings = self.settings
-        files = {"masks": clip_file("masks", spec.clip_id), "pointers": clip_file("pointers", spec.clip_id)}
-        masks_uri = join(settings.output, files["masks"])
-        pointers_uri = join(settings.output, files["pointers"])
-        write_table(rows.masks_table(), masks_uri, settings.storage_options, settings.compression)
-        write_table(rows.pointers_table(settings.pointer_dtype), pointers_uri, settings.storage_options,
-                    settings.compression)
-        written = time.perf_counter()
-        status = self._status(
-            spec,
-            "ok",
-            frames=frames.count,
-            objects=len(set(rows.object_id)),
-            mask_rows=len(rows),
-            seconds=written - began,
-            decode_seconds=frames.seconds,
-            track_seconds=tracked - began - frames.seconds,
-            write_seconds=written - tracked,
-            masks_file=files["masks"],
-            pointers_file=files["pointers"],
+        clips = [rows for run in runs for rows in run.rows]
+        statuses = [status for run in runs for status in run.statuses]
+        total = sum(len(rows) for rows in clips)
+        if not total:
+            return statuses
+        began = time.perf_counter()
+        files = {"masks_file": unit_file("masks", unit.unit_id), "pointers_file": unit_file("pointers", unit.unit_id)}
+        masks = pa.concat_tables([rows.masks_table() for rows in clips])
+        write_table(masks, join(settings.output, files["masks_file"]), settings.storage_options, settings.compression)
+        pointers = pa.concat_tables([rows.pointers_table(settings.pointer_dtype) for rows in clips])
+        write_table(
+            pointers, join(settings.output, files["pointers_file"]), settings.storage_options, settings.compression
         )
-        record = CommitRecord(clip=status, files=files, rows={"masks": len(rows), "pointers": len(rows)})
-        write_commit(settings.output, record, settings.storage_options)  # last: the clip is now done
-        return status
+        seconds = time.perf_counter() - began
+        return [
+            replace(s, write_seconds=seconds * s.mask_rows / total, **files) if s.status == "ok" and s.mask_rows else s
+            for s in statuses
+        ]
 
 
-class ClipTracker:
-    """Ray Data callable class: `__init__` loads the tracker once; `__call__` tracks a batch of clips."""
+def _death_message(attempts: Attempts, strikes: int, limits: UnitConfig) -> str:
+    if strikes >= limits.poison_strikes:
+        return f"its actor process died {strikes} times while tracking this video (e.g. a decoder crash)"
+    return f"the unit's actor died {attempts.started - 1} times before the unit could be committed"
+
+
+def _crash_if_asked(uri: str) -> None:
+    marker = os.environ.get(CRASH_ENV)
+    if marker and marker in uri:
+        log.error("%s=%s: killing this actor process on %s", CRASH_ENV, marker, uri)
+        os._exit(13)
+
+
+class UnitTracker:
+    """Ray Data callable class: `__init__` loads the tracker once; `__call__` tracks a batch of units."""
 
     def __init__(self, settings: ActorSettings) -> None:
         # Size torch's intra-op pool to this actor's CPUs so actors on one node do not oversubscribe it.
@@ -319,8 +513,20 @@ class ClipTracker:
         auto = None
         if settings.auto is not None and supports_auto(settings.model.name):
             auto = build_auto_tracker(tracker, settings.auto, settings.model.name, settings.storage_options)
-        self.processor = ClipProcessor(tracker, settings, device, node_id, auto)
+        self.processor = UnitProcessor(tracker, settings, device, node_id, auto)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = [self.processor.process(ClipSpec.from_json(str(text))).to_json() for text in batch["spec"]]
-        return {"clip": np.asarray(rows, dtype=object)}
+        summaries = []
+        for text, committed, was_failed in zip(batch["unit"], batch["committed"], batch["was_failed"], strict=True):
+            unit = WorkUnit.from_json(str(text))
+            if committed:
+                summary = UnitSummary(unit.unit_id, videos=len(unit.videos), resumed=True)
+            else:
+                summary = self.processor.process(unit, was_failed=bool(was_failed))
+            summaries.append(json_summary(summary))
+        return {"summary": np.asarray(summaries, dtype=object)}
+
+
+def json_summary(summary: UnitSummary) -> str:
+    return json.dumps(asdict(summary), separators=(",", ":"))
+

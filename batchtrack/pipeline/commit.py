@@ -1,9 +1,15 @@
-"""The commit protocol: per-clip commit records written last, resume, clips/ rows and `_manifest.json`.
+"""The commit protocol of work units: clips/ written last, failure markers, attempts, and `_manifest.json`.
 
-A clip is done when `_commits/<clip_id>.json` exists and the files it names exist. The record is
-written only after the clip's masks/ and pointers/ files are complete, so a crash at any point leaves
-either a committed clip or one that a rerun tracks again, overwriting the same keys. Failed clips are
-not committed: a rerun retries them (a transient failure may pass; a corrupt file fails again cheaply).
+A unit is done when `clips/<unit_id>.parquet` exists. That file is written only after the unit's
+masks/ and pointers/ files are complete, so a crash at any point leaves either a committed unit or
+one that a rerun tracks again, overwriting the same keys: exactly one row per (video, frame, object)
+and no committed file ever rewritten by a later step.
+
+Failures are durable: a unit with failed clips is committed like any other (its clips/ rows say
+why) and marked by `_failed/<unit_id>`, written before its clips/ file; `--retry-failed` tracks such
+units again. A unit whose actor dies is retried by Ray; `_attempts/<unit_id>.json` counts the
+attempts and, from the second on, which video was being tracked, so an input that kills its actor
+every time (a decoder crash) ends as a failed row after a bounded number of attempts.
 """
 
 from __future__ import annotations
@@ -11,28 +17,24 @@ from __future__ import annotations
 import json
 import logging
 import platform
-from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from importlib import metadata
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 
-from batchtrack.io.corpus import stable_hash
-
-if TYPE_CHECKING:
-    from batchtrack.pipeline.plan import ClipSpec
 from batchtrack.io.schema import CLIPS_SCHEMA
 from batchtrack.io.sink import (
+    ATTEMPTS_DIR,
     CLIPS_DIR,
-    COMMITS_DIR,
+    FAILED_DIR,
     MANIFEST_NAME,
-    MASKS_DIR,
-    POINTERS_DIR,
     join,
     list_names,
     read_bytes,
+    remove,
+    unit_file,
     write_bytes,
     write_table,
 )
@@ -42,11 +44,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ClipStatus:
-    """One clips/ row: what happened to one clip. Field names and order follow CLIPS_SCHEMA."""
+    """One clips/ row: what happened to one clip. Field names follow CLIPS_SCHEMA."""
 
     video_id: str
     video_uri: str
     clip_id: str
+    unit_id: str
     start_frame: int
     end_frame: int
     status: str  # ok | failed | skipped
@@ -67,88 +70,10 @@ class ClipStatus:
     device: str | None = None
     node_id: str | None = None
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
-
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ClipStatus:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
-
-    @classmethod
-    def from_json(cls, text: str) -> ClipStatus:
-        return cls.from_dict(json.loads(text))
-
-    @classmethod
-    def for_clip(cls, spec: ClipSpec, status: str, **values: Any) -> ClipStatus:
-        """The clips/ row of `spec` with its keys and model filled in; `values` are the outcome."""
-        return cls(
-            video_id=spec.video_id,
-            video_uri=spec.video_uri,
-            clip_id=spec.clip_id,
-            start_frame=spec.start,
-            end_frame=spec.end,
-            status=status,
-            model_name=spec.model.name,
-            checkpoint_hash=spec.model.checkpoint_hash,
-            **values,
-        )
-
-
-@dataclass(frozen=True)
-class CommitRecord:
-    """`_commits/<clip_id>.json`: the clip's row and the files it wrote, with their row counts."""
-
-    clip: ClipStatus
-    files: dict[str, str]  # kind (masks, pointers) -> path relative to the output
-    rows: dict[str, int]  # kind -> rows written
-
-    def to_json(self) -> str:
-        return json.dumps({"clip": asdict(self.clip), "files": self.files, "rows": self.rows}, indent=1)
-
-    @classmethod
-    def from_json(cls, text: str) -> CommitRecord:
-        data = json.loads(text)
-        return cls(clip=ClipStatus.from_dict(data["clip"]), files=dict(data["files"]), rows=dict(data["rows"]))
-
-
-def commit_path(output: str, clip_id: str) -> str:
-    return join(output, f"{COMMITS_DIR}/{clip_id}.json")
-
-
-def write_commit(output: str, record: CommitRecord, storage_options: Mapping[str, Any] | None = None) -> None:
-    """Write a clip's commit record. Call only after every file it names is completely written."""
-    write_bytes(commit_path(output, record.clip.clip_id), record.to_json().encode(), storage_options)
-
-
-def load_committed(
-    output: str, clip_ids: Iterable[str], storage_options: Mapping[str, Any] | None = None
-) -> dict[str, CommitRecord]:
-    """The commit records of `clip_ids` that exist and whose files all exist (one listing per folder)."""
-    wanted = set(clip_ids)
-    commit_names = list_names(join(output, COMMITS_DIR), storage_options)
-    candidates = sorted(name[: -len(".json")] for name in commit_names if name.endswith(".json"))
-    candidates = [clip_id for clip_id in candidates if clip_id in wanted]
-    if not candidates:
-        return {}
-    present = {
-        f"{folder}/{name}"
-        for folder in (MASKS_DIR, POINTERS_DIR)
-        for name in list_names(join(output, folder), storage_options)
-    }
-    committed: dict[str, CommitRecord] = {}
-    for clip_id in candidates:
-        try:
-            record = CommitRecord.from_json(read_bytes(commit_path(output, clip_id), storage_options).decode())
-        except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError) as exc:
-            log.warning("commit record of clip %s is unreadable (%r); the clip will be tracked again", clip_id, exc)
-            continue
-        missing = [path for path in record.files.values() if path not in present]
-        if missing:
-            log.warning("clip %s is committed but %s is missing; the clip will be tracked again", clip_id, missing)
-            continue
-        committed[clip_id] = record
-    return committed
 
 
 def clips_table(statuses: Sequence[ClipStatus]) -> pa.Table:
@@ -157,28 +82,99 @@ def clips_table(statuses: Sequence[ClipStatus]) -> pa.Table:
     return pa.table(columns, schema=CLIPS_SCHEMA)
 
 
-def clips_file(video_id: str, clip_ids: Iterable[str]) -> str:
-    """clips/ file of one video: named by the set of its clip ids, so a rerun of the same plan overwrites it."""
-    return f"{CLIPS_DIR}/{video_id}-{stable_hash(*sorted(clip_ids))}.parquet"
+@dataclass(frozen=True)
+class OutputState:
+    """What earlier runs left under the output: committed units, and those of them with failed clips."""
+
+    committed: frozenset[str] = frozenset()
+    failed: frozenset[str] = frozenset()
+
+    def needs_tracking(self, unit_id: str, retry_failed: bool) -> bool:
+        if unit_id not in self.committed:
+            return True
+        return retry_failed and unit_id in self.failed
 
 
-def write_clip_rows(
+def scan_output(output: str, storage_options: Mapping[str, Any] | None = None) -> OutputState:
+    """Committed and failed unit ids from two listings (clips/ and _failed/), no per-unit request."""
+    names = list_names(join(output, CLIPS_DIR), storage_options)
+    committed = {name.removesuffix(".parquet") for name in names if name.endswith(".parquet")}
+    failed = list_names(join(output, FAILED_DIR), storage_options)
+    return OutputState(frozenset(committed), frozenset(failed & committed))
+
+
+def commit_unit(
     output: str,
+    unit_id: str,
     statuses: Sequence[ClipStatus],
     storage_options: Mapping[str, Any] | None = None,
     compression: str = "zstd",
-) -> list[str]:
-    """Write clips/ one file per video (every clip of the video once); returns the relative paths."""
-    by_video: dict[str, list[ClipStatus]] = defaultdict(list)
-    for status in statuses:
-        by_video[status.video_id].append(status)
-    written = []
-    for video_id, rows in sorted(by_video.items()):
-        rows.sort(key=lambda s: (s.start_frame, s.clip_id))
-        relative = clips_file(video_id, (s.clip_id for s in rows))
-        write_table(clips_table(rows), join(output, relative), storage_options, compression)
-        written.append(relative)
-    return written
+    *,
+    was_failed: bool = False,
+) -> str:
+    """Commit a unit whose masks/ and pointers/ files are complete: its clips/ file, last.
+
+    A unit with failed clips is marked in `_failed/` first, so the marker exists whenever the failed
+    rows do; a retry that succeeds removes the marker of the earlier attempt after its commit.
+    """
+    failed = any(s.status == "failed" for s in statuses)
+    marker = join(output, f"{FAILED_DIR}/{unit_id}")
+    if failed:
+        write_bytes(marker, b"", storage_options)
+    relative = unit_file("clips", unit_id)
+    write_table(clips_table(statuses), join(output, relative), storage_options, compression)
+    if was_failed and not failed:
+        remove(marker, storage_options)
+    return relative
+
+
+@dataclass
+class Attempts:
+    """`_attempts/<unit_id>.json`: how often a unit was started, and which video each careful attempt was on."""
+
+    started: int = 0
+    current: int | None = None  # video index being tracked when the record was last written
+    strikes: dict[int, int] = field(default_factory=dict)  # video index -> attempts that died on it
+
+    def after_death(self) -> Attempts:
+        """The record for the next attempt: the previous one died, on `current` if it was recorded."""
+        strikes = dict(self.strikes)
+        if self.current is not None:
+            strikes[self.current] = strikes.get(self.current, 0) + 1
+        return Attempts(self.started + 1, None, strikes)
+
+    def to_json(self) -> bytes:
+        return json.dumps({"started": self.started, "current": self.current, "strikes": self.strikes}).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Attempts:
+        value = json.loads(data)
+        strikes = {int(k): int(v) for k, v in value.get("strikes", {}).items()}
+        return cls(int(value["started"]), value.get("current"), strikes)
+
+
+def attempts_path(output: str, unit_id: str) -> str:
+    return join(output, f"{ATTEMPTS_DIR}/{unit_id}.json")
+
+
+def read_attempts(output: str, unit_id: str, storage_options: Mapping[str, Any] | None = None) -> Attempts:
+    try:
+        return Attempts.from_json(read_bytes(attempts_path(output, unit_id), storage_options))
+    except FileNotFoundError:
+        return Attempts()
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("attempts record of unit %s is unreadable (%r); counting from zero", unit_id, exc)
+        return Attempts()
+
+
+def write_attempts(
+    output: str, unit_id: str, attempts: Attempts, storage_options: Mapping[str, Any] | None = None
+) -> None:
+    write_bytes(attempts_path(output, unit_id), attempts.to_json(), storage_options)
+
+
+def clear_attempts(output: str, unit_id: str, storage_options: Mapping[str, Any] | None = None) -> None:
+    remove(attempts_path(output, unit_id), storage_options)
 
 
 def package_versions() -> dict[str, str]:
@@ -196,3 +192,4 @@ def write_manifest(output: str, manifest: Mapping[str, Any], storage_options: Ma
     uri = join(output, MANIFEST_NAME)
     write_bytes(uri, json.dumps(manifest, indent=2, sort_keys=True, default=str).encode(), storage_options)
     return uri
+

@@ -1,22 +1,27 @@
-"""run_job: list → probe → plan clips → skip committed → track in an actor pool → stitch → clips/ → _manifest.json.
+"""run_job: one streaming Ray Data pipeline — list → plan units → track units in an actor pool → commit.
 
 Runs on the Ray cluster named by RAY_ADDRESS (as under `ray job submit`) or on an embedded local
-Ray when there is none. Every clip of the plan ends as exactly one clips/ row: ok (tracked now or
-committed by an earlier run), failed (with its stage, error class and message) or skipped.
+Ray when there is none. The driver validates the config and the prompts, splits the corpus into
+listing parts with one request (`corpus_parts`), lists what earlier runs committed with two
+listings, and then only consumes one small summary per work unit:
 
-A clip with prompts on its frames is tracked in prompted mode; a clip without (a video with no
-prompts, or the unprompted stretch of a prompted one) in automatic mode when `auto.enabled` and
-the model can propose objects, else it is skipped with the reason. After tracking, the stitching
-post-pass (`track_ids`) gives every video with several ok clips its video-level track ids.
+- listing tasks list their part, plan each video (`plan.plan_video`) and group videos into units
+  (`plan.group_units`), marking units an earlier run committed;
+- the actor pool tracks units as they arrive (the first unit is tracked while listing goes on) and
+  commits each one (`commit.commit_unit`); committed units pass through untouched.
+
+Every clip of the corpus ends as one clips/ row, written by its unit: ok, failed (with its stage,
+error class and message) or skipped (with the reason).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -26,34 +31,24 @@ import ray
 import ray.data
 from ray.data import ActorPoolStrategy
 
-from batchtrack.config import JobConfig
-from batchtrack.io.corpus import VideoRef, list_videos
+from batchtrack.config import JobConfig, UnitConfig
+from batchtrack.io.corpus import ListingPart, corpus_parts, list_part
 from batchtrack.io.prompts import PromptRecord, load_prompts
-from batchtrack.io.video import VideoInfo, probe_video
-from batchtrack.pipeline.actor import ActorSettings, ClipTracker
-from batchtrack.pipeline.commit import (
-    ClipStatus,
-    load_committed,
-    package_versions,
-    write_clip_rows,
-    write_manifest,
-)
+from batchtrack.pipeline.actor import ActorSettings, UnitSummary, UnitTracker
+from batchtrack.pipeline.commit import OutputState, package_versions, scan_output, write_manifest
 from batchtrack.pipeline.models import auto_unavailable_reason, check_auto_config, checkpoint_hash
-from batchtrack.pipeline.plan import ClipSpec, ModelKey, auto_mode_key, plan_video, video_clip_id
-from batchtrack.pipeline.track_ids import StitchClip, VideoStitch, stitch_video_output
+from batchtrack.pipeline.plan import ModelKey, PlanSettings, auto_mode_key, group_units, make_unit, plan_video
 
 log = logging.getLogger(__name__)
 
-REMOTE_PROBE_MIN_VIDEOS = 256
-REMOTE_STITCH_MIN_VIDEOS = 64
-PROBE_CHUNK = 64
-PROBE_THREADS = 16
+# A unit row is its own block, so units spread over the actor pool instead of queueing on one actor.
+UNIT_BLOCK_BYTES = 1
+UNITS_IN_FLIGHT_PER_ACTOR = 2  # the one being tracked and the next, fetched early
 
 
 @dataclass(frozen=True)
 class Failure:
     video_uri: str
-    clip_id: str
     stage: str
     error_class: str
     message: str
@@ -61,24 +56,40 @@ class Failure:
 
 @dataclass
 class JobSummary:
-    """What a job did, for the final table, the exit code and `_manifest.json`."""
+    """What a job did, for the final table, the exit code and `_manifest.json`.
+
+    Counts are of this run's units; units committed by an earlier run are counted in `resumed_units`
+    (their rows are in clips/).
+    """
 
     output: str
+    units: int = 0
+    resumed_units: int = 0
     videos: int = 0
     clips: int = 0
     ok: int = 0
     failed: int = 0
     skipped: int = 0
-    resumed: int = 0  # ok clips committed by an earlier run, not tracked again
     frames: int = 0  # frames tracked by this run
     objects: int = 0  # (clip, object) pairs tracked by this run
     mask_rows: int = 0  # rows written by this run
-    auto_clips: int = 0  # ok clips tracked in automatic mode (this run or resumed)
-    stitched_videos: int = 0  # videos with several ok clips whose track ids were stitched
-    stitch_rewrites: int = 0  # masks/ and pointers/ files rewritten by this run's stitching pass
     wall_seconds: float = 0.0
-    clip_seconds: float = 0.0  # sum over this run's clips of their time in an actor
+    unit_seconds: float = 0.0  # sum over this run's units of their time in an actor
     failures: list[Failure] = field(default_factory=list)
+
+    MAX_FAILURES = 100
+
+    def add(self, unit: UnitSummary) -> None:
+        self.units += 1
+        self.videos += unit.videos
+        if unit.resumed:
+            self.resumed_units += 1
+            return
+        for name in ("clips", "ok", "failed", "skipped", "frames", "objects", "mask_rows"):
+            setattr(self, name, getattr(self, name) + getattr(unit, name))
+        self.unit_seconds += unit.seconds
+        room = self.MAX_FAILURES - len(self.failures)
+        self.failures += [Failure(*f) for f in unit.failures[: max(room, 0)]]
 
     @property
     def frames_per_second(self) -> float:
@@ -90,41 +101,33 @@ class JobSummary:
         return self.failed / counted if counted > 0 else 0.0
 
     def exit_code(self, max_failed_fraction: float) -> int:
-        """0 unless the fraction of failed clips (among clips not skipped) exceeds `max_failed_fraction`."""
+        """0 unless the fraction of failed clips (among this run's clips not skipped) exceeds `max_failed_fraction`."""
         return 1 if self.failed_fraction > max_failed_fraction else 0
 
     def counts(self) -> dict[str, Any]:
-        return {
-            "videos": self.videos,
-            "clips": self.clips,
-            "ok": self.ok,
-            "failed": self.failed,
-            "skipped": self.skipped,
-            "resumed": self.resumed,
-            "frames": self.frames,
-            "objects": self.objects,
-            "mask_rows": self.mask_rows,
-            "auto_clips": self.auto_clips,
-            "stitched_videos": self.stitched_videos,
-            "stitch_rewrites": self.stitch_rewrites,
-            "wall_seconds": round(self.wall_seconds, 3),
-            "clip_seconds": round(self.clip_seconds, 3),
-            "frames_per_second": round(self.frames_per_second, 3),
-        }
+        names = ("units", "resumed_units", "videos", "clips", "ok", "failed", "skipped", "frames", "objects")
+        values: dict[str, Any] = {name: getattr(self, name) for name in names}
+        values.update(
+            mask_rows=self.mask_rows,
+            wall_seconds=round(self.wall_seconds, 3),
+            unit_seconds=round(self.unit_seconds, 3),
+            frames_per_second=round(self.frames_per_second, 3),
+        )
+        return values
 
     def to_table(self, max_failures: int = 10) -> str:
         lines = [
             f"batchtrack job → {self.output}",
+            f"  work units        {self.units:>8}   (committed by an earlier run: {self.resumed_units})",
             f"  videos            {self.videos:>8}",
-            f"  clips             {self.clips:>8}",
-            f"    ok              {self.ok:>8}   (of which resumed: {self.resumed}, automatic mode: {self.auto_clips})",
+            f"  clips tracked now {self.clips:>8}",
+            f"    ok              {self.ok:>8}",
             f"    failed          {self.failed:>8}",
             f"    skipped         {self.skipped:>8}",
             f"  frames tracked    {self.frames:>8}",
-            f"  objects tracked   {self.objects:>8}",
+            f"  objects tracked   {self.objects:>8}   (per clip)",
             f"  mask rows         {self.mask_rows:>8}",
-            f"  stitched videos   {self.stitched_videos:>8}   (files rewritten: {self.stitch_rewrites})",
-            f"  wall time         {self.wall_seconds:>8.1f} s   (clips' own time summed: {self.clip_seconds:.1f} s)",
+            f"  wall time         {self.wall_seconds:>8.1f} s   (units' own time summed: {self.unit_seconds:.1f} s)",
             f"  throughput        {self.frames_per_second:>8.2f} frames/s",
         ]
         if self.failures:
@@ -133,31 +136,54 @@ class JobSummary:
                 lines.append(
                     f"    {failure.video_uri} [{failure.stage}] {failure.error_class}: {failure.message[:160]}"
                 )
-            if len(self.failures) > max_failures:
-                lines.append(f"    … and {len(self.failures) - max_failures} more (see clips/)")
+            if self.failed > max_failures:
+                lines.append(f"    … and {self.failed - max_failures} more (see clips/)")
         return "\n".join(lines)
 
 
 @dataclass(frozen=True)
-class ProbeOutcome:
-    info: VideoInfo | None
-    error_class: str | None = None
-    message: str | None = None
+class PlanContext:
+    """What listing tasks need to plan units: shared once through the object store."""
+
+    settings: PlanSettings
+    prompts: Mapping[str, Sequence[PromptRecord]]
+    state: OutputState
+    units: UnitConfig
+    retry_failed: bool
+    storage_options: Mapping[str, Any]
 
 
-def probe_one(uri: str, storage_options: Mapping[str, Any]) -> ProbeOutcome:
-    """Probe one video; a video that cannot be probed is an outcome with its error, never an exception."""
-    try:
-        return ProbeOutcome(info=probe_video(uri, storage_options=dict(storage_options)))
-    except (MemoryError, ray.exceptions.RayError):
-        raise
-    except Exception as exc:
-        return ProbeOutcome(info=None, error_class=type(exc).__name__, message=str(exc)[:2000])
+_CONTEXTS: dict[str, PlanContext] = {}  # per worker process: each context is fetched once
 
 
-@ray.remote(num_cpus=0.25, max_retries=3)
-def _probe_chunk(uris: list[str], storage_options: dict[str, Any]) -> list[ProbeOutcome]:
-    return [probe_one(uri, storage_options) for uri in uris]
+def _context(handle: list[ray.ObjectRef]) -> PlanContext:
+    ref = handle[0]
+    key = ref.hex()
+    if key not in _CONTEXTS:
+        _CONTEXTS.clear()
+        _CONTEXTS[key] = ray.get(ref)
+    return _CONTEXTS[key]
+
+
+def plan_part(part: ListingPart, context: PlanContext) -> Iterator[dict[str, Any]]:
+    """List one part of the corpus and yield its work units, each marked committed or not."""
+    videos = (
+        plan_video(ref, context.prompts.get(ref.uri, ()), context.settings)
+        for ref in list_part(part, context.storage_options)
+    )
+    for group in group_units(videos, context.units):
+        unit = make_unit(group, context.settings)
+        yield {
+            "unit_id": unit.unit_id,
+            "unit": unit.to_json(),
+            "committed": not context.state.needs_tracking(unit.unit_id, context.retry_failed),
+            "was_failed": unit.unit_id in context.state.failed,
+        }
+
+
+def _plan_rows(row: dict[str, Any], context: list[ray.ObjectRef]) -> Iterator[dict[str, Any]]:
+    part = ListingPart(**json.loads(row["part"]))
+    yield from plan_part(part, _context(context))
 
 
 def ensure_ray() -> None:
@@ -170,92 +196,21 @@ def ensure_ray() -> None:
         ray.init(include_dashboard=False, log_to_driver=True)
 
 
-def probe_videos(refs: Sequence[VideoRef], storage_options: Mapping[str, Any]) -> list[ProbeOutcome]:
-    """Probe every video: in driver threads for a small corpus, as Ray tasks over the cluster for a large one.
-
-    Probing reads only headers and packet indexes, so threads suffice up to a few hundred videos and
-    avoid starting worker processes; past that, chunks of videos are probed in parallel on the cluster.
-    """
-    uris = [ref.uri for ref in refs]
-    if len(uris) < REMOTE_PROBE_MIN_VIDEOS:
-        with ThreadPoolExecutor(max_workers=PROBE_THREADS) as pool:
-            return list(pool.map(lambda uri: probe_one(uri, storage_options), uris))
-    options = dict(storage_options)
-    chunks = [uris[i : i + PROBE_CHUNK] for i in range(0, len(uris), PROBE_CHUNK)]
-    return [outcome for chunk in ray.get([_probe_chunk.remote(c, options) for c in chunks]) for outcome in chunk]
+@contextmanager
+def _unit_blocks() -> Iterator[None]:
+    """Ray Data settings of the pipeline: one unit per block, no progress bars in logs."""
+    ctx = ray.data.DataContext.get_current()
+    saved = (ctx.target_max_block_size, ctx.enable_progress_bars)
+    ctx.target_max_block_size = UNIT_BLOCK_BYTES
+    ctx.enable_progress_bars = False
+    try:
+        yield
+    finally:
+        ctx.target_max_block_size, ctx.enable_progress_bars = saved
 
 
-def _video_row(ref: VideoRef, model: ModelKey, reason: str, status: str, **values: Any) -> ClipStatus:
-    return ClipStatus(
-        video_id=ref.video_id,
-        video_uri=ref.uri,
-        clip_id=video_clip_id(ref.video_id, reason, model),
-        start_frame=0,
-        end_frame=values.pop("end_frame", 0),
-        status=status,
-        model_name=model.name,
-        checkpoint_hash=model.checkpoint_hash,
-        **values,
-    )
-
-
-def _skipped_clip(spec: ClipSpec, reason: str) -> ClipStatus:
-    return ClipStatus.for_clip(
-        spec,
-        "skipped",
-        error_stage="plan",
-        error_message=f"no prompts on frames [{spec.start}, {spec.end}) and {reason}",
-    )
-
-
-def plan_corpus(
-    refs: Sequence[VideoRef],
-    probes: Sequence[ProbeOutcome],
-    prompts: Mapping[str, Sequence[PromptRecord]],
-    cfg: JobConfig,
-    model: ModelKey,
-) -> tuple[list[ClipSpec], list[ClipStatus]]:
-    """Clips to track, and the rows decided without tracking (probe failures, clips that cannot be tracked).
-
-    Clips without prompts are planned in automatic mode when it is available (`auto.enabled` and a
-    model that proposes objects); otherwise a video without prompts is one skipped row, and an
-    unprompted clip of a prompted video a skipped clip row, each saying why.
-    """
-    no_auto = auto_unavailable_reason(model.name, cfg.auto)
-    auto_key = auto_mode_key(cfg.auto) if no_auto is None else None
-    to_track: list[ClipSpec] = []
-    decided: list[ClipStatus] = []
-    for ref, probe in zip(refs, probes, strict=True):
-        if probe.info is None:
-            decided.append(
-                _video_row(
-                    ref, model, "probe", "failed",
-                    error_stage="probe", error_class=probe.error_class, error_message=probe.message,
-                )
-            )
-            continue
-        video_prompts = prompts.get(ref.uri, [])
-        if not video_prompts and no_auto is not None:
-            decided.append(
-                _video_row(
-                    ref, model, "no-prompts", "skipped",
-                    end_frame=probe.info.num_frames, error_stage="plan", error_message=f"no prompts and {no_auto}",
-                )
-            )
-            continue
-        for spec in plan_video(ref, probe.info, video_prompts, cfg.clip, model, auto_key):
-            if spec.prompts or spec.mode == "auto":
-                to_track.append(spec)
-            else:
-                decided.append(_skipped_clip(spec, no_auto or "automatic mode is unavailable"))
-    return to_track, decided
-
-
-def track_clips(specs: Sequence[ClipSpec], cfg: JobConfig) -> list[ClipStatus]:
-    """Track clips with Ray Data: one row per clip, map_batches(ClipTracker) over an actor pool."""
-    if not specs:
-        return []
-    settings = ActorSettings(
+def actor_settings(cfg: JobConfig) -> ActorSettings:
+    return ActorSettings(
         model=cfg.model,
         output=cfg.output,
         storage_options=dict(cfg.storage_options),
@@ -264,96 +219,52 @@ def track_clips(specs: Sequence[ClipSpec], cfg: JobConfig) -> list[ClipStatus]:
         num_cpus=cfg.actors.num_cpus,
         num_gpus=cfg.actors.num_gpus,
         prefetch_frames=cfg.actors.prefetch_frames,
-        auto=cfg.auto if any(s.mode == "auto" for s in specs) else None,
+        auto=cfg.auto if auto_unavailable_reason(cfg.model.name, cfg.auto) is None else None,
+        unit=cfg.unit,
     )
+
+
+def track_units(parts: Sequence[ListingPart], context: PlanContext, cfg: JobConfig) -> Iterator[UnitSummary]:
+    """The streaming pipeline: listing parts → units → actor pool; yields one summary per unit as it finishes."""
     actors = cfg.actors
     pool = (
-        ActorPoolStrategy(size=actors.num_actors)
+        ActorPoolStrategy(size=actors.num_actors, max_tasks_in_flight_per_actor=UNITS_IN_FLIGHT_PER_ACTOR)
         if actors.max_actors is None
-        else ActorPoolStrategy(min_size=actors.num_actors, max_size=actors.max_actors)
+        else ActorPoolStrategy(
+            min_size=actors.num_actors,
+            max_size=actors.max_actors,
+            max_tasks_in_flight_per_actor=UNITS_IN_FLIGHT_PER_ACTOR,
+        )
     )
-    # Longest clips first so the pool's tail is short; one block per clip so clips spread over actors.
-    ordered = sorted(specs, key=lambda s: (-s.num_frames, s.clip_id))
-    items = [{"clip_id": s.clip_id, "spec": s.to_json()} for s in ordered]
-    dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-        ClipTracker,
-        batch_size=1,
-        batch_format="numpy",
-        compute=pool,
-        num_cpus=actors.num_cpus,
-        num_gpus=actors.num_gpus,
-        fn_constructor_kwargs={"settings": settings},
-        max_restarts=actors.max_restarts,
-    )
-    statuses: dict[str, ClipStatus] = {}
-    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-        for text in np.asarray(batch["clip"]).tolist():
-            status = ClipStatus.from_json(str(text))
-            statuses[status.clip_id] = status  # a retried clip reports once; keep the last word
-    return list(statuses.values())
+    context_ref = ray.put(context)
+    items = [{"part": json.dumps({"kind": p.kind, "uri": p.uri})} for p in parts]
+    with _unit_blocks():
+        units = ray.data.from_items(items, override_num_blocks=len(items)).flat_map(
+            _plan_rows, fn_kwargs={"context": [context_ref]}, num_cpus=0.25
+        )
+        tracked = units.map_batches(
+            UnitTracker,
+            batch_size=1,
+            batch_format="numpy",
+            compute=pool,
+            num_cpus=actors.num_cpus,
+            num_gpus=actors.num_gpus,
+            fn_constructor_kwargs={"settings": actor_settings(cfg)},
+            max_restarts=actors.max_restarts,
+        )
+        for batch in tracked.iter_batches(batch_size=None, batch_format="numpy"):
+            for text in np.asarray(batch["summary"]).tolist():
+                yield UnitSummary(**json.loads(str(text)))
 
 
-@dataclass(frozen=True)
-class StitchTask:
-    """One video of the stitching post-pass: its ok clips and the first id free for new tracks."""
-
-    video_id: str
-    clips: list[StitchClip]
-    first_new_id: int
-
-
-def plan_stitching(
-    specs: Sequence[ClipSpec], rows: Sequence[ClipStatus], prompts: Mapping[str, Sequence[PromptRecord]]
-) -> list[StitchTask]:
-    """Videos whose track ids need stitching: several ok clips, at least one tracked in automatic mode.
-
-    A video whose clips are all prompted already has video-level ids (the prompts'), and a video with
-    one clip keeps its object ids, so neither is read again.
-    """
-    by_id = {s.clip_id: s for s in specs}
-    by_video: dict[str, list[tuple[ClipSpec, ClipStatus]]] = {}
-    for row in rows:
-        spec = by_id.get(row.clip_id)
-        if row.status == "ok" and spec is not None and row.masks_file is not None:
-            by_video.setdefault(row.video_id, []).append((spec, row))
-    tasks = []
-    for video_id, clips in sorted(by_video.items()):
-        if len(clips) < 2 or all(spec.mode != "auto" for spec, _ in clips):
-            continue
-        video_prompts = prompts.get(clips[0][0].video_uri, [])
-        stitch_clips = [
-            StitchClip(
-                clip_id=spec.clip_id, start=spec.start, end=spec.end, height=spec.height, width=spec.width,
-                prompted=spec.mode != "auto", masks_file=str(row.masks_file), pointers_file=row.pointers_file,
-            )
-            for spec, row in sorted(clips, key=lambda pair: (pair[0].start, pair[0].end))
-        ]
-        tasks.append(StitchTask(video_id, stitch_clips, max((p.object_id for p in video_prompts), default=-1) + 1))
-    return tasks
-
-
-def _stitch_one(task: StitchTask, output: str, options: Mapping[str, Any], compression: str) -> VideoStitch:
-    return stitch_video_output(
-        output, task.video_id, task.clips, first_new_id=task.first_new_id, storage_options=options,
-        compression=compression,
-    )
-
-
-@ray.remote(num_cpus=0.5, max_retries=3)
-def _stitch_chunk(tasks: list[StitchTask], output: str, options: dict[str, Any], compression: str) -> list[VideoStitch]:
-    return [_stitch_one(task, output, options, compression) for task in tasks]
-
-
-def stitch_videos(
-    tasks: Sequence[StitchTask], output: str, options: Mapping[str, Any], compression: str
-) -> list[VideoStitch]:
-    """Run the stitching post-pass: driver threads for a few videos, Ray tasks over the cluster for many."""
-    if len(tasks) < REMOTE_STITCH_MIN_VIDEOS:
-        with ThreadPoolExecutor(max_workers=PROBE_THREADS) as pool:
-            return list(pool.map(lambda task: _stitch_one(task, output, options, compression), tasks))
-    chunks = [list(tasks[i : i + 8]) for i in range(0, len(tasks), 8)]
-    refs = [_stitch_chunk.remote(chunk, output, dict(options), compression) for chunk in chunks]
-    return [result for chunk in ray.get(refs) for result in chunk]
+def plan_settings(cfg: JobConfig, storage_options: Mapping[str, Any]) -> PlanSettings:
+    """The model key and modes every unit shares; raises ConfigError for settings the job cannot run."""
+    model = ModelKey(cfg.model.name, checkpoint_hash(cfg.model, storage_options))
+    no_auto = auto_unavailable_reason(model.name, cfg.auto)
+    if no_auto is None:
+        check_auto_config(cfg.auto, cfg.model.name, storage_options)
+    auto_key = auto_mode_key(cfg.auto) if no_auto is None else None
+    return PlanSettings(model=model, clip=cfg.clip, auto_key=auto_key, no_auto_reason=no_auto, seed=cfg.seed)
 
 
 def run_job(cfg: JobConfig) -> JobSummary:
@@ -361,53 +272,20 @@ def run_job(cfg: JobConfig) -> JobSummary:
     started = time.perf_counter()
     started_at = datetime.now(timezone.utc).isoformat()
     options = dict(cfg.storage_options)
-    ensure_ray()
-
-    refs = list_videos(cfg.corpus, options)
+    # Everything a user can get wrong is decided here, before Ray starts.
+    parts = corpus_parts(cfg.corpus, options)
     prompts = load_prompts(cfg.prompts, options) if cfg.prompts else {}
-    unknown = sorted(set(prompts) - {ref.uri for ref in refs})
-    if unknown:
-        log.warning("%d prompted video(s) are not in the corpus, e.g. %s", len(unknown), unknown[0])
-    model = ModelKey(cfg.model.name, checkpoint_hash(cfg.model, options))
-    probes = probe_videos(refs, options)
-    to_track, decided = plan_corpus(refs, probes, prompts, cfg, model)
-    if any(s.mode == "auto" for s in to_track):
-        check_auto_config(cfg.auto, cfg.model.name, options)
-
-    committed = load_committed(cfg.output, (s.clip_id for s in to_track), options)
-    pending = [s for s in to_track if s.clip_id not in committed]
+    settings = plan_settings(cfg, options)
+    ensure_ray()
+    state = scan_output(cfg.output, options)
+    context = PlanContext(settings, prompts, state, cfg.unit, cfg.retry_failed, options)
     log.info(
-        "%d videos → %d clips to track (%d already committed, %d decided without tracking)",
-        len(refs), len(to_track), len(committed), len(decided),
+        "%d listing part(s); %d unit(s) committed by earlier runs (%d with failures)",
+        len(parts), len(state.committed), len(state.failed),
     )
-    tracked = track_clips(pending, cfg)
-
-    rows = decided + [record.clip for record in committed.values()] + tracked
-    write_clip_rows(cfg.output, rows, options, cfg.out.compression)
-    stitched = stitch_videos(plan_stitching(to_track, rows, prompts), cfg.output, options, cfg.out.compression)
-
-    summary = JobSummary(output=cfg.output, videos=len(refs), clips=len(rows), resumed=len(committed))
-    summary.stitched_videos = len(stitched)
-    summary.stitch_rewrites = sum(len(v.rewritten) for v in stitched)
-    auto_ids = {s.clip_id for s in to_track if s.mode == "auto"}
-    summary.auto_clips = sum(1 for row in rows if row.status == "ok" and row.clip_id in auto_ids)
-    for row in rows:
-        if row.status == "ok":
-            summary.ok += 1
-        elif row.status == "failed":
-            summary.failed += 1
-            failure = Failure(
-                row.video_uri, row.clip_id, row.error_stage or "", row.error_class or "", row.error_message or ""
-            )
-            summary.failures.append(failure)
-        else:
-            summary.skipped += 1
-    for row in tracked:
-        if row.status == "ok":
-            summary.frames += row.frames
-            summary.objects += row.objects
-            summary.mask_rows += row.mask_rows
-        summary.clip_seconds += row.seconds
+    summary = JobSummary(output=cfg.output)
+    for unit in track_units(parts, context, cfg):
+        summary.add(unit)
     summary.wall_seconds = time.perf_counter() - started
 
     write_manifest(
@@ -416,7 +294,7 @@ def run_job(cfg: JobConfig) -> JobSummary:
             "config": cfg.redacted(),
             "versions": package_versions(),
             "counts": summary.counts(),
-            "model": {"name": model.name, "checkpoint_hash": model.checkpoint_hash},
+            "model": {"name": settings.model.name, "checkpoint_hash": settings.model.checkpoint_hash},
             "started_at": started_at,
             "finished_at": datetime.now(timezone.utc).isoformat(),
         },

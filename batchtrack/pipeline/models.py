@@ -6,7 +6,6 @@ classical baselines only propagate given masks and cannot find objects, so they 
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from importlib import metadata
@@ -18,6 +17,7 @@ import numpy as np
 
 from batchtrack.config import AutoConfig, ModelConfig
 from batchtrack.errors import ConfigError
+from batchtrack.io.checkpoint_cache import CachedCheckpoint, fetch_checkpoint
 from batchtrack.model.types import FrameResult, Prompt
 
 if TYPE_CHECKING:
@@ -121,37 +121,86 @@ def check_auto_config(auto: AutoConfig, model_name: str, storage_options: Mappin
         association_head_uri(model_name, auto, storage_options)
 
 
-def load_tracker(model_cfg: ModelConfig, device: str) -> FrameTracker:
-    """Build the configured tracker on `device`; `baseline-*` names resolve to the classical baselines."""
+def check_model_weights(model_cfg: ModelConfig) -> None:
+    """Raise ConfigError (one line, naming the flag) when the model would run on weights nobody asked for.
+
+    Checked before any actor starts: a SAM 2.1 size without a checkpoint would otherwise track noise.
+    """
+    if model_cfg.name.startswith(BASELINE_PREFIX):
+        if model_cfg.checkpoint is not None or model_cfg.random_weights:
+            raise ConfigError(
+                f"model.name={model_cfg.name!r} is a classical baseline, which has no weights: "
+                "drop --checkpoint / --random-weights"
+            )
+        return
+    from batchtrack.model.build import needs_weights
+    from batchtrack.model.configs import get_config
+
+    get_config(model_cfg.name)  # an unknown name is named before anything else
+    if model_cfg.checkpoint is None and not model_cfg.random_weights and needs_weights(model_cfg.name):
+        raise ConfigError(
+            f"model {model_cfg.name!r} ships no weights: give its checkpoint with --checkpoint PATH_OR_URI "
+            "(model.checkpoint; Meta's .pt or a .safetensors), or --random-weights for tests and benchmarks"
+        )
+
+
+def fetch_model_checkpoint(
+    model_cfg: ModelConfig, storage_options: Mapping[str, Any] | None = None
+) -> CachedCheckpoint | None:
+    """The configured checkpoint as a local file on this node (downloaded once into the node's cache), if any."""
+    if model_cfg.checkpoint is None:
+        return None
+    return fetch_checkpoint(model_cfg.checkpoint, storage_options, model_cfg.cache_dir)
+
+
+def load_tracker(
+    model_cfg: ModelConfig, device: str, storage_options: Mapping[str, Any] | None = None
+) -> FrameTracker:
+    """Build the configured tracker on `device`; `baseline-*` names resolve to the classical baselines.
+
+    A checkpoint URI is read with `storage_options` (the job's) and cached on this node. image_size,
+    encoder_batch_size and max_cond_frames of `model_cfg` reach the tracker's config.
+    """
+    check_model_weights(model_cfg)
     if model_cfg.name.startswith(BASELINE_PREFIX):
         from batchtrack.eval.baselines import build_baseline
 
-        if model_cfg.checkpoint is not None:
-            raise ConfigError(
-                f"model.checkpoint is set but model.name={model_cfg.name!r} is a baseline, which has no weights"
-            )
         return build_baseline(model_cfg.name)
     from batchtrack.model.build import build_tracker
+    from batchtrack.model.configs import tracker_config
 
-    return build_tracker(model_cfg.name, checkpoint=model_cfg.checkpoint, device=device)
+    config = tracker_config(
+        model_cfg.name,
+        image_size=model_cfg.image_size,
+        encoder_batch_size=model_cfg.encoder_batch_size,
+        max_cond_frames=model_cfg.max_cond_frames,
+    )
+    local = fetch_model_checkpoint(model_cfg, storage_options)
+    return build_tracker(
+        config,
+        checkpoint=local.path if local is not None else None,
+        device=device,
+        random_weights=model_cfg.random_weights,
+    )
 
 
 def checkpoint_hash(model_cfg: ModelConfig, storage_options: Mapping[str, Any] | None = None) -> str:
-    """16 hex chars of SHA-256 over the checkpoint's bytes, or a tag of the shipped weights' version.
+    """16 hex chars of SHA-256 over the checkpoint's bytes, or a tag of the shipped (or random) weights.
 
-    Part of every clip id, so new weights never resume from old outputs.
+    Part of every clip id, so new weights never resume from old outputs. Fetching the checkpoint here,
+    on the driver, also fills this node's cache, and a missing one is a ConfigError before any actor starts.
     """
-    if model_cfg.checkpoint is None:
-        try:
-            version = metadata.version("batchtrack")
-        except metadata.PackageNotFoundError:  # running from a source tree that is not installed
-            version = "source"
-        return f"builtin-{version}"
-    digest = hashlib.sha256()
+    check_model_weights(model_cfg)
+    local = fetch_model_checkpoint(model_cfg, storage_options)
+    if local is not None:
+        return local.short_hash
+    if model_cfg.random_weights:
+        from batchtrack.model.build import RANDOM_WEIGHTS_SEED
+
+        # Requested random weights come from a fixed seed (model.build.RANDOM_WEIGHTS_SEED): same in every run.
+        return f"random-{RANDOM_WEIGHTS_SEED}"
     try:
-        with fsspec.open(model_cfg.checkpoint, "rb", **dict(storage_options or {})) as handle:
-            for chunk in iter(lambda: handle.read(1 << 22), b""):
-                digest.update(chunk)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"model.checkpoint {model_cfg.checkpoint} does not exist") from exc
-    return digest.hexdigest()[:16]
+        version = metadata.version("batchtrack")
+    except metadata.PackageNotFoundError:  # running from a source tree that is not installed
+        version = "source"
+    return f"builtin-{version}"

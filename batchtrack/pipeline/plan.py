@@ -1,34 +1,34 @@
-"""Clip planning: a probed video and its prompts → fixed-length, overlapping clips with deterministic ids.
+"""Work units and clips: what one actor tracks in order, and the spans its rows are grouped by.
 
-A clip id hashes everything that determines the clip's output (video, span, model, checkpoint, the
-clip's prompts, and for a clip without prompts the automatic-mode settings), so a rerun of the same
-job finds the same ids and skips what is committed, while a change of model, weights, prompts or
-mode produces new ids instead of mixing old and new rows.
+A work unit is one video, or several short videos, tracked in order by one actor: each video is
+opened (downloaded) once and tracked in one pass, its memory bank carried from clip to clip, so a
+prompted object or an automatic track continues through the whole video under one id. Clips are
+fixed-length spans of a video: the granularity of clips/ rows, timings and failures.
 
-A clip is tracked in one of two modes: `prompted` (it has prompts on its frames; object ids are
-the prompts' ids) or `auto` (no prompt on its frames: objects are found on keyframes and get
-clip-local ids that the stitching post-pass turns into video-level track ids).
+Every id is a hash of what determines the output, so a rerun of the same job finds the same ids:
+
+- `video_key`: the video, the model and its weights, the video's prompts, the mode (with the
+  automatic-mode settings), the clip length and the seed;
+- `unit_id`: the video keys of its videos;
+- `clip_id`: the video, the span, the model and the video's prompts (a prompt on any frame before
+  the clip changes what the clip holds).
+
+Units are formed from a listing partition's videos in their sorted order (`group_units`), which
+needs only the sizes that listing returns: nothing is opened to plan.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from batchtrack.config import AutoConfig, ClipPlanConfig
+from batchtrack.config import AutoConfig, ClipPlanConfig, UnitConfig
 from batchtrack.io.corpus import VideoRef, stable_hash
-from batchtrack.io.prompts import PromptRecord, prompt_set_hash, prompts_in_range
+from batchtrack.io.prompts import PromptRecord, prompt_set_hash
 
-if TYPE_CHECKING:
-    from batchtrack.io.video import VideoInfo
-
-log = logging.getLogger(__name__)
-
-ClipMode = Literal["prompted", "auto"]
-CLIP_MODES: tuple[ClipMode, ...] = ("prompted", "auto")
+VideoMode = Literal["prompted", "auto", "skipped"]
 
 
 @dataclass(frozen=True)
@@ -40,66 +40,82 @@ class ModelKey:
 
 
 @dataclass(frozen=True)
-class ClipSpec:
-    """One clip to track: frames [start, end) of a video, with the prompts whose frame lies inside."""
+class PlanSettings:
+    """What every unit of a job shares: model, clip length, automatic mode, seed."""
 
-    video_id: str
-    video_uri: str
-    clip_id: str
-    start: int
-    end: int
-    fps: float
-    width: int
-    height: int
     model: ModelKey
-    prompts: tuple[PromptRecord, ...] = field(default=())
-    mode: ClipMode = "prompted"
+    clip: ClipPlanConfig
+    auto_key: str | None  # automatic-mode settings (`auto_mode_key`); None when automatic mode is unavailable
+    no_auto_reason: str | None  # why a video without prompts is skipped, when it is
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class VideoTask:
+    """One video of a work unit: where it is, its prompts, and how it is tracked."""
+
+    ref: VideoRef
+    prompts: tuple[PromptRecord, ...]
+    mode: VideoMode
+    key: str  # video_key: hash of everything that determines the video's rows
+    reason: str | None = None  # why a `skipped` video is skipped
 
     @property
-    def num_frames(self) -> int:
-        return self.end - self.start
+    def video_id(self) -> str:
+        return self.ref.video_id
 
-    def to_json(self) -> str:
-        """A compact JSON form: what travels through Ray Data as one string column."""
-        data: dict[str, Any] = {
-            "video_id": self.video_id,
-            "video_uri": self.video_uri,
-            "clip_id": self.clip_id,
-            "start": self.start,
-            "end": self.end,
-            "fps": self.fps,
-            "width": self.width,
-            "height": self.height,
-            "model": {"name": self.model.name, "checkpoint_hash": self.model.checkpoint_hash},
+    def to_dict(self) -> dict[str, Any]:
+        ref = self.ref
+        return {
+            "ref": [ref.video_id, ref.uri, ref.size, ref.etag],
             "prompts": [p.canonical() for p in self.prompts],
             "mode": self.mode,
+            "key": self.key,
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> VideoTask:
+        video_id, uri, size, etag = data["ref"]
+        return cls(
+            ref=VideoRef(video_id=video_id, uri=uri, size=int(size), etag=etag),
+            prompts=tuple(PromptRecord.model_validate(p) for p in data["prompts"]),
+            mode=data["mode"],
+            key=data["key"],
+            reason=data.get("reason"),
+        )
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """Videos one actor tracks in order and commits together (one file per output table)."""
+
+    unit_id: str
+    videos: tuple[VideoTask, ...]
+    model: ModelKey
+    clip: ClipPlanConfig
+    seed: int = 0
+
+    def to_json(self) -> str:
+        data = {
+            "unit_id": self.unit_id,
+            "videos": [v.to_dict() for v in self.videos],
+            "model": [self.model.name, self.model.checkpoint_hash],
+            "clip": self.clip.model_dump(mode="json"),
+            "seed": self.seed,
         }
         return json.dumps(data, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str) -> ClipSpec:
+    def from_json(cls, text: str) -> WorkUnit:
         data = json.loads(text)
         return cls(
-            video_id=data["video_id"],
-            video_uri=data["video_uri"],
-            clip_id=data["clip_id"],
-            start=int(data["start"]),
-            end=int(data["end"]),
-            fps=float(data["fps"]),
-            width=int(data["width"]),
-            height=int(data["height"]),
-            model=ModelKey(**data["model"]),
-            prompts=tuple(PromptRecord.model_validate(p) for p in data["prompts"]),
-            mode=_mode(data.get("mode", "prompted")),
+            unit_id=data["unit_id"],
+            videos=tuple(VideoTask.from_dict(v) for v in data["videos"]),
+            model=ModelKey(*data["model"]),
+            clip=ClipPlanConfig.model_validate(data["clip"]),
+            seed=int(data["seed"]),
         )
-
-
-def _mode(value: str) -> ClipMode:
-    if value == "auto":
-        return "auto"
-    if value == "prompted":
-        return "prompted"
-    raise ValueError(f"clip mode must be one of {CLIP_MODES}, got {value!r}")
 
 
 def clip_length(cfg: ClipPlanConfig, fps: float) -> int:
@@ -113,50 +129,29 @@ def clip_length(cfg: ClipPlanConfig, fps: float) -> int:
     return max(2, round(cfg.length_s * fps)) if fps > 0 else max(2, round(cfg.length_s * 30))
 
 
-def clip_spans(num_frames: int, length: int, overlap: int) -> list[tuple[int, int]]:
-    """[start, end) spans covering [0, num_frames), `length` frames each, consecutive ones sharing `overlap`.
+def clip_spans(num_frames: int, length: int) -> list[tuple[int, int]]:
+    """[start, end) spans of `length` frames tiling [0, num_frames) without overlap; the last may be shorter.
 
-    The overlap is capped at half a clip so every clip advances. The last clip may be shorter.
-
-    >>> clip_spans(10, 4, 1)
-    [(0, 4), (3, 7), (6, 10)]
-    >>> clip_spans(3, 10, 2)
+    >>> clip_spans(10, 4)
+    [(0, 4), (4, 8), (8, 10)]
+    >>> clip_spans(3, 10)
     [(0, 3)]
     """
-    if num_frames <= 0:
-        return []
-    overlap = min(overlap, length // 2)
-    spans = []
-    start = 0
-    while True:
-        end = min(start + length, num_frames)
-        spans.append((start, end))
-        if end >= num_frames:
-            return spans
-        start = end - overlap
+    return [(start, min(start + length, num_frames)) for start in range(0, max(num_frames, 0), length)]
 
 
-def make_clip_id(
-    video_id: str,
-    start: int,
-    end: int,
-    model: ModelKey,
-    prompts: Sequence[PromptRecord],
-    auto_key: str | None = None,
-) -> str:
-    """Deterministic 16-hex clip id from everything that determines the clip's output.
+def make_clip_id(video_key: str, start: int, end: int) -> str:
+    """Deterministic 16-hex clip id: the video key (video, model, prompts, mode) and the span."""
+    return stable_hash(video_key, start, end)
 
-    `auto_key` (from `auto_mode_key`) is given for clips tracked in automatic mode; prompted clips
-    leave it out, so their ids do not depend on the automatic-mode settings.
-    """
-    parts: list[object] = [video_id, start, end, model.name, model.checkpoint_hash, prompt_set_hash(prompts)]
-    if auto_key is not None:
-        parts += ["auto", auto_key]
-    return stable_hash(*parts)
+
+def video_clip_id(video_key: str, reason: str) -> str:
+    """Id of the single row that stands for a whole video that was not cut into clips (unreadable, skipped)."""
+    return stable_hash(video_key, reason)
 
 
 def auto_mode_key(auto: AutoConfig) -> str:
-    """The automatic-mode settings that change a clip's output, as a canonical string for clip ids.
+    """The automatic-mode settings that change a video's output, as a canonical string for ids.
 
     >>> auto_mode_key(AutoConfig()) == auto_mode_key(AutoConfig(enabled=False))
     True
@@ -166,48 +161,57 @@ def auto_mode_key(auto: AutoConfig) -> str:
     return json.dumps(auto.model_dump(mode="json", exclude={"enabled"}), sort_keys=True, separators=(",", ":"))
 
 
-def video_clip_id(video_id: str, reason: str, model: ModelKey) -> str:
-    """Id of the single row that stands for a whole video that was not cut into clips (probe failed, no prompts)."""
-    return stable_hash(video_id, reason, model.name, model.checkpoint_hash)
+def plan_video(ref: VideoRef, prompts: Sequence[PromptRecord], settings: PlanSettings) -> VideoTask:
+    """How one video is tracked: `prompted` with its prompts, else `auto` when available, else `skipped`."""
+    if prompts:
+        mode: VideoMode = "prompted"
+    elif settings.no_auto_reason is None:
+        mode = "auto"
+    else:
+        mode = "skipped"
+    model = settings.model
+    parts: list[object] = [ref.video_id, model.name, model.checkpoint_hash, prompt_set_hash(prompts), mode]
+    parts += [settings.clip.model_dump_json(), settings.seed]
+    if mode == "auto":
+        parts.append(settings.auto_key)
+    reason = f"no prompts and {settings.no_auto_reason}" if mode == "skipped" else None
+    ordered = tuple(sorted(prompts, key=lambda p: (p.frame, p.object_id)))
+    return VideoTask(ref=ref, prompts=ordered, mode=mode, key=stable_hash(*parts), reason=reason)
 
 
-def plan_video(
-    ref: VideoRef,
-    info: VideoInfo,
-    prompts: Sequence[PromptRecord],
-    cfg: ClipPlanConfig,
-    model: ModelKey,
-    auto_key: str | None = None,
-) -> list[ClipSpec]:
-    """All clips of one video, each carrying the prompts on its frames (possibly none).
+def unit_id_of(videos: Sequence[VideoTask]) -> str:
+    return stable_hash("unit", *(v.key for v in videos))
 
-    With `auto_key` (automatic mode available), a clip without prompts is planned in mode `auto`
-    with an id that includes the key; without it, such a clip stays `prompted` with no prompts
-    (the job records it as skipped).
+
+def group_units(videos: Iterable[VideoTask], cfg: UnitConfig) -> Iterator[list[VideoTask]]:
+    """Consecutive videos grouped into units of at most `max_videos`, closed once their bytes reach `max_bytes`.
+
+    A video of `max_bytes` or more is a unit of its own. The grouping depends only on the order and
+    sizes of the videos, so the same listing gives the same units on every run.
+
+    >>> from batchtrack.io.corpus import VideoRef
+    >>> def task(n, size):
+    ...     return VideoTask(VideoRef(str(n), f"v{n}.mp4", size, ""), (), "auto", str(n))
+    >>> [[v.key for v in u] for u in group_units([task(i, s) for i, s in enumerate([1, 1, 9, 1, 1, 1])],
+    ...                                          UnitConfig(max_videos=2, max_bytes=5))]
+    [['0', '1'], ['2'], ['3', '4'], ['5']]
     """
-    beyond = [p for p in prompts if p.frame >= info.num_frames]
-    if beyond:
-        log.warning(
-            "%s: %d prompt(s) on frames >= %d (the video's length) are ignored, e.g. object %d on frame %d",
-            ref.uri, len(beyond), info.num_frames, beyond[0].object_id, beyond[0].frame,
-        )
-    clips = []
-    for start, end in clip_spans(info.num_frames, clip_length(cfg, info.fps), cfg.overlap_frames):
-        inside = prompts_in_range(prompts, start, end)
-        auto = not inside and auto_key is not None
-        clips.append(
-            ClipSpec(
-                video_id=ref.video_id,
-                video_uri=ref.uri,
-                clip_id=make_clip_id(ref.video_id, start, end, model, inside, auto_key if auto else None),
-                start=start,
-                end=end,
-                fps=info.fps,
-                width=info.width,
-                height=info.height,
-                model=model,
-                prompts=tuple(inside),
-                mode="auto" if auto else "prompted",
-            )
-        )
-    return clips
+    unit: list[VideoTask] = []
+    size = 0
+    for video in videos:
+        if video.ref.size >= cfg.max_bytes and unit:
+            yield unit
+            unit, size = [], 0
+        unit.append(video)
+        size += max(video.ref.size, 0)
+        if len(unit) >= cfg.max_videos or size >= cfg.max_bytes:
+            yield unit
+            unit, size = [], 0
+    if unit:
+        yield unit
+
+
+def make_unit(videos: Sequence[VideoTask], settings: PlanSettings) -> WorkUnit:
+    return WorkUnit(
+        unit_id=unit_id_of(videos), videos=tuple(videos), model=settings.model, clip=settings.clip, seed=settings.seed
+    )
