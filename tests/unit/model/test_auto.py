@@ -243,7 +243,9 @@ def test_tracker_planner_hook_rejects_non_mask_prompts(tracker: Tracker, frames:
 
 # Random weights rarely reproduce a track's mask closely enough for SAM 3's re-conditioning thresholds;
 # dropping them makes every matched track re-condition on every keyframe, the worst case for memory.
-EAGER_RECONDITION = AssociationConfig(recondition_min_iou=0.0, recondition_min_score=0.0, recondition_min_track_logit=-1e9)
+EAGER_RECONDITION = AssociationConfig(
+    recondition_min_iou=0.0, recondition_min_score=0.0, recondition_min_track_logit=-1e9
+)
 
 
 def _auto_bank_bytes(tracker: Tracker, image: np.ndarray, num_frames: int, max_cond_frames: int) -> tuple[int, int]:
