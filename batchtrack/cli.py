@@ -100,9 +100,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from batchtrack.pipeline.models import check_model_weights
 
     check_model_weights(cfg.model)  # a model without weights is exit code 2 before Ray starts
-    from batchtrack.pipeline.models import check_model_weights
-
-    check_model_weights(cfg.model)  # a model without weights is exit code 2 before Ray starts
     from batchtrack.pipeline.job import run_job  # after validation: config errors need no Ray import
 
     summary = run_job(cfg)
