@@ -664,7 +664,8 @@ class VideoStream:
                 DecodeErrorKind.OUT_OF_RANGE,
                 f"frames [{start}, {stop}) are outside the video's [0, {self.info.num_frames})",
             )
-        return _prefetched(lambda: self._reader.frames(start, stop), _nothing, self._prefetch, _thread_name(self.info.uri))
+        frames = lambda: self._reader.frames(start, stop)  # noqa: E731
+        return _prefetched(frames, _nothing, self._prefetch, _thread_name(self.info.uri))
 
     def close(self) -> None:
         self._reader.close()

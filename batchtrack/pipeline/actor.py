@@ -359,9 +359,9 @@ class _VideoRun:
 
         try:
             prompts = self.processor.prompts_of(self.video, info)
+            stage = "track"
             tracker = self.processor.tracker_for(self.video)
             seed_everything(video_seed(self.unit.seed, self.video.video_id))
-            stage = "track"
             with torch.inference_mode():
                 for result in tracker.track(timed, prompts):
                     while result.frame_index >= spans[current][1]:

@@ -250,7 +250,8 @@ def track_units(parts: Sequence[ListingPart], context: PlanContext, cfg: JobConf
             num_cpus=actors.num_cpus,
             num_gpus=actors.num_gpus,
             fn_constructor_kwargs={"settings": actor_settings(cfg)},
-            max_restarts=actors.max_restarts,
+            # Ray Data's default is to restart forever (-1); pass only another bound.
+            **({} if actors.max_restarts == -1 else {"ray_remote_args": {"max_restarts": actors.max_restarts}}),
         )
         for batch in tracked.iter_batches(batch_size=None, batch_format="numpy"):
             for text in np.asarray(batch["summary"]).tolist():

@@ -17,11 +17,11 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 
 def test_yaml_values_are_used(tmp_path: Path) -> None:
-    path = _write(tmp_path, "corpus: s3://b/v\noutput: /o\nclip:\n  length_frames: 30\n  overlap_frames: 2\n")
+    path = _write(tmp_path, "corpus: s3://b/v\noutput: /o\nclip:\n  length_frames: 30\nunit:\n  max_videos: 2\n")
     cfg = load_config(path)
     assert cfg.corpus == "s3://b/v"
     assert cfg.clip.length_frames == 30
-    assert cfg.clip.overlap_frames == 2
+    assert cfg.unit.max_videos == 2
     assert cfg.model.name == "tiny-synthetic"
 
 
@@ -49,9 +49,9 @@ def test_bad_value_names_key_and_value(tmp_path: Path) -> None:
         load_config(path)
 
 
-def test_overlap_must_be_shorter_than_clip() -> None:
-    with pytest.raises(ConfigError, match="overlap_frames=10 must be smaller"):
-        load_config(corpus="a", output="b", clip={"length_frames": 10, "overlap_frames": 10})
+def test_clips_no_longer_overlap_so_an_old_overlap_key_is_named_as_unknown() -> None:
+    with pytest.raises(ConfigError, match=r"unknown key 'clip\.overlap_frames'"):
+        load_config(corpus="a", output="b", clip={"length_frames": 10, "overlap_frames": 2})
 
 
 def test_unknown_env_variable_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,10 +14,10 @@ from batchtrack.errors import TransientIOError
 from batchtrack.io.sink import (
     RetryPolicy,
     call_with_retries,
-    clip_file,
     is_transient,
     list_names,
     read_bytes,
+    unit_file,
     write_bytes,
     write_table,
 )
@@ -108,7 +108,7 @@ def test_permanent_errors_are_raised_at_once() -> None:
 
 
 def test_write_table_replaces_the_file_whole_and_leaves_no_temporary(tmp_path: Path) -> None:
-    target = tmp_path / "out" / clip_file("masks", "abc")
+    target = tmp_path / "out" / unit_file("masks", "abc")
     write_table(pa.table({"x": [1, 2, 3]}), str(target))
     write_table(pa.table({"x": [7]}), str(target), compression="none")
     assert pq.read_table(target).column("x").to_pylist() == [7]

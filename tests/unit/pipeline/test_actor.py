@@ -1,8 +1,8 @@
-"""ClipProcessor (the body of the ClipTracker actor), run without Ray on a real small H.264 clip.
+"""UnitProcessor (the body of the UnitTracker actor), run without Ray on real small H.264 videos.
 
 The tracker here is a stand-in for the model (a box painter), so these tests pin the actor's own
-work: decoding the clip range, turning results into rows, writing files whole, committing last,
-and turning bad input into failed rows.
+work: one pass over each video with rows grouped by clip, files written whole per unit, clips/
+written last, bad input turned into failed rows, and the attempts record that bounds poison inputs.
 """
 
 from __future__ import annotations
@@ -16,16 +16,15 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from batchtrack.config import ModelConfig
+from batchtrack.config import ClipPlanConfig, ModelConfig, UnitConfig
 from batchtrack.io.corpus import list_videos
 from batchtrack.io.prompts import PromptRecord, RleMask
 from batchtrack.io.rle import decode_mask, encode_mask
-from batchtrack.io.sink import clip_file
-from batchtrack.io.video import probe_video
+from batchtrack.io.sink import unit_file
 from batchtrack.model.types import FrameResult, Prompt
-from batchtrack.pipeline.actor import ActorSettings, ClipProcessor, choose_device
-from batchtrack.pipeline.commit import CommitRecord, commit_path
-from batchtrack.pipeline.plan import ClipSpec, ModelKey, make_clip_id
+from batchtrack.pipeline.actor import ActorSettings, UnitProcessor, choose_device
+from batchtrack.pipeline.commit import Attempts, ClipStatus, read_attempts, scan_output, write_attempts
+from batchtrack.pipeline.plan import ModelKey, PlanSettings, WorkUnit, make_unit, plan_video
 from batchtrack.synthetic.corpus import write_synthetic_video
 from batchtrack.synthetic.scene import SceneSpec
 
@@ -35,8 +34,9 @@ MODEL = ModelKey("box-painter", "none")
 class BoxPainter:
     """Paints each prompted box from its prompt frame on; fails on request."""
 
-    def __init__(self, fail_with: BaseException | None = None) -> None:
+    def __init__(self, fail_with: BaseException | None = None, fail_at: int = 2) -> None:
         self.fail_with = fail_with
+        self.fail_at = fail_at
         self.seen: list[int] = []
 
     def track(
@@ -44,7 +44,7 @@ class BoxPainter:
     ) -> Iterator[FrameResult]:
         for index, frame in frames:
             self.seen.append(index)
-            if self.fail_with is not None and len(self.seen) == 2:
+            if self.fail_with is not None and len(self.seen) == self.fail_at:
                 raise self.fail_with
             live = sorted((p for p in prompts if p.frame_index <= index), key=lambda p: p.object_id)
             if not live:
@@ -70,33 +70,51 @@ def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_synthetic_video(spec, tmp_path_factory.mktemp("videos"), "clip").video_path
 
 
-def _spec(uri: str, start: int, end: int, prompts: list[PromptRecord], width: int = 64, height: int = 48) -> ClipSpec:
-    video_id = "0011223344556677"
-    return ClipSpec(
-        video_id=video_id, video_uri=uri, clip_id=make_clip_id(video_id, start, end, MODEL, prompts),
-        start=start, end=end, fps=30.0, width=width, height=height, model=MODEL, prompts=tuple(prompts),
+def _unit(uris: list[str], prompts: dict[str, list[PromptRecord]], clip_frames: int = 4) -> WorkUnit:
+    settings = PlanSettings(MODEL, ClipPlanConfig(length_frames=clip_frames), None, "automatic mode is off")
+    refs = [ref for uri in uris for ref in list_videos(uri)]
+    return make_unit([plan_video(ref, prompts.get(ref.uri, []), settings) for ref in refs], settings)
+
+
+def _one(uri: str | Path, prompts: list[PromptRecord], clip_frames: int = 4) -> WorkUnit:
+    [ref] = list_videos(str(uri))
+    return _unit([ref.uri], {ref.uri: prompts}, clip_frames)
+
+
+def _processor(
+    out: Path, tracker: BoxPainter | None = None, dtype: str = "float16", unit: UnitConfig | None = None
+) -> UnitProcessor:
+    settings = ActorSettings(
+        model=ModelConfig(name="box-painter"), output=str(out), pointer_dtype=dtype, unit=unit or UnitConfig()
     )
-
-
-def _processor(out: Path, tracker: BoxPainter | None = None, dtype: str = "float16") -> ClipProcessor:
-    settings = ActorSettings(model=ModelConfig(name="box-painter"), output=str(out), pointer_dtype=dtype)
-    return ClipProcessor(tracker or BoxPainter(), settings, device="cpu", node_id=None)
+    return UnitProcessor(tracker or BoxPainter(), settings, device="cpu", node_id=None)
 
 
 def _box(frame: int, object_id: int, box: tuple[float, float, float, float]) -> PromptRecord:
     return PromptRecord(video="v", frame=frame, object_id=object_id, box=box)
 
 
-def test_clip_rows_cover_frames_times_objects_from_each_prompt_on(video: Path, tmp_path: Path) -> None:
-    spec = _spec(str(video), 2, 10, [_box(2, 1, (2, 3, 20, 30)), _box(5, 7, (30, 10, 60, 40))])
-    status = _processor(tmp_path).process(spec)
-    assert status.status == "ok", status.error_message
-    assert (status.frames, status.objects, status.mask_rows) == (8, 2, 8 + 5)
-    masks = pq.read_table(tmp_path / clip_file("masks", spec.clip_id)).to_pylist()
+def _clips(out: Path, unit: WorkUnit) -> list[ClipStatus]:
+    rows = pq.read_table(out / unit_file("clips", unit.unit_id)).to_pylist()
+    return [ClipStatus.from_dict(r) for r in sorted(rows, key=lambda r: (r["video_uri"], r["start_frame"]))]
+
+
+def test_a_prompt_on_frame_0_is_tracked_through_every_clip_of_the_video(video: Path, tmp_path: Path) -> None:
+    unit = _one(video, [_box(0, 1, (2, 3, 20, 30)), _box(5, 7, (30, 10, 60, 40))], clip_frames=4)
+    summary = _processor(tmp_path).process(unit)
+    assert (summary.clips, summary.ok, summary.mask_rows) == (3, 3, 12 + 7)
+    clips = _clips(tmp_path, unit)
+    assert [(c.start_frame, c.end_frame, c.status) for c in clips] == [(0, 4, "ok"), (4, 8, "ok"), (8, 12, "ok")]
+    assert [c.mask_rows for c in clips] == [4, 4 + 3, 4 + 4]
+    assert [c.objects for c in clips] == [1, 2, 2]
+    masks = pq.read_table(tmp_path / unit_file("masks", unit.unit_id)).to_pylist()
     keys = [(r["frame_index"], r["object_id"]) for r in masks]
-    assert keys == sorted(keys) and len(set(keys)) == 13
-    assert {k[0] for k in keys} == set(range(2, 10))
-    assert {k[0] for k in keys if k[1] == 7} == set(range(5, 10))
+    assert keys == sorted(keys) and len(set(keys)) == len(keys) == 19  # one row per (frame, object)
+    assert {k[0] for k in keys if k[1] == 1} == set(range(12))
+    assert {k[0] for k in keys if k[1] == 7} == set(range(5, 12))
+    assert all(r["track_id"] == r["object_id"] for r in masks)
+    by_clip = {c.clip_id: c for c in clips}
+    assert all(by_clip[r["clip_id"]].start_frame <= r["frame_index"] < by_clip[r["clip_id"]].end_frame for r in masks)
     first = masks[0]
     expected = np.zeros((48, 64), dtype=bool)
     expected[3:30, 2:20] = True
@@ -104,28 +122,44 @@ def test_clip_rows_cover_frames_times_objects_from_each_prompt_on(video: Path, t
     assert first["area"] == expected.sum()
     assert first["bbox"] == [2.0, 3.0, 18.0, 27.0]
     assert first["score"] == pytest.approx(0.5) and first["iou_pred"] == pytest.approx(0.75)
-    assert first["timestamp_s"] == pytest.approx(2 / 30.0)
-    assert first["video_id"] == spec.video_id and first["clip_id"] == spec.clip_id
+    assert first["timestamp_s"] == 0.0 and masks[-1]["timestamp_s"] == pytest.approx(11 / 30.0)
+
+
+def test_the_tracker_sees_each_frame_once_in_one_pass(video: Path, tmp_path: Path) -> None:
+    tracker = BoxPainter()
+    _processor(tmp_path, tracker).process(_one(video, [_box(0, 1, (2, 3, 20, 30))], clip_frames=5))
+    assert tracker.seen == list(range(12))
 
 
 def test_pointers_match_masks_row_for_row_in_the_configured_dtype(video: Path, tmp_path: Path) -> None:
-    spec = _spec(str(video), 0, 4, [_box(0, 3, (2, 3, 20, 30))])
-    _processor(tmp_path, dtype="float32").process(spec)
-    pointers = pq.read_table(tmp_path / clip_file("pointers", spec.clip_id))
+    unit = _one(video, [_box(8, 3, (2, 3, 20, 30))])
+    _processor(tmp_path, dtype="float32").process(unit)
+    pointers = pq.read_table(tmp_path / unit_file("pointers", unit.unit_id))
     embedding = pointers.schema.field("embedding").type
     assert (embedding.value_type, embedding.list_size) == (pa.float32(), 256)
     rows = pointers.to_pylist()
-    assert [r["frame_index"] for r in rows] == [0, 1, 2, 3]
+    assert [r["frame_index"] for r in rows] == [8, 9, 10, 11]
     assert rows[0]["embedding"] == [3.0] * 256
 
 
-def test_commit_record_names_the_files_and_their_row_counts(video: Path, tmp_path: Path) -> None:
-    spec = _spec(str(video), 0, 6, [_box(1, 1, (2, 3, 20, 30))])
-    _processor(tmp_path).process(spec)
-    record = CommitRecord.from_json(Path(commit_path(str(tmp_path), spec.clip_id)).read_text())
-    assert record.rows == {"masks": 5, "pointers": 5}
-    for relative in record.files.values():
-        assert pq.read_metadata(tmp_path / relative).num_rows == 5
+def test_several_short_videos_share_one_file_per_table(video: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for name in ("a.mp4", "b.mp4", "c.mp4"):
+        (folder / name).write_bytes(video.read_bytes())
+    uris = [str(folder / n) for n in ("a.mp4", "b.mp4", "c.mp4")]
+    unit = _unit(uris, {uri: [_box(0, 1, (2, 3, 20, 30))] for uri in uris[:2]})
+    out = tmp_path / "out"
+    summary = _processor(out).process(unit)
+    assert (summary.videos, summary.ok, summary.skipped) == (3, 6, 1)
+    for table in ("masks", "pointers", "clips"):
+        assert [p.name for p in (out / table).iterdir()] == [f"{unit.unit_id}.parquet"]
+    masks = pq.read_table(out / unit_file("masks", unit.unit_id))
+    assert masks.num_rows == 24 and len(set(masks.column("video_id").to_pylist())) == 2
+    skipped = [c for c in _clips(out, unit) if c.status == "skipped"]
+    assert skipped[0].video_uri == uris[2] and "automatic mode is off" in (skipped[0].error_message or "")
+    assert scan_output(str(out)).committed == {unit.unit_id}
+    assert not (out / "_attempts" / f"{unit.unit_id}.json").exists()
 
 
 def test_a_mask_prompt_is_decoded_at_video_resolution(video: Path, tmp_path: Path) -> None:
@@ -143,50 +177,98 @@ def test_a_mask_prompt_is_decoded_at_video_resolution(video: Path, tmp_path: Pat
             seen.extend(prompts)
             return iter(())
 
-    _processor(tmp_path, Recorder()).process(_spec(str(video), 0, 3, [record]))
+    _processor(tmp_path, Recorder()).process(_one(video, [record]))
     assert seen[0].mask is not None and np.array_equal(seen[0].mask, mask)
 
 
-def test_mask_prompt_of_the_wrong_size_fails_the_clip_in_prompts(video: Path, tmp_path: Path) -> None:
+def test_mask_prompt_of_the_wrong_size_fails_every_clip_in_prompts(video: Path, tmp_path: Path) -> None:
     bad = PromptRecord(video="v", frame=0, object_id=1, mask=RleMask(size=(4, 4), counts=encode_mask(np.ones((4, 4)))))
-    status = _processor(tmp_path).process(_spec(str(video), 0, 3, [bad]))
-    assert (status.status, status.error_stage, status.error_class) == ("failed", "prompts", "PromptError")
-    assert "48x64" in (status.error_message or "")
+    unit = _one(video, [bad])
+    _processor(tmp_path).process(unit)
+    clips = _clips(tmp_path, unit)
+    assert {(c.status, c.error_stage, c.error_class) for c in clips} == {("failed", "prompts", "PromptError")}
+    assert len(clips) == 3 and "48x64" in (clips[0].error_message or "")
+    assert (tmp_path / "_failed" / unit.unit_id).exists()
 
 
 @pytest.mark.parametrize(("content", "kind"), [(b"", "empty"), (b"garbage" * 100, "")])
-def test_undecodable_files_become_failed_rows_without_output(tmp_path: Path, content: bytes, kind: str) -> None:
+def test_undecodable_files_become_one_failed_row_each(tmp_path: Path, content: bytes, kind: str) -> None:
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(content)
-    spec = _spec(str(bad), 0, 5, [_box(0, 1, (1, 1, 5, 5))])
-    status = _processor(tmp_path / "out").process(spec)
-    assert (status.status, status.error_stage, status.error_class) == ("failed", "decode", "DecodeError")
-    assert kind in (status.error_message or "")
-    assert not (tmp_path / "out").exists()
+    unit = _one(bad, [_box(0, 1, (1, 1, 5, 5))])
+    _processor(tmp_path / "out").process(unit)
+    [row] = _clips(tmp_path / "out", unit)
+    assert (row.status, row.error_stage, row.error_class) == ("failed", "decode", "DecodeError")
+    assert kind in (row.error_message or "")
+    assert not (tmp_path / "out" / "masks").exists()
 
 
-def test_a_truncated_video_fails_its_clip_and_commits_nothing(video: Path, tmp_path: Path) -> None:
+def test_a_truncated_video_is_one_failed_row_saying_so(video: Path, tmp_path: Path) -> None:
     cut = tmp_path / "cut.mp4"
     data = video.read_bytes()
     cut.write_bytes(data[: len(data) * 2 // 3])
-    status = _processor(tmp_path / "out").process(_spec(str(cut), 0, 12, [_box(0, 1, (1, 1, 5, 5))]))
-    assert status.status == "failed" and status.error_class == "DecodeError"
-    assert not Path(commit_path(str(tmp_path / "out"), status.clip_id)).exists()
+    unit = _one(cut, [_box(0, 1, (1, 1, 5, 5))], clip_frames=2)
+    _processor(tmp_path / "out").process(unit)
+    [row] = _clips(tmp_path / "out", unit)
+    assert (row.status, row.error_class) == ("failed", "DecodeError")
+    assert "truncated" in (row.error_message or "")
+    assert not (tmp_path / "out" / "masks").exists()
 
 
-def test_a_tracker_error_is_a_failed_row_naming_its_class(video: Path, tmp_path: Path) -> None:
-    tracker = BoxPainter(fail_with=ValueError("bad shapes in frame"))
-    status = _processor(tmp_path, tracker).process(_spec(str(video), 0, 6, [_box(0, 1, (1, 1, 5, 5))]))
-    assert (status.status, status.error_stage, status.error_class) == ("failed", "track", "ValueError")
-    assert status.error_message == "bad shapes in frame"
-    assert list(tmp_path.iterdir()) == []
+def test_a_tracker_error_fails_the_clip_it_happened_in_and_the_later_ones(video: Path, tmp_path: Path) -> None:
+    tracker = BoxPainter(fail_with=ValueError("bad shapes in frame"), fail_at=6)
+    unit = _one(video, [_box(0, 1, (1, 1, 5, 5))], clip_frames=4)
+    _processor(tmp_path, tracker).process(unit)
+    clips = _clips(tmp_path, unit)
+    assert [(c.status, c.error_stage, c.error_class) for c in clips] == [
+        ("ok", None, None), ("failed", "track", "ValueError"), ("failed", "track", "ValueError")
+    ]
+    assert clips[1].error_message == "bad shapes in frame"
+    masks = pq.read_table(tmp_path / unit_file("masks", unit.unit_id))
+    assert sorted(masks.column("frame_index").to_pylist()) == [0, 1, 2, 3]  # the failed clip's rows are dropped
 
 
-def test_out_of_memory_propagates_so_ray_retries_the_clip(video: Path, tmp_path: Path) -> None:
+def test_out_of_memory_propagates_so_ray_retries_the_unit(video: Path, tmp_path: Path) -> None:
     with pytest.raises(MemoryError):
-        _processor(tmp_path, BoxPainter(fail_with=MemoryError())).process(
-            _spec(str(video), 0, 6, [_box(0, 1, (1, 1, 5, 5))])
-        )
+        _processor(tmp_path, BoxPainter(fail_with=MemoryError())).process(_one(video, [_box(0, 1, (1, 1, 5, 5))]))
+    assert read_attempts(str(tmp_path), _one(video, [_box(0, 1, (1, 1, 5, 5))]).unit_id).started == 1
+
+
+def test_a_video_that_killed_its_actor_twice_is_a_failed_row_and_the_rest_is_tracked(
+    video: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        (folder / name).write_bytes(video.read_bytes())
+    uris = [str(folder / "a.mp4"), str(folder / "b.mp4")]
+    unit = _unit(uris, {uri: [_box(0, 1, (2, 3, 20, 30))] for uri in uris})
+    out = tmp_path / "out"
+    # What earlier attempts left: the first died somewhere, the next two while tracking video 1 (b.mp4).
+    write_attempts(str(out), unit.unit_id, Attempts(started=3, current=1, strikes={1: 1}))
+    summary = _processor(out, unit=UnitConfig(poison_strikes=2, max_attempts=4)).process(unit)
+    clips = _clips(out, unit)
+    assert [(c.video_uri, c.status) for c in clips] == [(uris[0], "ok")] * 3 + [(uris[1], "failed")]
+    assert clips[-1].error_class == "ActorDied" and "died 2 times" in (clips[-1].error_message or "")
+    assert summary.failed == 1 and (out / "_failed" / unit.unit_id).exists()
+    assert not (out / "_attempts" / f"{unit.unit_id}.json").exists()
+
+
+def test_a_unit_past_its_attempts_is_committed_as_failed(video: Path, tmp_path: Path) -> None:
+    unit = _one(video, [_box(0, 1, (2, 3, 20, 30))])
+    write_attempts(str(tmp_path), unit.unit_id, Attempts(started=2))
+    _processor(tmp_path, unit=UnitConfig(max_attempts=2)).process(unit)
+    [row] = _clips(tmp_path, unit)
+    assert (row.status, row.error_class) == ("failed", "ActorDied")
+
+
+def test_a_retry_that_succeeds_removes_the_failure_marker(video: Path, tmp_path: Path) -> None:
+    unit = _one(video, [_box(0, 1, (2, 3, 20, 30))])
+    _processor(tmp_path, BoxPainter(fail_with=ValueError("flaky"))).process(unit)
+    assert scan_output(str(tmp_path)).failed == {unit.unit_id}
+    _processor(tmp_path).process(unit, was_failed=True)
+    assert scan_output(str(tmp_path)).failed == frozenset()
+    assert {c.status for c in _clips(tmp_path, unit)} == {"ok"}
 
 
 def test_gpu_request_without_cuda_falls_back_to_cpu(caplog: pytest.LogCaptureFixture) -> None:
@@ -195,9 +277,3 @@ def test_gpu_request_without_cuda_falls_back_to_cpu(caplog: pytest.LogCaptureFix
     assert choose_device(0) == "cpu"
     assert choose_device(1) == "cpu"
     assert "CUDA is not available" in caplog.text
-
-
-def test_listed_video_probes_to_the_clip_geometry(video: Path) -> None:
-    [ref] = list_videos(str(video.parent))
-    info = probe_video(ref.uri)
-    assert (info.num_frames, info.width, info.height) == (12, 64, 48)

@@ -1,84 +1,80 @@
-"""Commit protocol: records written last, resume only when files exist, clips/ one row per clip."""
+"""The unit commit protocol: clips/ last, failure markers, attempts records, the manifest."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from batchtrack.io.schema import CLIPS_SCHEMA
-from batchtrack.io.sink import clip_file
 from batchtrack.pipeline.commit import (
+    Attempts,
     ClipStatus,
-    CommitRecord,
-    commit_path,
-    load_committed,
-    write_clip_rows,
-    write_commit,
+    OutputState,
+    clear_attempts,
+    commit_unit,
+    read_attempts,
+    scan_output,
+    write_attempts,
     write_manifest,
 )
 
 
-def _status(clip_id: str, video_id: str = "v1", status: str = "ok", start: int = 0) -> ClipStatus:
+def _row(unit_id: str, status: str = "ok") -> ClipStatus:
     return ClipStatus(
-        video_id=video_id, video_uri=f"/data/{video_id}.mp4", clip_id=clip_id, start_frame=start,
-        end_frame=start + 10, status=status, model_name="test-tiny", checkpoint_hash="builtin",
-        frames=10, objects=2, mask_rows=20,
+        video_id="v", video_uri="/v.mp4", clip_id=f"{unit_id}-c", unit_id=unit_id, start_frame=0, end_frame=4,
+        status=status, model_name="m", checkpoint_hash="h",
     )
 
 
-def _commit(out: Path, clip_id: str, with_files: bool = True) -> CommitRecord:
-    files = {"masks": clip_file("masks", clip_id), "pointers": clip_file("pointers", clip_id)}
-    if with_files:
-        for relative in files.values():
-            (out / relative).parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(pa.table({"x": [1]}), out / relative)
-    record = CommitRecord(clip=_status(clip_id), files=files, rows={"masks": 20, "pointers": 20})
-    write_commit(str(out), record)
-    return record
-
-
-def test_commit_record_roundtrips_through_its_json(tmp_path: Path) -> None:
-    record = _commit(tmp_path, "c1")
-    text = Path(commit_path(str(tmp_path), "c1")).read_text()
-    assert CommitRecord.from_json(text) == record
-    assert json.loads(text)["rows"] == {"masks": 20, "pointers": 20}
-
-
-def test_resume_skips_only_clips_whose_record_and_files_exist(tmp_path: Path) -> None:
-    _commit(tmp_path, "done")
-    _commit(tmp_path, "files-lost", with_files=True)
-    (tmp_path / clip_file("pointers", "files-lost")).unlink()
-    _commit(tmp_path, "other-job")
-    (tmp_path / clip_file("masks", "no-record")).write_bytes(b"partial")  # crashed before its commit
-    committed = load_committed(str(tmp_path), ["done", "files-lost", "no-record"])
-    assert set(committed) == {"done"}
-    assert committed["done"].clip.mask_rows == 20
-
-
-def test_unreadable_commit_record_means_track_again(tmp_path: Path) -> None:
-    _commit(tmp_path, "broken")
-    Path(commit_path(str(tmp_path), "broken")).write_text("{not json")
-    assert load_committed(str(tmp_path), ["broken"]) == {}
-
-
 def test_no_output_yet_means_nothing_committed(tmp_path: Path) -> None:
-    assert load_committed(str(tmp_path / "fresh"), ["a", "b"]) == {}
+    assert scan_output(str(tmp_path / "nothing")) == OutputState()
 
 
-def test_clip_rows_are_one_file_per_video_and_a_rerun_overwrites_them(tmp_path: Path) -> None:
-    rows = [_status("a2", start=10), _status("a1"), _status("b1", video_id="v2", status="failed")]
-    first = write_clip_rows(str(tmp_path), rows)
-    second = write_clip_rows(str(tmp_path), list(reversed(rows)))
-    assert first == second and len(first) == 2
-    table = ds.dataset(str(tmp_path / "clips"), format="parquet").to_table()
-    assert table.schema.equals(CLIPS_SCHEMA, check_metadata=False)
-    assert sorted(table.column("clip_id").to_pylist()) == ["a1", "a2", "b1"]
+def test_a_unit_is_committed_by_its_clips_file_and_failures_are_marked(tmp_path: Path) -> None:
+    commit_unit(str(tmp_path), "good", [_row("good")])
+    commit_unit(str(tmp_path), "bad", [_row("bad"), _row("bad", "failed")])
+    (tmp_path / "masks").mkdir()
+    (tmp_path / "masks" / "killed.parquet").write_bytes(b"partial")  # a unit killed before its commit
+    state = scan_output(str(tmp_path))
+    assert state.committed == {"good", "bad"} and state.failed == {"bad"}
+    assert pq.read_table(tmp_path / "clips" / "bad.parquet").column("status").to_pylist() == ["ok", "failed"]
+    assert not state.needs_tracking("good", retry_failed=True)
+    assert not state.needs_tracking("bad", retry_failed=False)
+    assert state.needs_tracking("bad", retry_failed=True)
+    assert state.needs_tracking("killed", retry_failed=False)
+
+
+def test_a_marker_without_its_clips_file_does_not_count(tmp_path: Path) -> None:
+    (tmp_path / "_failed").mkdir()
+    (tmp_path / "_failed" / "crashed").write_bytes(b"")  # written, then the commit never came
+    assert scan_output(str(tmp_path)).failed == frozenset()
+
+
+def test_a_successful_retry_overwrites_the_rows_and_drops_the_marker(tmp_path: Path) -> None:
+    commit_unit(str(tmp_path), "u", [_row("u", "failed")])
+    commit_unit(str(tmp_path), "u", [_row("u")], was_failed=True)
+    assert scan_output(str(tmp_path)).failed == frozenset()
+    assert pq.read_table(tmp_path / "clips" / "u.parquet").column("status").to_pylist() == ["ok"]
+
+
+def test_attempts_count_deaths_and_strike_the_video_being_tracked(tmp_path: Path) -> None:
+    assert read_attempts(str(tmp_path), "u") == Attempts()
+    write_attempts(str(tmp_path), "u", Attempts(started=2, current=3, strikes={3: 1}))
+    record = read_attempts(str(tmp_path), "u")
+    assert record == Attempts(started=2, current=3, strikes={3: 1})
+    assert record.after_death() == Attempts(started=3, current=None, strikes={3: 2})
+    assert Attempts(started=1).after_death() == Attempts(started=2)  # a first attempt names no video
+    clear_attempts(str(tmp_path), "u")
+    assert read_attempts(str(tmp_path), "u") == Attempts()
+
+
+def test_an_unreadable_attempts_record_counts_from_zero(tmp_path: Path) -> None:
+    (tmp_path / "_attempts").mkdir()
+    (tmp_path / "_attempts" / "u.json").write_text("{not json")
+    assert read_attempts(str(tmp_path), "u") == Attempts()
 
 
 def test_manifest_is_json_with_what_it_was_given(tmp_path: Path) -> None:
-    uri = write_manifest(str(tmp_path), {"counts": {"ok": 3}, "config": {"storage_options": {"secret": "***"}}})
-    assert json.loads(Path(uri).read_text())["counts"] == {"ok": 3}
+    uri = write_manifest(str(tmp_path), {"counts": {"ok": 3}, "config": {"seed": 0}})
+    assert json.loads(Path(uri).read_text()) == {"config": {"seed": 0}, "counts": {"ok": 3}}

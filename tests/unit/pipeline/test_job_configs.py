@@ -47,7 +47,7 @@ def test_job_script_reports_a_config_error_with_exit_code_2(tmp_path: Path) -> N
 
 
 def _summary(ok: int, failed: int, skipped: int) -> JobSummary:
-    failures = [Failure("/v.mp4", f"c{i}", "decode", "DecodeError", "cannot decode") for i in range(failed)]
+    failures = [Failure(f"/v{i}.mp4", "decode", "DecodeError", "cannot decode") for i in range(failed)]
     return JobSummary(output="out", videos=1, clips=ok + failed + skipped, ok=ok, failed=failed, skipped=skipped,
                       frames=100, wall_seconds=4.0, failures=failures)
 

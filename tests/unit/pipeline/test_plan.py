@@ -1,89 +1,112 @@
-"""Clip planning: spans cover every frame with the configured overlap; clip ids are deterministic."""
+"""Work-unit planning: spans tile every frame once; video, clip and unit ids are deterministic; units group by size."""
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 
-from batchtrack.config import ClipPlanConfig
+from batchtrack.config import AutoConfig, ClipPlanConfig, UnitConfig
 from batchtrack.io.corpus import VideoRef
 from batchtrack.io.prompts import PromptRecord
-from batchtrack.io.video import VideoInfo
-from batchtrack.pipeline.plan import ClipSpec, ModelKey, clip_length, clip_spans, plan_video
+from batchtrack.pipeline.plan import (
+    ModelKey,
+    PlanSettings,
+    WorkUnit,
+    auto_mode_key,
+    clip_length,
+    clip_spans,
+    group_units,
+    make_clip_id,
+    make_unit,
+    plan_video,
+)
 
-REF = VideoRef(video_id="0123456789abcdef", uri="/data/v.mp4", size=10, etag="1")
 MODEL = ModelKey("test-tiny", "builtin-0.1.0")
+AUTO = PlanSettings(MODEL, ClipPlanConfig(length_frames=30), auto_mode_key(AutoConfig()), None)
+NO_AUTO = PlanSettings(MODEL, ClipPlanConfig(length_frames=30), None, "automatic mode is disabled")
 
 
-def _info(num_frames: int, fps: float = 10.0) -> VideoInfo:
-    return VideoInfo(uri=REF.uri, num_frames=num_frames, fps=fps, width=64, height=48, duration_s=num_frames / fps)
+def _ref(n: int = 0, size: int = 10) -> VideoRef:
+    return VideoRef(video_id=f"{n:016x}", uri=f"/data/v{n}.mp4", size=size, etag="1")
 
 
 def _prompt(frame: int, object_id: int = 1) -> PromptRecord:
-    return PromptRecord(video=REF.uri, frame=frame, object_id=object_id, box=(1, 2, 10, 12))
+    return PromptRecord(video="/data/v0.mp4", frame=frame, object_id=object_id, box=(1, 2, 10, 12))
 
 
-@pytest.mark.parametrize(("n", "length", "overlap"), [(1, 4, 1), (10, 4, 1), (100, 30, 4), (31, 30, 4), (50, 7, 0)])
-def test_spans_cover_every_frame_with_the_overlap_and_bounded_length(n: int, length: int, overlap: int) -> None:
-    spans = clip_spans(n, length, overlap)
-    assert spans[0][0] == 0 and spans[-1][1] == n
-    covered = set()
-    for start, end in spans:
-        assert 0 < end - start <= length
-        covered.update(range(start, end))
-    assert covered == set(range(n))
-    for (_, end), (start, _) in itertools.pairwise(spans):
-        assert end - start == overlap
+@pytest.mark.parametrize(("n", "length"), [(1, 4), (10, 4), (100, 30), (31, 30), (50, 7), (60, 30)])
+def test_spans_tile_every_frame_exactly_once(n: int, length: int) -> None:
+    spans = clip_spans(n, length)
+    frames = [f for start, end in spans for f in range(start, end)]
+    assert frames == list(range(n))
+    assert all(0 < end - start <= length for start, end in spans)
 
 
-def test_empty_video_has_no_clips_and_huge_overlap_is_capped() -> None:
-    assert clip_spans(0, 10, 2) == []
-    assert clip_spans(10, 4, 100) == [(0, 4), (2, 6), (4, 8), (6, 10)]
+def test_empty_video_has_no_clips() -> None:
+    assert clip_spans(0, 10) == []
 
 
 def test_length_in_seconds_uses_the_video_frame_rate_and_frames_override_it() -> None:
-    assert clip_length(ClipPlanConfig(length_s=3.0), 25.0) == 75
-    assert clip_length(ClipPlanConfig(length_s=3.0, length_frames=12), 25.0) == 12
-    assert clip_length(ClipPlanConfig(length_s=0.01), 25.0) == 2
+    assert clip_length(ClipPlanConfig(length_s=3.0), fps=10.0) == 30
+    assert clip_length(ClipPlanConfig(length_s=3.0, length_frames=7), fps=10.0) == 7
+    assert clip_length(ClipPlanConfig(length_s=0.01), fps=10.0) == 2
 
 
-def test_plan_routes_prompts_into_the_clips_containing_their_frame() -> None:
-    cfg = ClipPlanConfig(length_frames=10, overlap_frames=2)
-    clips = plan_video(REF, _info(25), [_prompt(0), _prompt(9, 2), _prompt(20, 3)], cfg, MODEL)
-    assert [(c.start, c.end) for c in clips] == [(0, 10), (8, 18), (16, 25)]
-    assert [[p.frame for p in c.prompts] for c in clips] == [[0, 9], [9], [20]]
-    assert all((c.fps, c.width, c.height) == (10.0, 64, 48) for c in clips)
+def test_a_video_with_prompts_is_prompted_and_keeps_all_of_them_in_frame_order() -> None:
+    task = plan_video(_ref(), [_prompt(70, 2), _prompt(0, 1), _prompt(31, 1)], AUTO)
+    assert task.mode == "prompted"
+    assert [(p.frame, p.object_id) for p in task.prompts] == [(0, 1), (31, 1), (70, 2)]
 
 
-def test_clip_ids_are_deterministic_and_unique() -> None:
-    cfg = ClipPlanConfig(length_frames=10, overlap_frames=2)
-    first = plan_video(REF, _info(40), [_prompt(0)], cfg, MODEL)
-    again = plan_video(REF, _info(40), [_prompt(0)], cfg, MODEL)
-    assert [c.clip_id for c in first] == [c.clip_id for c in again]
-    assert len({c.clip_id for c in first}) == len(first)
+def test_a_video_without_prompts_is_automatic_or_skipped_with_the_reason() -> None:
+    assert plan_video(_ref(), [], AUTO).mode == "auto"
+    skipped = plan_video(_ref(), [], NO_AUTO)
+    assert skipped.mode == "skipped" and "automatic mode is disabled" in (skipped.reason or "")
 
 
-@pytest.mark.parametrize(
-    "change",
-    ["model", "checkpoint", "prompt", "video"],
-)
-def test_clip_id_changes_with_model_checkpoint_prompts_and_video(change: str) -> None:
-    cfg = ClipPlanConfig(length_frames=10, overlap_frames=2)
-    base = plan_video(REF, _info(10), [_prompt(0)], cfg, MODEL)[0].clip_id
-    ref, model, prompts = REF, MODEL, [_prompt(0)]
+@pytest.mark.parametrize("change", ["model", "checkpoint", "prompts", "video", "clip", "seed", "auto"])
+def test_video_key_changes_with_whatever_changes_the_rows(change: str) -> None:
+    base = plan_video(_ref(), [], AUTO).key
+    settings, ref, prompts = AUTO, _ref(), []
     if change == "model":
-        model = ModelKey("sam2.1_hiera_tiny", MODEL.checkpoint_hash)
+        settings = PlanSettings(ModelKey("other", MODEL.checkpoint_hash), AUTO.clip, AUTO.auto_key, None)
     elif change == "checkpoint":
-        model = ModelKey(MODEL.name, "ffffffffffffffff")
-    elif change == "prompt":
-        prompts = [PromptRecord(video=REF.uri, frame=0, object_id=1, box=(1, 2, 10, 13))]
+        settings = PlanSettings(ModelKey(MODEL.name, "abc"), AUTO.clip, AUTO.auto_key, None)
+    elif change == "prompts":
+        prompts = [_prompt(3)]
+    elif change == "video":
+        ref = _ref(1)
+    elif change == "clip":
+        settings = PlanSettings(MODEL, ClipPlanConfig(length_frames=31), AUTO.auto_key, None)
+    elif change == "seed":
+        settings = PlanSettings(MODEL, AUTO.clip, AUTO.auto_key, None, seed=1)
     else:
-        ref = VideoRef(video_id="fedcba9876543210", uri=REF.uri, size=11, etag="2")
-    assert plan_video(ref, _info(10), prompts, cfg, model)[0].clip_id != base
+        settings = PlanSettings(MODEL, AUTO.clip, auto_mode_key(AutoConfig(keyframe_every=3)), None)
+    assert plan_video(ref, prompts, settings).key != base
+    assert plan_video(_ref(), [], AUTO).key == base  # and is deterministic
 
 
-def test_clip_spec_survives_its_json_form() -> None:
-    points = PromptRecord(video=REF.uri, frame=3, object_id=4, points=((1.5, 2.0, 1), (3.0, 4.0, 0)))
-    [spec] = plan_video(REF, _info(10), [_prompt(0), points], ClipPlanConfig(length_frames=10), MODEL)
-    assert ClipSpec.from_json(spec.to_json()) == spec
+def test_prompted_keys_do_not_depend_on_the_automatic_settings() -> None:
+    other = PlanSettings(MODEL, AUTO.clip, auto_mode_key(AutoConfig(keyframe_every=3)), None)
+    assert plan_video(_ref(), [_prompt(0)], AUTO).key == plan_video(_ref(), [_prompt(0)], other).key
+
+
+def test_clip_ids_are_deterministic_and_unique_per_span() -> None:
+    key = plan_video(_ref(), [_prompt(0)], AUTO).key
+    ids = [make_clip_id(key, start, end) for start, end in clip_spans(100, 30)]
+    assert len(set(ids)) == len(ids) == 4
+    assert ids == [make_clip_id(key, start, end) for start, end in clip_spans(100, 30)]
+
+
+def test_units_group_consecutive_small_videos_and_put_a_large_one_alone() -> None:
+    sizes = [10, 10, 10, 500, 10, 10, 10, 10, 10]
+    tasks = [plan_video(_ref(n, size), [], AUTO) for n, size in enumerate(sizes)]
+    groups = list(group_units(tasks, UnitConfig(max_videos=3, max_bytes=100)))
+    assert [[int(t.video_id, 16) for t in g] for g in groups] == [[0, 1, 2], [3], [4, 5, 6], [7, 8]]
+    again = list(group_units(tasks, UnitConfig(max_videos=3, max_bytes=100)))
+    assert [make_unit(g, AUTO).unit_id for g in groups] == [make_unit(g, AUTO).unit_id for g in again]
+    assert len({make_unit(g, AUTO).unit_id for g in groups}) == 4
+
+
+def test_a_unit_survives_its_json_form() -> None:
+    unit = make_unit([plan_video(_ref(0), [_prompt(4)], AUTO), plan_video(_ref(1), [], NO_AUTO)], AUTO)
+    assert WorkUnit.from_json(unit.to_json()) == unit
