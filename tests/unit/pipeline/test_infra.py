@@ -106,3 +106,55 @@ def test_dockerfile_copies_what_the_job_needs_and_drops_root() -> None:
     assert ("USER", "ray") in instructions
     known = {"FROM", "ENV", "RUN", "WORKDIR", "COPY", "USER", "CMD", "ARG", "LABEL", "EXPOSE", "ENTRYPOINT"}
     assert {op for op, _ in instructions} <= known
+
+
+def _dockerfile_env() -> dict[str, str]:
+    env: dict[str, str] = {}
+    for op, args in _dockerfile_instructions():
+        if op == "ENV":
+            env.update(dict(pair.split("=", 1) for pair in shlex.split(args)))
+    return env
+
+
+def _rayjob_containers() -> list[dict[str, Any]]:
+    cluster = _load(INFRA / "kuberay" / "rayjob.yaml")["spec"]["rayClusterSpec"]
+    pods = [cluster["headGroupSpec"]["template"]["spec"]] + [w["template"]["spec"] for w in cluster["workerGroupSpecs"]]
+    return [{**c, "volumes": pod.get("volumes", [])} for pod in pods for c in pod["containers"]]
+
+
+def test_image_command_rayjob_entrypoint_and_cluster_submit_command_agree() -> None:
+    entrypoint = _load(INFRA / "kuberay" / "rayjob.yaml")["spec"]["entrypoint"]
+    cmd = next(args for op, args in _dockerfile_instructions() if op == "CMD")
+    assert shlex.join(json.loads(cmd)) == entrypoint
+    launcher_doc = (INFRA / "cluster" / "gpu.yaml").read_text()
+    assert f"-- \\\n#       {entrypoint}" in launcher_doc or f"-- {entrypoint}" in launcher_doc
+
+
+def test_the_checkpoint_comes_from_object_storage_and_nothing_in_infra_overrides_it() -> None:
+    from batchtrack.config import load_config
+    from batchtrack.model.configs import SAM21_NAMES
+    from batchtrack.pipeline.models import check_model_weights
+
+    _, config = _entrypoint_script_and_config(_load(INFRA / "kuberay" / "rayjob.yaml")["spec"]["entrypoint"])
+    model = load_config(ROOT / config).model
+    assert model.name in SAM21_NAMES and model.checkpoint is not None
+    assert model.checkpoint.startswith("s3://") and model.checkpoint.endswith(".pt")
+    check_model_weights(model)  # a SAM 2.1 size with its checkpoint: no random weights
+    for path in [*INFRA.rglob("*.yaml"), INFRA / "docker" / "Dockerfile"]:
+        text = path.read_text()
+        assert "/models/" not in text, f"{path} names a local checkpoint path no image provides"
+        assert "BATCHTRACK_MODEL" not in text, f"{path} overrides the config's model"
+
+
+def test_every_pod_mounts_a_checkpoint_cache_where_the_image_puts_it() -> None:
+    cache = _dockerfile_env()["XDG_CACHE_HOME"]
+    containers = _rayjob_containers()
+    assert len(containers) >= 2
+    for container in containers:
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env.get("XDG_CACHE_HOME") == cache, container["name"]
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        volume = next(name for name, path in mounts.items() if path == cache)
+        assert volume in {v["name"] for v in container["volumes"]}, container["name"]
+    launcher = _load(INFRA / "cluster" / "gpu.yaml")["docker"]["run_options"]
+    assert any(opt.endswith(f":{cache}") for opt in launcher)
