@@ -1,4 +1,5 @@
-"""Checks of the reader and the exports against a real job output's own rows (decoded with pycocotools)."""
+"""The demo job whose output the dataset tests read, and checks of the reader and the exports against that
+output's own rows (decoded with pycocotools)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,27 @@ import pyarrow.compute as pc
 from PIL import Image
 from pycocotools import mask as coco_mask
 
+from batchtrack.config import load_config
 from batchtrack.dataset import TrackedMaskDataset
+from batchtrack.pipeline.job import run_job
+from batchtrack.synthetic import make_demo_corpus
+
+CLIP_FRAMES = 30
+
+
+def demo_job(corpus: Path, output: str, storage_options: dict | None = None) -> None:
+    """The demo corpus (2 synthetic videos x 60 frames) tracked with the shipped model in 30-frame clips."""
+    if not (corpus / "prompts.jsonl").exists():
+        make_demo_corpus(corpus, num_videos=2, num_frames=60)
+    cfg = load_config(
+        corpus=str(corpus),
+        output=output,
+        prompts=str(corpus / "prompts.jsonl"),
+        clip={"length_frames": CLIP_FRAMES},
+        storage_options=storage_options,
+    )
+    summary = run_job(cfg)
+    assert summary.failed == 0 and summary.ok == 4
 
 
 def coco_decode(rle: str | dict, height: int = 0, width: int = 0) -> np.ndarray:

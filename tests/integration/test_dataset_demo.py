@@ -11,12 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from batchtrack.config import load_config
 from batchtrack.dataset import open_dataset
 from batchtrack.dataset.exports import export_dataset
 from batchtrack.errors import OutputNotFoundError
-from batchtrack.pipeline.job import run_job
-from batchtrack.synthetic import make_demo_corpus
 
 from .dataset_checks import (
     assert_davis_round_trip,
@@ -24,28 +21,12 @@ from .dataset_checks import (
     assert_reader_matches_rows,
     assert_sav_round_trip,
     assert_ytvis_round_trip,
+    demo_job,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("local_ray")]
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-CLIP_FRAMES = 30
-
-
-def demo_job(corpus: Path, output: str, storage_options: dict | None = None) -> None:
-    """The demo corpus (2 synthetic videos x 60 frames) tracked with the shipped model in 30-frame clips."""
-    if not (corpus / "prompts.jsonl").exists():
-        make_demo_corpus(corpus, num_videos=2, num_frames=60)
-    cfg = load_config(
-        corpus=str(corpus),
-        output=output,
-        prompts=str(corpus / "prompts.jsonl"),
-        clip={"length_frames": CLIP_FRAMES},
-        storage_options=storage_options,
-    )
-    summary = run_job(cfg)
-    assert summary.failed == 0 and summary.ok == 4
-
 
 @pytest.fixture(scope="module")
 def demo_output(tmp_path_factory: pytest.TempPathFactory) -> Path:
