@@ -149,15 +149,16 @@ class TrackedMaskDataset:
         except KeyError:
             raise UnknownVideoError(f"video {video_id!r} is not in {self.output} (no committed clips/ row)") from None
 
-    def video_rows(self, video_id: str) -> VideoRows:
-        """All mask rows of one video (RLE, not decoded), read from its own units' masks/ files."""
+    def video_rows(self, video_id: str, frame_index: int | None = None) -> VideoRows:
+        """Mask rows of one video (RLE, not decoded), or of one of its frames, read from its own units' files."""
         summary = self.video(video_id)
         paths = [self.files.masks[unit] for unit in summary.unit_ids if unit in self.files.masks]
         if not paths:
             return VideoRows.from_table(video_id, MASKS_SCHEMA.empty_table().select(ROW_COLUMNS))
-        table = self._dataset(paths, MASKS_SCHEMA).to_table(
-            columns=ROW_COLUMNS, filter=pc.field("video_id") == video_id
-        )
+        where = pc.field("video_id") == video_id
+        if frame_index is not None:
+            where = where & (pc.field("frame_index") == frame_index)
+        table = self._dataset(paths, MASKS_SCHEMA).to_table(columns=ROW_COLUMNS, filter=where)
         return VideoRows.from_table(video_id, table)
 
     def tracks(self, video_id: str) -> list[TrackSpan]:
@@ -166,7 +167,7 @@ class TrackedMaskDataset:
 
     def frame_masks(self, video_id: str, frame_index: int, present_only: bool = True) -> dict[int, np.ndarray]:
         """track_id -> (H, W) bool mask on one frame; only present objects unless `present_only` is False."""
-        rows = self.video_rows(video_id).frame(frame_index)
+        rows = next(self.video_rows(video_id, frame_index).frames(), None)
         return {} if rows is None else rows.decode(present_only)
 
     def iter_frames(self, video_ids: Iterable[str] | None = None) -> Iterator[FrameRows]:

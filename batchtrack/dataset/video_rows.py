@@ -148,8 +148,3 @@ class VideoRows:
                 bboxes=columns["bbox"][start:end],
                 present=present[start:end],
             )
-
-    def frame(self, frame_index: int) -> FrameRows | None:
-        """The rows of one frame, or None when the frame has none."""
-        rows = VideoRows(self.video_id, self.table.filter(pc.equal(self.table.column("frame_index"), frame_index)))
-        return next(rows.frames(), None)

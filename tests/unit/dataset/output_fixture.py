@@ -7,7 +7,8 @@ Units:
   u-one    video A: 2 ok clips [0, 6) and [6, 12); track 1 on every frame; track 2 from frame 3, absent on
            frames 7-8 (score 0.2, empty mask) and hidden on frame 9 (score 0.4, non-empty mask);
            tracks 1 and 2 overlap on frames 3-5 with track 2 the more confident.
-  u-batch  videos B (1 ok clip [0, 5), track 7) and C (1 ok clip [0, 4), no objects: no rows).
+  u-batch  videos B (1 ok clip [0, 5), track 7, empty on frame 4 with score 0.8) and
+           C (1 ok clip [0, 4), no objects: no rows).
   u-failed video D: a failed clip, no masks/pointers files.
   u-open   masks/pointers rows for video A (track 99) without a clips/ file: uncommitted, never read.
 Embeddings: track t's pointers are its own random direction plus small noise (float16).
@@ -69,8 +70,8 @@ def _track_frames(track: int, frame: int) -> tuple[np.ndarray, float] | None:
         if frame in (7, 8):
             return np.zeros((HEIGHT, WIDTH), dtype=bool), 0.2
         return _box(8 + frame, 6, 9, 12), 0.4 if frame == 9 else 0.99
-    if track == 7:
-        return _box(20 - 2 * frame, 14, 6, 6), 0.8
+    if track == 7:  # confident but empty on its last frame: rows, not present
+        return (np.zeros((HEIGHT, WIDTH), dtype=bool) if frame == 4 else _box(20 - 2 * frame, 14, 6, 6)), 0.8
     if track == UNCOMMITTED_TRACK:
         return _box(0, 0, 5, 5), 0.9
     return None
