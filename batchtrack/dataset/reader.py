@@ -65,10 +65,6 @@ def _unit_id_column(dataset: ds.Dataset) -> pa.Table:
     return pa.concat_tables(tables, promote_options="default")
 
 
-def _count(table: pa.Table, status: str) -> int:
-    return int(pc.sum(pc.equal(table.column("status"), status)).as_py() or 0)
-
-
 class TrackedMaskDataset:
     """The committed part of one job output. Build it with `open_dataset`."""
 
@@ -122,21 +118,35 @@ class TrackedMaskDataset:
 
     @cached_property
     def _videos(self) -> dict[str, VideoSummary]:
-        clips = self.clips.select(["video_id", "video_uri", "unit_id", "status", "end_frame"])
-        summaries = {}
-        for video_id in sorted(pc.unique(clips.column("video_id")).to_pylist()):
-            rows = clips.filter(pc.equal(clips.column("video_id"), video_id))
-            ok = rows.filter(pc.equal(rows.column("status"), "ok"))
-            summaries[video_id] = VideoSummary(
-                video_id=video_id,
-                video_uri=str(rows.column("video_uri")[0].as_py()),
-                num_frames=int(pc.max(ok.column("end_frame")).as_py()) if ok.num_rows else 0,
-                clips_ok=ok.num_rows,
-                clips_failed=_count(rows, "failed"),
-                clips_skipped=_count(rows, "skipped"),
-                unit_ids=tuple(sorted(set(rows.column("unit_id").to_pylist()))),
+        clips = self.clips
+        status = clips.column("status")
+        is_ok = pc.equal(status, "ok")
+        per_clip = pa.table({
+            "video_id": clips.column("video_id"),
+            "video_uri": clips.column("video_uri"),
+            "unit_id": clips.column("unit_id"),
+            "ok": pc.cast(is_ok, pa.int64()),
+            "failed": pc.cast(pc.equal(status, "failed"), pa.int64()),
+            "skipped": pc.cast(pc.equal(status, "skipped"), pa.int64()),
+            "ok_end": pc.if_else(is_ok, clips.column("end_frame"), 0),
+        })
+        grouped = per_clip.group_by("video_id").aggregate(
+            [("video_uri", "min"), ("unit_id", "distinct"), ("ok", "sum"), ("failed", "sum"), ("skipped", "sum"),
+             ("ok_end", "max")]
+        )
+        summaries = [
+            VideoSummary(
+                video_id=row["video_id"],
+                video_uri=row["video_uri_min"],
+                num_frames=int(row["ok_end_max"]),
+                clips_ok=int(row["ok_sum"]),
+                clips_failed=int(row["failed_sum"]),
+                clips_skipped=int(row["skipped_sum"]),
+                unit_ids=tuple(sorted(row["unit_id_distinct"])),
             )
-        return summaries
+            for row in grouped.to_pylist()
+        ]
+        return {summary.video_id: summary for summary in sorted(summaries, key=lambda v: v.video_id)}
 
     def videos(self) -> list[VideoSummary]:
         """Every video of the committed clips/, ordered by video_id."""
@@ -149,17 +159,32 @@ class TrackedMaskDataset:
         except KeyError:
             raise UnknownVideoError(f"video {video_id!r} is not in {self.output} (no committed clips/ row)") from None
 
+    def _read_rows(self, unit_ids: Iterable[str], where: pc.Expression) -> pa.Table:
+        paths = [self.files.masks[unit] for unit in unit_ids if unit in self.files.masks]
+        if not paths:
+            return MASKS_SCHEMA.empty_table().select(ROW_COLUMNS)
+        return self._dataset(paths, MASKS_SCHEMA).to_table(columns=ROW_COLUMNS, filter=where)
+
     def video_rows(self, video_id: str, frame_index: int | None = None) -> VideoRows:
         """Mask rows of one video (RLE, not decoded), or of one of its frames, read from its own units' files."""
-        summary = self.video(video_id)
-        paths = [self.files.masks[unit] for unit in summary.unit_ids if unit in self.files.masks]
-        if not paths:
-            return VideoRows.from_table(video_id, MASKS_SCHEMA.empty_table().select(ROW_COLUMNS))
         where = pc.field("video_id") == video_id
         if frame_index is not None:
             where = where & (pc.field("frame_index") == frame_index)
-        table = self._dataset(paths, MASKS_SCHEMA).to_table(columns=ROW_COLUMNS, filter=where)
-        return VideoRows.from_table(video_id, table)
+        return VideoRows.from_table(video_id, self._read_rows(self.video(video_id).unit_ids, where))
+
+    def iter_video_rows(self, video_ids: Iterable[str] | None = None) -> Iterator[VideoRows]:
+        """The rows of each video, reading each unit once: videos of the same units come from one read.
+
+        Memory holds one unit's rows (compressed RLE) at a time. Videos come grouped by unit.
+        """
+        chosen = self.videos() if video_ids is None else [self.video(video_id) for video_id in video_ids]
+        by_units: dict[tuple[str, ...], list[str]] = {}
+        for summary in chosen:
+            by_units.setdefault(summary.unit_ids, []).append(summary.video_id)
+        for unit_ids, ids in by_units.items():
+            table = self._read_rows(unit_ids, pc.field("video_id").isin(ids))
+            for video_id in ids:
+                yield VideoRows.from_table(video_id, table.filter(pc.equal(table.column("video_id"), video_id)))
 
     def tracks(self, video_id: str) -> list[TrackSpan]:
         """Per-track frame ranges of one video (first/last frame with a row, frames present), by track_id."""
@@ -171,9 +196,9 @@ class TrackedMaskDataset:
         return {} if rows is None else rows.decode(present_only)
 
     def iter_frames(self, video_ids: Iterable[str] | None = None) -> Iterator[FrameRows]:
-        """FrameRows of every frame with rows, video by video (one video's rows in memory at a time)."""
-        for video_id in self._videos if video_ids is None else video_ids:
-            yield from self.video_rows(video_id).frames()
+        """FrameRows of every frame with rows, video by video (one unit's rows in memory at a time)."""
+        for rows in self.iter_video_rows(video_ids):
+            yield from rows.frames()
 
     def nearest(self, query: np.ndarray, k: int = 10) -> pa.Table:
         """The k pointer rows most cosine-similar to `query` (256-d), best first, with a `similarity` column."""

@@ -1,7 +1,7 @@
 """Exports of a job's output to the formats video-segmentation tools read: SA-V, YouTube-VIS, DAVIS.
 
-`export_dataset` walks the committed output one video at a time (its rows, then its frames), so
-memory holds one video's compressed masks and one decoded frame whatever the size of the output.
+`export_dataset` walks the committed output one unit, then one video at a time (its rows, then its
+frames), so memory holds one unit's compressed masks and one decoded frame whatever the output's size.
 """
 
 from __future__ import annotations
@@ -80,8 +80,8 @@ def export_dataset(
     target = Destination(dest, storage_options)
     writer: VideoWriter = _WRITERS[fmt](target)
     written = skipped = tracks = annotated = images = 0
-    for video in videos:
-        rows = dataset.video_rows(video.video_id)
+    for rows in dataset.iter_video_rows([video.video_id for video in videos]):
+        video = dataset.video(rows.video_id)
         if rows.num_rows == 0:
             skipped += 1
             continue

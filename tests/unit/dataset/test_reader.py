@@ -104,3 +104,13 @@ def test_dataset_pickles_for_dataloader_workers(fake_output: FakeOutput) -> None
     _ = data.masks  # cached pyarrow objects are not pickled
     copy = pickle.loads(pickle.dumps(data))
     assert copy.masks.count_rows() == data.masks.count_rows() > 0
+
+
+def test_iter_video_rows_reads_units_once_and_agrees_with_video_rows(fake_output: FakeOutput) -> None:
+    data = open_dataset(fake_output.path)
+    streamed = {rows.video_id: rows for rows in data.iter_video_rows()}
+    assert sorted(streamed) == [VIDEO_A, VIDEO_B, VIDEO_C, VIDEO_D]
+    for video_id, rows in streamed.items():
+        assert rows.table.equals(data.video_rows(video_id).table)
+    assert streamed[VIDEO_A].num_rows == 21 and streamed[VIDEO_C].num_rows == 0
+    assert [rows.video_id for rows in data.iter_video_rows([VIDEO_B])] == [VIDEO_B]
