@@ -3,7 +3,8 @@
 Each track is one annotation whose `segmentations`, `areas` and `bboxes` hold one entry per frame of
 its video (COCO compressed RLE `{"size": [h, w], "counts": str}`, or null where the object is absent),
 the format SAM 3's video evaluation reads. The output has no class labels: every track is category 1,
-"object". The file is streamed: each video's entries are spooled to local temporary files as it is
+"object". Each video's `file_names` name `<video_id>/<frame:05d>.jpg`, the files `--frames` writes under
+JPEGImages/. The file is streamed: each video's entries are spooled to local temporary files as it is
 read, then joined, so memory holds one video at a time.
 """
 
