@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
+from typing import Literal
 
 from batchtrack.errors import ConfigError
 
@@ -113,6 +114,9 @@ class TrackerConfig:
     # Frames encoded together by the image encoder, read ahead from the frame iterator; this bounds
     # the look-ahead (and the raw frames held) to this many frames.
     encoder_batch_size: int = 4
+    # Arithmetic on CUDA: bfloat16 autocast (SAM 2's inference setting) or plain float32 (bench/gpu.py
+    # measures both and the mask IoU between them). CPU always runs float32.
+    cuda_dtype: Literal["bfloat16", "float32"] = "bfloat16"
 
     def __post_init__(self) -> None:
         # Windows tile the stride-4 map exactly (pos_embed_window is tiled over it) and the

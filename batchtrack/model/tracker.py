@@ -593,7 +593,7 @@ class Tracker(nn.Module):
         return _ObjectPrompt(oid, coords=xy, labels=torch.from_numpy(np.concatenate(labels)).to(self.device))
 
     def _autocast(self) -> AbstractContextManager[object]:
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" and self.config.cuda_dtype == "bfloat16":
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return nullcontext()
 

@@ -7,18 +7,24 @@ and loaded into ours through the strict loader; features must then agree on the 
 from __future__ import annotations
 
 import functools
+import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("sam2", reason="the official sam2 package (test-only oracle) is not installed")
-build_sam = pytest.importorskip("sam2.build_sam", reason="sam2's builder needs hydra-core and iopath")
+# A missing oracle fails collection (CI must not go green without it) unless skipping is asked for.
+if importlib.util.find_spec("sam2") is None and os.environ.get("PARITY_ALLOW_NO_ORACLE") == "1":
+    pytest.skip("sam2 (the test-only oracle) is not installed; PARITY_ALLOW_NO_ORACLE=1", allow_module_level=True)
 
-from batchtrack.model.build import build_image_encoder  # noqa: E402
-from batchtrack.model.configs import get_config  # noqa: E402
-from batchtrack.model.image_encoder import IMAGENET_STD, ImageEncoder, preprocess_frames  # noqa: E402
+import sam2.build_sam as build_sam
+
+from batchtrack.model.build import build_image_encoder
+from batchtrack.model.configs import get_config
+from batchtrack.model.image_encoder import IMAGENET_STD, ImageEncoder, preprocess_frames
+from batchtrack.model.tracker import Tracker
 
 pytestmark = pytest.mark.parity
 
@@ -105,16 +111,14 @@ def test_image_encoder_state_dict_matches_official_builder(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL_CONFIGS))
 def test_tracker_state_dict_and_size_match_official_builder(name: str) -> None:
-    tracker_module = pytest.importorskip("batchtrack.model.tracker", reason="the Tracker class is not written yet")
     expected, _ = _official_shapes(name)
     with torch.device("meta"):
-        tracker = tracker_module.Tracker(get_config(name))
+        tracker = Tracker(get_config(name))
     assert {k: tuple(v.shape) for k, v in tracker.state_dict().items()} == expected
     assert sum(p.numel() for p in tracker.parameters()) == PUBLISHED_PARAMS[name]
 
 
 def test_official_checkpoint_loads_into_tracker_strictly(official_tiny: tuple[torch.nn.Module, Path]) -> None:
-    pytest.importorskip("batchtrack.model.tracker", reason="the Tracker class is not written yet")
     from batchtrack.model.build import build_tracker
 
     official, checkpoint = official_tiny

@@ -23,8 +23,9 @@ down; one shorter run at SAM 2.1's native 1024 is marked slow. (At 512 the same 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +33,18 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("sam2", reason="the official sam2 package (test-only oracle) is not installed; run `make oracle`")
-PIL_Image = pytest.importorskip("PIL.Image", reason="Pillow is needed to write the oracle's JPEG frames")
+# A missing oracle fails collection (CI must not go green without it) unless skipping is asked for.
+if importlib.util.find_spec("sam2") is None and os.environ.get("PARITY_ALLOW_NO_ORACLE") == "1":
+    pytest.skip("sam2 (the test-only oracle) is not installed; PARITY_ALLOW_NO_ORACLE=1", allow_module_level=True)
 
-from sam2.build_sam import build_sam2_video_predictor  # noqa: E402
+from PIL import Image as PIL_Image
+from sam2.build_sam import build_sam2_video_predictor  # `make oracle` installs it
 
-from batchtrack.model.build import build_tracker  # noqa: E402
-from batchtrack.model.checkpoint import load_state_dict_file, load_strict  # noqa: E402
-from batchtrack.model.configs import get_config  # noqa: E402
-from batchtrack.model.tracker import Tracker  # noqa: E402
-from batchtrack.model.types import FrameResult, Prompt  # noqa: E402
+from batchtrack.model.build import build_tracker
+from batchtrack.model.checkpoint import load_state_dict_file, load_strict
+from batchtrack.model.configs import get_config
+from batchtrack.model.tracker import Tracker
+from batchtrack.model.types import FrameResult, Prompt
 
 pytestmark = pytest.mark.parity
 
@@ -50,6 +53,10 @@ TOLERANCE = 1e-3
 SIZE = 256
 NUM_FRAMES = 8
 HEIGHT, WIDTH = 120, 160
+# The long run: past the bank's limits (6 recent memories, 15 pointers), with a correction click.
+LONG_FRAMES = 24
+CORRECTION_FRAME = 12
+MIN_PRESENT = 0.75  # fraction of compared frames on which each object must be present
 
 OracleFrame = tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor]  # ids, logits (N,H,W), scores (N,), ptrs (N,C)
 
@@ -72,14 +79,32 @@ def _draw_frame(t: int) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def _draw_long_frame(t: int) -> np.ndarray:
+    """Three objects over 24 frames: a red disc moving right, a green block moving left, a blue square sinking."""
+    rng = np.random.default_rng(100 + t)
+    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH]
+    img = np.stack([xx * 1.5, yy * 2.0, (xx + yy) * 0.8], axis=-1) + rng.normal(0, 10, (HEIGHT, WIDTH, 3))
+    img[(xx - (25 + 3 * t)) ** 2 + (yy - 45) ** 2 < 14**2] = (220, 30, 30)
+    img[85:108, 125 - 2 * t : 152 - 2 * t] = (30, 200, 40)
+    img[8 + 2 * t : 30 + 2 * t, 100:122] = (40, 40, 210)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _write_clip(folder: Path, num_frames: int, draw: Callable[[int], np.ndarray]) -> tuple[Path, list[np.ndarray]]:
+    """A JPEG folder for the oracle and the decoded pixels of the same files for us."""
+    for t in range(num_frames):
+        PIL_Image.fromarray(draw(t)).save(folder / f"{t:05d}.jpg", quality=100)
+    return folder, [np.array(PIL_Image.open(folder / f"{t:05d}.jpg").convert("RGB")) for t in range(num_frames)]
+
+
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[np.ndarray]]:
-    """A JPEG folder for the oracle and the decoded pixels of the same files for us."""
-    folder = tmp_path_factory.mktemp("frames")
-    for t in range(NUM_FRAMES):
-        PIL_Image.fromarray(_draw_frame(t)).save(folder / f"{t:05d}.jpg", quality=100)
-    frames = [np.array(PIL_Image.open(folder / f"{t:05d}.jpg").convert("RGB")) for t in range(NUM_FRAMES)]
-    return folder, frames
+    return _write_clip(tmp_path_factory.mktemp("frames"), NUM_FRAMES, _draw_frame)
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[np.ndarray]]:
+    return _write_clip(tmp_path_factory.mktemp("long_frames"), LONG_FRAMES, _draw_long_frame)
 
 
 @pytest.fixture(scope="module")
@@ -114,32 +139,60 @@ def _ours(checkpoint: Path, size: int) -> Tracker:
     return tracker.eval()
 
 
+def _add_prompts(pred: Any, state: dict[str, Any], prompts: list[Prompt]) -> None:
+    for p in prompts:
+        if p.mask is not None:
+            pred.add_new_mask(state, p.frame_index, p.object_id, p.mask)
+        else:
+            pred.add_new_points_or_box(
+                state, p.frame_index, p.object_id, points=p.points, labels=p.point_labels, box=p.box
+            )
+
+
+def _collect(
+    pred: Any, state: dict[str, Any], start: int | None, max_frames: int | None, reverse: bool = False
+) -> dict[int, OracleFrame]:
+    """Propagate and keep every frame's mask logits, object score logits and object pointers per object."""
+    out: dict[int, OracleFrame] = {}
+    for frame, ids, logits in pred.propagate_in_video(
+        state, start_frame_idx=start, max_frame_num_to_track=max_frames, reverse=reverse
+    ):
+        outputs = []
+        for idx in range(len(ids)):
+            per_obj = state["output_dict_per_obj"][idx]
+            outputs.append(per_obj["cond_frame_outputs"].get(frame) or per_obj["non_cond_frame_outputs"][frame])
+        scores = torch.stack([o["object_score_logits"][0, 0] for o in outputs])
+        pointers = torch.stack([o["obj_ptr"][0] for o in outputs])
+        out[frame] = (list(ids), logits[:, 0].clone(), scores.clone(), pointers.clone())
+    return out
+
+
 def _run_oracle(
     pred: Any, folder: Path, prompts: list[Prompt], reverse: bool, max_frames: int | None = None
 ) -> dict[int, OracleFrame]:
-    out: dict[int, OracleFrame] = {}
     with torch.inference_mode():
         state = pred.init_state(str(folder))
-        for p in prompts:
-            if p.mask is not None:
-                pred.add_new_mask(state, p.frame_index, p.object_id, p.mask)
-            else:
-                pred.add_new_points_or_box(
-                    state, p.frame_index, p.object_id, points=p.points, labels=p.point_labels, box=p.box
-                )
-        for frame, ids, logits in pred.propagate_in_video(state, reverse=reverse, max_frame_num_to_track=max_frames):
-            outputs = []
-            for idx in range(len(ids)):
-                per_obj = state["output_dict_per_obj"][idx]
-                outputs.append(per_obj["cond_frame_outputs"].get(frame) or per_obj["non_cond_frame_outputs"][frame])
-            scores = torch.stack([o["object_score_logits"][0, 0] for o in outputs])
-            pointers = torch.stack([o["obj_ptr"][0] for o in outputs])
-            out[frame] = (list(ids), logits[:, 0].clone(), scores.clone(), pointers.clone())
-    return out
+        _add_prompts(pred, state, prompts)
+        return _collect(pred, state, start=None, max_frames=max_frames, reverse=reverse)
+
+
+def _assert_objects_present(oracle: dict[int, OracleFrame], label: str) -> None:
+    """Fail unless every object is present (object score > 0) with a non-empty mask on most frames: the
+    outputs of absent objects are constants (no-object pointer, -1024 logits) that agree trivially."""
+    ids = oracle[min(oracle)][0]
+    for row, obj in enumerate(ids):
+        present = [
+            float(scores[row]) > 0 and bool((logits[row] > 0).any())
+            for frame_ids, logits, scores, _ in oracle.values()
+            if frame_ids == ids
+        ]
+        fraction = sum(present) / len(present)
+        assert fraction >= MIN_PRESENT, f"{label}: object {obj} present on only {fraction:.0%} of compared frames"
 
 
 def _compare(ours: dict[int, FrameResult], oracle: dict[int, OracleFrame], label: str) -> float:
     """Largest difference over all compared values; fails with the frame and object when above tolerance."""
+    _assert_objects_present(oracle, label)
     worst = 0.0
     for frame, (ids, logits, scores, pointers) in sorted(oracle.items()):
         result = ours[frame]
@@ -230,3 +283,36 @@ def test_native_1024_matches_official(checkpoint: Path, clip: tuple[Path, list[n
     assert sorted(oracle) == [0, 1, 2, 3]
     _compare(ours, oracle, "1024")
 
+
+
+def _run_oracle_with_correction(
+    pred: Any, folder: Path, first: list[Prompt], correction: Prompt
+) -> dict[int, OracleFrame]:
+    """The official predictor the way a streaming pass sees a correction: frames before it tracked from the
+    first prompts only, the click added on a frame not yet tracked, then propagation resumed from there."""
+    with torch.inference_mode():
+        state = pred.init_state(str(folder))
+        _add_prompts(pred, state, first)
+        out = _collect(pred, state, start=0, max_frames=correction.frame_index - 1)
+        _add_prompts(pred, state, [correction])
+        out.update(_collect(pred, state, start=correction.frame_index, max_frames=None))
+    return out
+
+
+def test_long_clip_with_a_later_correction_click_matches_official(
+    checkpoint: Path, long_clip: tuple[Path, list[np.ndarray]]
+) -> None:
+    folder, frames = long_clip
+    first = [
+        _points(0, 1, [[25, 45]], [1]),  # one click: multimask output
+        Prompt(0, 2, box=np.array([124, 84, 152, 108], dtype=np.float32)),
+        _points(0, 3, [[110, 18], [60, 100]], [1, 0]),
+    ]
+    # A second positive and a negative click on object 1 where the disc is on the correction frame.
+    x = 25 + 3 * CORRECTION_FRAME
+    correction = _points(CORRECTION_FRAME, 1, [[x, 45], [x + 30, 45]], [1, 0])
+    ours = _track(_ours(checkpoint, SIZE), frames, [*first, correction], reverse=False, clip_length=LONG_FRAMES)
+    oracle = _run_oracle_with_correction(_oracle(checkpoint, SIZE), folder, first, correction)
+    assert sorted(oracle) == list(range(LONG_FRAMES))
+    _compare(ours, oracle, "24 frames, 3 objects, correction on frame 12")
+    assert ours[CORRECTION_FRAME].object_ids == [1, 2, 3]
