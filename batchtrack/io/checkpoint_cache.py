@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import fsspec
 
@@ -116,14 +116,14 @@ def _lookup(cache: Path, key: str) -> tuple[Path, str] | None:
 def _download(fs: fsspec.AbstractFileSystem, path: str, uri: str, cache: Path) -> tuple[Path, str]:
     blobs = cache / "blobs"
     blobs.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
     # The temporary file lives beside its final name so the rename stays on one filesystem (atomic).
     handle, tmp_name = tempfile.mkstemp(dir=blobs, prefix=".partial-")
+    os.close(handle)
     try:
-        with os.fdopen(handle, "wb") as out, fs.open(path, "rb") as remote:
-            _copy_hashing(remote, out, digest)
-        suffix = Path(path).suffix.lower()
-        blob = blobs / f"{digest.hexdigest()}{suffix}"
+        # get_file streams the object (HTTP servers without range requests included) instead of seeking.
+        fs.get_file(path, tmp_name)
+        digest = _sha256_of_file(Path(tmp_name))
+        blob = blobs / f"{digest}{Path(path).suffix.lower()}"
         os.replace(tmp_name, blob)
     except FileNotFoundError as exc:
         raise ConfigError(f"model.checkpoint {uri} does not exist") from exc
@@ -133,13 +133,7 @@ def _download(fs: fsspec.AbstractFileSystem, path: str, uri: str, cache: Path) -
         raise TransientIOError(f"model.checkpoint {uri}: download failed: {type(exc).__name__}: {exc}") from exc
     finally:
         Path(tmp_name).unlink(missing_ok=True)
-    return blob, digest.hexdigest()
-
-
-def _copy_hashing(source: IO[bytes], target: IO[bytes], digest: Any) -> None:
-    for chunk in iter(lambda: source.read(CHUNK), b""):
-        digest.update(chunk)
-        target.write(chunk)
+    return blob, digest
 
 
 def _sha256_of_file(path: Path) -> str:
