@@ -15,6 +15,17 @@ both sides still round stored memory to bf16. Each oracle session adds all promp
 the frame where they join. An object joining later is compared with an oracle session of its own
 (the official tracks objects independently), and reverse tracking with a separate session.
 
+The long run (24 frames, 3 objects, a correction click for object 1 on frame 12) goes past the bank's
+limits (6 recent memories, 15 pointers) and gives object 1 two conditioning frames. It is compared where
+streaming and the official predictor agree: the official session tracks frames 0-11 from the first prompts,
+receives the click on frame 12 (not yet tracked, so it is decoded without memory, as ours does) and resumes
+from there. They differ by design elsewhere: re-propagating from frame 0 after the click lets the official
+frames 1-11 attend to frame 12's memory (streaming cannot see a later prompt), and a click on a frame the
+official predictor has already tracked is decoded with memory and the previous mask as input (interactive
+refinement), while a streaming pass decodes a prompted frame from the prompt alone. Every comparison first
+asserts that the objects are present (object score > 0, non-empty mask) on most frames, so agreement between
+two absent objects' constant outputs cannot pass for parity.
+
 The model runs at image_size 256 (hydra override `++model.image_size=256` for the oracle, the same
 field for ours; every code path is the one of 1024, on a 16 x 16 feature grid) to keep CPU time
 down; one shorter run at SAM 2.1's native 1024 is marked slow. (At 512 the same tests passed too.)

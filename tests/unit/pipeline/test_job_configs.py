@@ -10,6 +10,7 @@ import pytest
 
 from batchtrack.config import load_config
 from batchtrack.pipeline.job import Failure, JobSummary
+from batchtrack.pipeline.models import check_model_weights
 
 ROOT = Path(__file__).resolve().parents[3]
 JOB_CONFIGS = sorted(p for p in (ROOT / "jobs" / "configs").glob("*.yaml") if not p.name.startswith("train"))
@@ -23,6 +24,14 @@ def test_there_are_job_configs() -> None:
 def test_job_config_loads(path: Path) -> None:
     cfg = load_config(path)
     assert cfg.corpus and cfg.output
+
+
+@pytest.mark.parametrize("path", JOB_CONFIGS, ids=lambda p: p.name)
+def test_job_config_runs_real_weights(path: Path) -> None:
+    # No shipped config may track with random SAM 2.1 weights, silently or by flag.
+    model = load_config(path).model
+    check_model_weights(model)
+    assert not model.random_weights
 
 
 def test_job_script_fits_on_a_screen_and_shows_help() -> None:
