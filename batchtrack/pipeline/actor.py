@@ -509,7 +509,7 @@ class UnitTracker:
         torch.set_num_threads(max(1, int(settings.num_cpus)))
         device = choose_device(settings.num_gpus)
         node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
-        tracker = load_tracker(settings.model, device)
+        tracker = load_tracker(settings.model, device, settings.storage_options)
         auto = None
         if settings.auto is not None and supports_auto(settings.model.name):
             auto = build_auto_tracker(tracker, settings.auto, settings.model.name, settings.storage_options)

@@ -240,7 +240,7 @@ def track_units(parts: Sequence[ListingPart], context: PlanContext, cfg: JobConf
     items = [{"part": json.dumps({"kind": p.kind, "uri": p.uri})} for p in parts]
     with _unit_blocks():
         units = ray.data.from_items(items, override_num_blocks=len(items)).flat_map(
-            _plan_rows, fn_kwargs={"context": [context_ref]}, num_cpus=0.25
+            _plan_rows, fn_kwargs={"context": [context_ref]}, num_cpus=0
         )
         tracked = units.map_batches(
             UnitTracker,

@@ -1,4 +1,4 @@
-"""Integration fixtures: synthetic corpora with broken files, prompts on every clip, output readers."""
+"""Integration fixtures: synthetic corpora with broken files, prompts on frame 0 only, output checks."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import psutil
@@ -23,9 +24,7 @@ from pycocotools import mask as coco_mask
 from batchtrack.synthetic.corpus import write_synthetic_video
 from batchtrack.synthetic.scene import SceneSpec
 
-CLIP_FRAMES = 8
-OVERLAP = 2
-PROMPT_EVERY = CLIP_FRAMES - OVERLAP  # every clip start gets prompts
+CLIP_FRAMES = 8  # videos of 20-24 frames → 3 clips each; prompts sit on frame 0 only, as users put them
 
 
 @dataclass(frozen=True)
@@ -36,19 +35,19 @@ class Corpus:
     prompts: Path
 
 
-def write_prompts_every(videos: list[Path], manifest: Path, every: int) -> None:
-    """Box prompts from each video's ground truth on frames 0, every, 2*every, ... (objects visible there)."""
+def write_first_frame_prompts(videos: list[Path], manifest: Path) -> None:
+    """A box prompt per object visible on frame 0 of each video (from its ground truth), and nothing later."""
     lines = []
     for video in videos:
         gt = pq.read_table(video.with_name(video.name[: -len(".mp4")] + ".gt.parquet")).to_pylist()
         for row in gt:
-            if row["frame_index"] % every:
+            if row["frame_index"] != 0:
                 continue
             rle = {"size": [row["height"], row["width"]], "counts": row["rle"].encode()}
             x, y, w, h = (float(v) for v in coco_mask.toBbox(rle))
             if w >= 2 and h >= 2:
-                frame, object_id = row["frame_index"], row["object_id"]
-                lines.append({"video": video.name, "frame": frame, "object_id": object_id, "box": [x, y, x + w, y + h]})
+                box = [x, y, x + w, y + h]
+                lines.append({"video": video.name, "frame": 0, "object_id": row["object_id"], "box": box})
     manifest.write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 
@@ -65,7 +64,10 @@ def make_corpus(folder: Path, num_videos: int, num_frames: int, seed: int = 0, b
         data = videos[0].read_bytes()
         (folder / "truncated.mp4").write_bytes(data[: len(data) // 2])
         bad = [folder / "zero.mp4", folder / "garbage.mp4", folder / "truncated.mp4"]
-    write_prompts_every(videos, folder / "prompts.jsonl", PROMPT_EVERY)
+    write_first_frame_prompts(videos, folder / "prompts.jsonl")
+    with (folder / "prompts.jsonl").open("a") as manifest:  # prompted like the rest: they must fail, not be skipped
+        for path in bad:
+            manifest.write(json.dumps({"video": path.name, "frame": 0, "object_id": 1, "box": [1, 1, 9, 9]}) + "\n")
     return Corpus(folder, videos, bad, folder / "prompts.jsonl")
 
 
@@ -88,44 +90,66 @@ def read_table(output: Path | str, kind: str, filesystem: object | None = None) 
     return ds.dataset(source, format="parquet", filesystem=filesystem).to_table()
 
 
-def expected_rows(prompts_file: Path, video_uri_of: Callable[[str], str], start: int, end: int, uri: str) -> int:
-    """Rows a clip must have: each object prompted inside [start, end) appears from its first prompt to the end."""
-    first: dict[int, int] = {}
+def first_prompts(prompts_file: Path, video_uri_of: Callable[[str], str]) -> dict[str, dict[int, int]]:
+    """video URI → object id → the frame of its first prompt."""
+    first: dict[str, dict[int, int]] = defaultdict(dict)
     for line in prompts_file.read_text().splitlines():
         item = json.loads(line)
-        if video_uri_of(item["video"]) == uri and start <= item["frame"] < end:
-            first[item["object_id"]] = min(first.get(item["object_id"], end), item["frame"])
-    return sum(end - frame for frame in first.values())
+        objects = first[video_uri_of(item["video"])]
+        objects[item["object_id"]] = min(objects.get(item["object_id"], item["frame"]), item["frame"])
+    return first
 
 
 def assert_complete_dataset(output: Path | str, prompts_file: Path, video_uri_of: Callable[[str], str],
                             filesystem: object | None = None) -> pa.Table:
-    """Every ok clip once, its rows = frames x objects from the prompts, no duplicate keys, pointers alike."""
+    """Whole-video tracks: every prompted object of every fully ok video has one row on every frame from its
+    first prompt to the video's end; one row per (video, frame, object); pointers alike; clips tile each video."""
     clips = read_table(output, "clips", filesystem).to_pylist()
     masks = read_table(output, "masks", filesystem)
     pointers = read_table(output, "pointers", filesystem)
     clip_ids = [c["clip_id"] for c in clips]
     assert len(clip_ids) == len(set(clip_ids)), "a clip has two clips/ rows"
-    keys = list(zip(masks.column("clip_id").to_pylist(), masks.column("frame_index").to_pylist(),
+    keys = list(zip(masks.column("video_id").to_pylist(), masks.column("frame_index").to_pylist(),
                     masks.column("object_id").to_pylist(), strict=True))
-    assert len(keys) == len(set(keys)), "duplicate (clip_id, frame_index, object_id) rows in masks/"
-    pointer_keys = list(zip(pointers.column("clip_id").to_pylist(), pointers.column("frame_index").to_pylist(),
+    assert len(keys) == len(set(keys)), "duplicate (video_id, frame_index, object_id) rows in masks/"
+    pointer_keys = list(zip(pointers.column("video_id").to_pylist(), pointers.column("frame_index").to_pylist(),
                             pointers.column("object_id").to_pylist(), strict=True))
     assert sorted(pointer_keys) == sorted(keys)
-    per_clip: dict[str, int] = defaultdict(int)
-    for clip_id, _, _ in keys:
-        per_clip[clip_id] += 1
+    assert masks.column("track_id").to_pylist() == [int(o) for o in masks.column("object_id").to_pylist()]
+    by_clip: dict[str, int] = defaultdict(int)
+    for clip_id in masks.column("clip_id").to_pylist():
+        by_clip[clip_id] += 1
     ok = [c for c in clips if c["status"] == "ok"]
     assert ok, "no clip was tracked"
     for clip in ok:
-        want = expected_rows(prompts_file, video_uri_of, clip["start_frame"], clip["end_frame"], clip["video_uri"])
-        assert per_clip[clip["clip_id"]] == clip["mask_rows"] == want, clip
-    assert set(per_clip) == {c["clip_id"] for c in ok}, "masks/ holds rows of clips that are not ok"
+        assert by_clip[clip["clip_id"]] == clip["mask_rows"], clip
+    assert set(by_clip) <= {c["clip_id"] for c in ok}, "masks/ holds rows of clips that are not ok"
+    first = first_prompts(prompts_file, video_uri_of)
+    videos: dict[str, list[dict]] = defaultdict(list)
+    for clip in clips:
+        videos[clip["video_id"]].append(clip)
+    rows_of: dict[str, set[tuple[int, int]]] = defaultdict(set)
+    for video_id, frame, object_id in keys:
+        rows_of[video_id].add((frame, object_id))
+    checked = 0
+    for video_id, video_clips in videos.items():
+        video_clips.sort(key=lambda c: c["start_frame"])
+        if any(c["status"] != "ok" for c in video_clips):
+            continue
+        spans = [(c["start_frame"], c["end_frame"]) for c in video_clips]
+        assert spans[0][0] == 0 and all(a[1] == b[0] for a, b in pairwise(spans)), spans
+        end = spans[-1][1]
+        prompted = first.get(video_clips[0]["video_uri"], {})
+        assert prompted, f"{video_clips[0]['video_uri']} has no prompts: the comparison would be empty"
+        want = {(frame, obj) for obj, start in prompted.items() for frame in range(start, end)}
+        assert rows_of[video_id] == want, video_clips[0]["video_uri"]
+        checked += len(want)
+    assert checked, "no fully tracked video with prompted objects"
     return masks
 
 
 class ActorKiller:
-    """SIGKILLs the first ClipTracker actor process (a descendant of this test) caught mid-batch."""
+    """SIGKILLs the first UnitTracker actor process (a descendant of this test) caught mid-unit."""
 
     def __init__(self, timeout_s: float = 240.0) -> None:
         self.killed_pid: int | None = None
@@ -141,7 +165,7 @@ class ActorKiller:
                     title = " ".join(proc.cmdline())
                 except psutil.Error:
                     continue
-                if "ClipTracker)).submit" in title:
+                if "UnitTracker)).submit" in title:
                     os.kill(proc.pid, signal.SIGKILL)
                     self.killed_pid = proc.pid
                     return

@@ -1,4 +1,5 @@
-"""The batch job end to end on an embedded local Ray (num_cpus=2): broken inputs, resume, a killed actor."""
+"""The batch job end to end on an embedded local Ray (num_cpus=2): whole-video tracks, broken inputs, resume,
+a killed actor, and the J&F of a video cut into clips against the same video tracked as one clip."""
 
 from __future__ import annotations
 
@@ -13,23 +14,28 @@ import pytest
 import ray
 
 from batchtrack.config import load_config
+from batchtrack.eval.evaluate import evaluate_output
 from batchtrack.io.rle import decode_mask
-from batchtrack.pipeline.job import run_job
+from batchtrack.pipeline.job import JobSummary, run_job
 
-from .conftest import CLIP_FRAMES, OVERLAP, ActorKiller, Corpus, assert_complete_dataset, make_corpus, read_table
+from .conftest import CLIP_FRAMES, ActorKiller, Corpus, assert_complete_dataset, make_corpus, read_table
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("local_ray")]
 
 
-def _config(corpus: Corpus, output: Path, model: str = "baseline-flow", actors: int = 2, **extra: object) -> object:
+def _config(
+    corpus: Corpus, output: Path, model: str = "baseline-flow", actors: int = 2, clip_frames: int = CLIP_FRAMES,
+    **extra: object,
+) -> object:
     return load_config(
         None,
         corpus=str(corpus.folder),
         output=str(output),
         prompts=str(corpus.prompts),
         model={"name": model},
-        clip={"length_frames": CLIP_FRAMES, "overlap_frames": OVERLAP},
+        clip={"length_frames": clip_frames},
         actors={"num_actors": actors, "num_cpus": 1},
+        unit={"max_videos": 2},
         **extra,
     )
 
@@ -39,13 +45,13 @@ def _uri_of(corpus: Corpus) -> Callable[[str], str]:
 
 
 @pytest.fixture(scope="module")
-def first_run(mixed_corpus: Corpus, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+def first_run(mixed_corpus: Corpus, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, JobSummary]:
     output = tmp_path_factory.mktemp("local") / "out"
     return output, run_job(_config(mixed_corpus, output, max_failed_fraction=0.5))
 
 
-def test_mixed_corpus_tracks_good_videos_and_records_broken_files_as_failures(
-    mixed_corpus: Corpus, first_run: tuple[Path, object]
+def test_prompts_on_frame_0_are_tracked_through_every_clip_and_broken_files_are_failures(
+    mixed_corpus: Corpus, first_run: tuple[Path, JobSummary]
 ) -> None:
     output, summary = first_run
     clips = read_table(output, "clips").to_pylist()
@@ -53,31 +59,41 @@ def test_mixed_corpus_tracks_good_videos_and_records_broken_files_as_failures(
     assert set(failed) == {"zero.mp4", "garbage.mp4", "truncated.mp4"}
     assert all(c["error_class"] == "DecodeError" and c["error_message"] for c in failed.values())
     assert "empty" in failed["zero.mp4"]["error_message"]
-    # 20, 22, 24 frames in clips of 8 with overlap 2 → 3 + 4 + 4 clips, each with prompts at its start.
+    # 20, 22, 24 frames in clips of 8 → 3 clips each; prompts only on frame 0.
     ok = [c for c in clips if c["status"] == "ok"]
-    assert len(ok) == 3 + 4 + 4
-    assert (summary.ok, summary.failed, summary.videos) == (11, 3, 6)
+    assert len(ok) == 3 + 3 + 3
+    assert (summary.ok, summary.failed, summary.videos, summary.units) == (9, 3, 6, 3)
     assert summary.exit_code(0.5) == 0 and summary.exit_code(0.0) == 1
-    assert_complete_dataset(output, mixed_corpus.prompts, _uri_of(mixed_corpus))
+    masks = assert_complete_dataset(output, mixed_corpus.prompts, _uri_of(mixed_corpus))
+    later = [f for f in masks.column("frame_index").to_pylist() if f >= CLIP_FRAMES]
+    assert len(later) > masks.num_rows // 2, "rows stop at the first clip"
 
 
-def test_masks_are_valid_rle_at_video_resolution_and_readable_by_duckdb(first_run: tuple[Path, object]) -> None:
+def test_one_file_per_unit_in_each_table(first_run: tuple[Path, JobSummary]) -> None:
+    output, summary = first_run
+    for table in ("masks", "pointers", "clips"):
+        names = {p.name for p in (output / table).glob("*.parquet")}
+        assert len(names) <= summary.units, table
+    assert len(list((output / "clips").glob("*.parquet"))) == summary.units == 3
+    assert not list((output / "_attempts").glob("*"))
+
+
+def test_masks_are_valid_rle_at_video_resolution_and_readable_by_duckdb(first_run: tuple[Path, JobSummary]) -> None:
     output, _ = first_run
     masks = read_table(output, "masks")
     row = masks.slice(0, 1).to_pylist()[0]
     assert (row["height"], row["width"]) == (64, 96)
-    assert decode_mask(row["rle"], 64, 96).sum() == row["area"]
+    assert decode_mask(row["rle"], 64, 96).sum() == row["area"] > 0
     con = duckdb.connect()
     count = con.execute(f"SELECT count(*) FROM read_parquet('{output}/masks/**/*.parquet')").fetchone()[0]
     assert count == masks.num_rows
     dims = con.execute(f"SELECT DISTINCT len(embedding) FROM read_parquet('{output}/pointers/*.parquet')").fetchall()
     assert dims == [(256,)]
     query = f"SELECT status, count(*) FROM read_parquet('{output}/clips/*.parquet') GROUP BY 1"
-    status = dict(con.execute(query).fetchall())
-    assert status == {"ok": 11, "failed": 3}
+    assert dict(con.execute(query).fetchall()) == {"ok": 9, "failed": 3}
 
 
-def test_manifest_is_written_last_with_redacted_config_versions_and_counts(first_run: tuple[Path, object]) -> None:
+def test_manifest_is_written_last_with_redacted_config_versions_and_counts(first_run: tuple[Path, JobSummary]) -> None:
     output, summary = first_run
     manifest = json.loads((output / "_manifest.json").read_text())
     assert manifest["counts"]["ok"] == summary.ok
@@ -87,33 +103,61 @@ def test_manifest_is_written_last_with_redacted_config_versions_and_counts(first
     assert (output / "_manifest.json").stat().st_mtime >= newest_data
 
 
-def test_rerun_after_losing_commit_records_tracks_only_those_clips(
-    mixed_corpus: Corpus, first_run: tuple[Path, object], tmp_path: Path
+def test_rerun_tracks_only_uncommitted_units_and_rewrites_no_committed_file(
+    mixed_corpus: Corpus, first_run: tuple[Path, JobSummary], tmp_path: Path
 ) -> None:
     source, _ = first_run
     output = tmp_path / "out"
     shutil.copytree(source, output)
-    commits = sorted((output / "_commits").glob("*.json"))
-    lost = commits[::3]
-    for record in lost:
-        record.unlink()
-    (output / "masks" / f"{commits[1].stem}.parquet").unlink()  # committed, but its data file is gone
-    before = {p.name: p.stat().st_mtime_ns for p in (output / "masks").glob("*.parquet")}
+    commits = sorted((output / "clips").glob("*.parquet"))
+    lost = commits[0]
+    lost.unlink()  # a unit killed after its data files, before its commit
+    before = {p: p.stat().st_mtime_ns for p in output.rglob("*.parquet")}
 
     summary = run_job(_config(mixed_corpus, output, max_failed_fraction=0.5))
-    assert summary.ok == 11 and summary.resumed == 11 - len(lost) - 1
-    rewritten = {p.name for p in (output / "masks").glob("*.parquet") if before.get(p.name) != p.stat().st_mtime_ns}
-    assert rewritten == {f"{r.stem}.parquet" for r in [*lost, commits[1]]}
+    assert (summary.units, summary.resumed_units) == (3, 2)
+    changed = {p for p in output.rglob("*.parquet") if before.get(p) != p.stat().st_mtime_ns}
+    assert changed <= {output / t / lost.name for t in ("masks", "pointers", "clips")}
+    assert output / "clips" / lost.name in changed
     assert_complete_dataset(output, mixed_corpus.prompts, _uri_of(mixed_corpus))
-    assert pq.read_table(output / "clips").num_rows == 14
+    assert pq.read_table(output / "clips").num_rows == 12
 
 
-def test_actor_killed_mid_clip_is_restarted_and_every_clip_lands_once(tmp_path: Path) -> None:
+def test_failed_units_are_kept_unless_a_rerun_asks_to_retry_them(
+    mixed_corpus: Corpus, first_run: tuple[Path, JobSummary], tmp_path: Path
+) -> None:
+    source, _ = first_run
+    output = tmp_path / "out"
+    shutil.copytree(source, output)
+    failed_units = {p.name for p in (output / "_failed").iterdir()}
+    assert failed_units, "the broken files' units are marked failed"
+    kept = run_job(_config(mixed_corpus, output, max_failed_fraction=0.5))
+    assert kept.resumed_units == 3 and kept.failed == 0
+    retried = run_job(_config(mixed_corpus, output, max_failed_fraction=0.5, retry_failed=True))
+    assert retried.resumed_units == 3 - len(failed_units) and retried.failed == 3
+    assert pq.read_table(output / "clips").num_rows == 12
+
+
+def test_actor_killed_mid_unit_is_restarted_and_every_row_lands_once(tmp_path: Path) -> None:
     corpus = make_corpus(tmp_path / "corpus", num_videos=2, num_frames=14, seed=7, broken=False)
     output = tmp_path / "out"
     with ActorKiller() as killer:
         summary = run_job(_config(corpus, output, model="test-tiny", actors=1))
-    assert killer.killed_pid is not None, "no ClipTracker was caught mid-batch"
-    # 14 and 16 frames in clips of 8 with overlap 2 → 2 + 3 clips.
-    assert (summary.failed, summary.ok) == (0, 2 + 3)
+    assert killer.killed_pid is not None, "no UnitTracker was caught mid-unit"
+    # 14 and 16 frames in clips of 8 → 2 + 2 clips.
+    assert (summary.failed, summary.ok) == (0, 2 + 2)
     assert_complete_dataset(output, corpus.prompts, _uri_of(corpus))
+
+
+def test_a_video_cut_into_clips_scores_like_the_same_video_tracked_as_one_clip(tmp_path: Path) -> None:
+    corpus = make_corpus(tmp_path / "corpus", num_videos=2, num_frames=30, seed=11, broken=False)
+    scores = {}
+    for clip_frames in (8, 64):
+        output = tmp_path / f"out-{clip_frames}"
+        summary = run_job(_config(corpus, output, model="tiny-synthetic", actors=1, clip_frames=clip_frames))
+        assert summary.ok == (4 + 4 if clip_frames == 8 else 2)
+        report = evaluate_output(str(output), str(corpus.folder))
+        assert report.objects and all(o.num_frames > 0 for o in report.objects), "nothing was compared"
+        scores[clip_frames] = report.jf
+    assert scores[64] > 0.2, scores  # the model tracks something: the comparison is not of two empty outputs
+    assert abs(scores[8] - scores[64]) <= 0.03, scores
