@@ -67,7 +67,7 @@ def main() -> None:
         output = work / f"out-{actors}"
         cfg = load_config(
             None, corpus=str(corpus), output=str(output), prompts=str(corpus / "prompts.jsonl"),
-            model={"name": args.model}, clip={"length_frames": args.clip_frames, "overlap_frames": 2},
+            model={"name": args.model}, clip={"length_frames": args.clip_frames},
             actors={"num_actors": actors, "num_cpus": 1},
         )
         summary = run_job(cfg)

@@ -54,7 +54,7 @@ from batchtrack.pipeline.plan import VideoTask, WorkUnit, clip_length, clip_span
 log = logging.getLogger(__name__)
 
 # Test hook: a video whose URI contains this text kills its actor process, as a decoder crash would.
-CRASH_ENV = "BATCHTRACK_TEST_CRASH_ON"
+CRASH_ENV = "TRACKER_TEST_CRASH_ON"  # not BATCHTRACK_*: those are config keys
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""A driver killed mid-job (SIGKILL, no cleanup) followed by a rerun ends with every clip present once."""
+"""A driver killed mid-job (SIGKILL, no cleanup) followed by a rerun ends with every row present once and
+the committed files of the first run untouched."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from .conftest import CLIP_FRAMES, OVERLAP, Corpus, assert_complete_dataset, make_corpus, read_table
+from .conftest import CLIP_FRAMES, Corpus, assert_complete_dataset, make_corpus, read_table
 
 pytestmark = pytest.mark.integration
 
@@ -23,12 +24,13 @@ def _run_command(corpus: Corpus, output: Path) -> list[str]:
     return [
         sys.executable, "-m", "batchtrack.cli", "run", str(corpus.folder), str(output),
         "--prompts", str(corpus.prompts), "--model", "test-tiny",
-        "--clip-frames", str(CLIP_FRAMES), "--overlap-frames", str(OVERLAP), "--actors", "1",
+        "--clip-frames", str(CLIP_FRAMES), "--actors", "1",
     ]  # fmt: skip
 
 
 def _clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "BATCHTRACK_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "BATCHTRACK_"))}
+    return {**env, "BATCHTRACK_UNIT__MAX_VIDEOS": "1"}  # a unit per video, so the job has several commits
 
 
 def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
@@ -41,32 +43,34 @@ def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
     psutil.wait_procs(tree, timeout=30)
 
 
-def test_driver_killed_mid_job_then_rerun_lands_every_clip_once(tmp_path: Path) -> None:
+def test_driver_killed_mid_job_then_rerun_lands_every_row_once(tmp_path: Path) -> None:
     corpus = make_corpus(tmp_path / "corpus", num_videos=3, num_frames=20, seed=3, broken=False)
     output = tmp_path / "out"
-    commits = output / "_commits"
+    commits = output / "clips"
     driver = subprocess.Popen(
         _run_command(corpus, output), env=_clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and driver.poll() is None:
-            if commits.is_dir() and any(commits.glob("*.json")):
+            if commits.is_dir() and any(commits.glob("*.parquet")):
                 break
             time.sleep(0.05)
         assert driver.poll() is None, "the driver finished before it could be killed"
-        assert any(commits.glob("*.json")), "no clip was committed within the deadline"
+        assert any(commits.glob("*.parquet")), "no unit was committed within the deadline"
     finally:
         _kill_tree(driver)
-    committed_before = len(list(commits.glob("*.json")))
+    committed = {p: p.stat().st_mtime_ns for p in output.rglob("*.parquet") if (commits / p.name).exists()}
+    committed_units = len(list(commits.glob("*.parquet")))
     assert not (output / "_manifest.json").exists(), "the killed run must not have finished"
 
     rerun = subprocess.run(_run_command(corpus, output), env=_clean_env(), capture_output=True, text=True, timeout=400)
     assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-4000:]
-    resumed = int(re.search(r"of which resumed: (\d+)", rerun.stdout).group(1))
+    resumed = int(re.search(r"committed by an earlier run: (\d+)", rerun.stdout).group(1))
+    assert resumed == committed_units < 3
+    assert {p: p.stat().st_mtime_ns for p in committed} == committed, "a committed file was rewritten"
     clips = read_table(output, "clips").to_pylist()
-    assert resumed == committed_before < len(clips)
-    assert all(c["status"] == "ok" for c in clips)
-    assert len(list(commits.glob("*.json"))) == len(clips)
+    assert len(clips) == 3 * 3 and all(c["status"] == "ok" for c in clips)
+    assert len(list(commits.glob("*.parquet"))) == 3
     assert (output / "_manifest.json").exists()
     assert_complete_dataset(output, corpus.prompts, lambda name: str(corpus.folder / name))

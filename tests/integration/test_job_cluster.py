@@ -17,7 +17,7 @@ from ray.cluster_utils import Cluster
 from batchtrack.config import load_config
 from batchtrack.pipeline.job import JobSummary, run_job
 
-from .conftest import CLIP_FRAMES, OVERLAP, Corpus, assert_complete_dataset, read_table
+from .conftest import CLIP_FRAMES, Corpus, assert_complete_dataset, read_table
 
 pytestmark = pytest.mark.integration
 
@@ -39,8 +39,9 @@ def _run(corpus: Corpus, output: Path, **actors: object) -> JobSummary:
         output=str(output),
         prompts=str(corpus.prompts),
         model={"name": "test-tiny"},
-        clip={"length_frames": CLIP_FRAMES, "overlap_frames": OVERLAP},
+        clip={"length_frames": CLIP_FRAMES},
         actors={"num_cpus": 1, **actors},
+        unit={"max_videos": 1},
         max_failed_fraction=0.5,
     )
     return run_job(cfg)
@@ -53,14 +54,14 @@ def test_actor_placed_on_a_gpu_node_without_cuda_tracks_on_cpu(
     gpu_node = cluster.add_node(num_cpus=1, num_gpus=1)
     cluster.wait_for_nodes()
     summary = _run(mixed_corpus, tmp_path / "out", num_actors=1, num_gpus=1)
-    assert (summary.ok, summary.failed) == (11, 3)
+    assert (summary.ok, summary.failed) == (9, 3)
     ok = [c for c in read_table(tmp_path / "out", "clips").to_pylist() if c["status"] == "ok"]
     assert {c["device"] for c in ok} == {"cpu"}
     assert {c["node_id"] for c in ok} == {gpu_node.node_id}
     assert_complete_dataset(tmp_path / "out", mixed_corpus.prompts, lambda name: str(mixed_corpus.folder / name))
 
 
-def test_a_node_lost_mid_job_is_replaced_and_every_clip_lands_once(
+def test_a_node_lost_mid_job_is_replaced_and_every_row_lands_once(
     cluster: Cluster, mixed_corpus: Corpus, tmp_path: Path
 ) -> None:
     raylets = {
@@ -76,7 +77,7 @@ def test_a_node_lost_mid_job_is_replaced_and_every_clip_lands_once(
         while time.monotonic() < deadline:
             for proc in me.children(recursive=True):
                 try:
-                    busy = "ClipTracker)).submit" in " ".join(proc.cmdline())
+                    busy = "UnitTracker)).submit" in " ".join(proc.cmdline())
                     parent = proc.ppid()
                 except psutil.Error:
                     continue
@@ -92,7 +93,7 @@ def test_a_node_lost_mid_job_is_replaced_and_every_clip_lands_once(
     summary = _run(mixed_corpus, output, num_actors=2, num_gpus=0)
     thread.join(timeout=60)
     assert removed, "no node with a busy tracker was caught"
-    assert (summary.ok, summary.failed) == (11, 3)
+    assert (summary.ok, summary.failed) == (9, 3)
     assert_complete_dataset(output, mixed_corpus.prompts, lambda name: str(mixed_corpus.folder / name))
     nodes = {c["node_id"] for c in read_table(output, "clips").to_pylist() if c["status"] == "ok"}
     assert nodes - set(removed), "no clip was tracked off the lost node"

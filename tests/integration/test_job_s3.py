@@ -3,20 +3,55 @@
 from __future__ import annotations
 
 import json
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 import s3fs
+from moto.moto_api import recorder
 
 from batchtrack.config import load_config
 from batchtrack.pipeline.job import run_job
 
-from .conftest import CLIP_FRAMES, OVERLAP, Corpus, assert_complete_dataset, read_table
+from .conftest import CLIP_FRAMES, Corpus, assert_complete_dataset, read_table
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("local_ray")]
 
 
-def test_s3_corpus_to_s3_dataset_then_a_rerun_resumes_everything(mixed_corpus: Corpus, s3_server: Any) -> None:
+@pytest.fixture
+def requests_log(s3_server: Any, tmp_path: Path) -> Iterator[Path]:
+    """Every request the S3 server serves while the test runs, one JSON line each (moto's recorder)."""
+    log = tmp_path / "requests.jsonl"
+    recorder._location = str(log)  # the server runs in this process
+    recorder.reset_recording()
+    _recorder_call(s3_server.endpoint_url, "start-recording")
+    yield log
+    _recorder_call(s3_server.endpoint_url, "stop-recording")
+
+
+def _recorder_call(endpoint: str, action: str) -> None:
+    request = urllib.request.Request(f"{endpoint}/moto-api/recorder/{action}", method="POST")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        response.read()
+
+
+def _gets_per_key(log: Path, prefix: str) -> Counter[str]:
+    gets: Counter[str] = Counter()
+    for line in log.read_text().splitlines():
+        entry = json.loads(line)
+        path = urlparse(entry["url"]).path
+        if entry["method"] == "GET" and path.startswith(prefix):
+            gets[path.rsplit("/", 1)[-1]] += 1
+    return gets
+
+
+def test_s3_corpus_to_s3_dataset_each_video_read_once_then_a_rerun_resumes_everything(
+    mixed_corpus: Corpus, s3_server: Any, requests_log: Path
+) -> None:
     bucket = s3_server.create_bucket("archive")
     fs = s3fs.S3FileSystem(**s3_server.storage_options)
     for path in [*mixed_corpus.videos, *mixed_corpus.broken, mixed_corpus.prompts]:
@@ -27,13 +62,19 @@ def test_s3_corpus_to_s3_dataset_then_a_rerun_resumes_everything(mixed_corpus: C
         output=f"{bucket}/out",
         prompts=f"{bucket}/corpus/prompts.jsonl",
         model={"name": "baseline-flow"},
-        clip={"length_frames": CLIP_FRAMES, "overlap_frames": OVERLAP},
+        clip={"length_frames": CLIP_FRAMES},
         actors={"num_actors": 2, "num_cpus": 1},
+        unit={"max_videos": 2},
         storage_options=s3_server.storage_options,
         max_failed_fraction=0.5,
     )
+    recorder.reset_recording()
     summary = run_job(cfg)
-    assert (summary.videos, summary.ok, summary.failed) == (6, 11, 3)
+    assert (summary.videos, summary.ok, summary.failed, summary.units) == (6, 9, 3, 3)
+    # Each video is downloaded once by its unit, whatever its number of clips; nothing reads it to plan.
+    gets = _gets_per_key(requests_log, "/archive/corpus/")
+    videos = {p.name for p in [*mixed_corpus.videos, *mixed_corpus.broken]} - {"zero.mp4"}  # empty: no GET needed
+    assert {name: gets[name] for name in videos} == dict.fromkeys(videos, 1)
 
     fs.invalidate_cache()
     assert_complete_dataset(f"{bucket}/out", mixed_corpus.prompts, lambda name: f"{bucket}/corpus/{name}", fs)
@@ -44,8 +85,10 @@ def test_s3_corpus_to_s3_dataset_then_a_rerun_resumes_everything(mixed_corpus: C
     assert manifest["config"]["storage_options"]["secret"] == "***"
     assert manifest["config"]["storage_options"]["key"] == "***"
 
+    recorder.reset_recording()
     again = run_job(cfg)
-    assert (again.ok, again.resumed, again.frames) == (11, 11, 0)
+    assert (again.units, again.resumed_units, again.frames) == (3, 3, 0)
+    assert not _gets_per_key(requests_log, "/archive/corpus/") - Counter({"prompts.jsonl": 1})  # no video read
     fs.invalidate_cache()
-    assert len(read_table(f"{bucket}/out", "clips", fs)) == 14
-    assert len(fs.ls("archive/out/masks")) == 11
+    assert len(read_table(f"{bucket}/out", "clips", fs)) == 12
+    assert len(fs.ls("archive/out/masks")) == 2  # the broken files' unit has no rows

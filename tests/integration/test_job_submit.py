@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import CLIP_FRAMES, OVERLAP, Corpus, assert_complete_dataset, read_table
+from .conftest import CLIP_FRAMES, Corpus, assert_complete_dataset, read_table
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +103,7 @@ def test_ray_job_submit_runs_the_job_script_on_the_cluster(head: str, mixed_corp
                 "output": str(output),
                 "prompts": str(mixed_corpus.prompts),
                 "model": {"name": "baseline-flow"},
-                "clip": {"length_frames": CLIP_FRAMES, "overlap_frames": OVERLAP},
+                "clip": {"length_frames": CLIP_FRAMES},
                 "actors": {"num_actors": 1},
                 "max_failed_fraction": 0.5,
             }
@@ -121,7 +121,7 @@ def test_ray_job_submit_runs_the_job_script_on_the_cluster(head: str, mixed_corp
         time.sleep(2)
     assert result.returncode == 0, logs[-4000:]
     assert "succeeded" in logs, logs[-4000:]
-    assert re.search(r"^\s+ok\s+11\b", logs, re.MULTILINE), logs[-4000:]
+    assert re.search(r"^\s+ok\s+9\b", logs, re.MULTILINE), logs[-4000:]
     assert_complete_dataset(output, mixed_corpus.prompts, lambda name: str(mixed_corpus.folder / name))
-    assert len(read_table(output, "clips")) == 14
+    assert len(read_table(output, "clips")) == 12
     assert (output / "_manifest.json").is_file()
