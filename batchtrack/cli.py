@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -124,9 +125,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from batchtrack.dataset import open_dataset
     from batchtrack.eval.evaluate import evaluate_output
 
-    report = evaluate_output(args.output, args.ground_truth)
+    open_dataset(args.output)  # OutputNotFoundError: one line, before any ground truth is read
+    import fsspec
+
+    gt_fs, gt_root = fsspec.core.url_to_fs(args.ground_truth)
+    if not gt_fs.isdir(gt_root):
+        raise ConfigError(f"ground-truth folder {args.ground_truth} does not exist")
+    try:
+        report = evaluate_output(args.output, args.ground_truth)
+    except FileNotFoundError as exc:  # the evaluator names the folder that lacks *.gt.parquet or masks/
+        raise ConfigError(str(exc).strip("'\"")) from exc
     print(report.to_table())
     return 0
 
@@ -166,40 +177,48 @@ def build_parser() -> argparse.ArgumentParser:
         prog="batchtrack",
         description="Track objects through a video archive with a SAM 2-style memory tracker on Ray.",
     )
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an error too")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="print the traceback of an error too"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="run the batch tracking job on a corpus (local Ray or RAY_ADDRESS)")
+    def add_command(name: str, summary: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=[common], help=summary)
+
+    run = add_command("run", "run the batch tracking job on a corpus (local Ray or RAY_ADDRESS)")
     _add_job_flags(run)
     run.set_defaults(func=_cmd_run)
 
-    corpus = commands.add_parser("demo-corpus", help="write a small synthetic corpus with ground truth and prompts")
+    corpus = add_command("demo-corpus", "write a small synthetic corpus with ground truth and prompts")
     corpus.add_argument("directory")
     corpus.add_argument("--videos", type=int, default=3)
     corpus.add_argument("--seed", type=int, default=0)
     corpus.set_defaults(func=_cmd_demo_corpus)
 
-    demo = commands.add_parser("demo", help="make a demo corpus, track it with the default model, summarise, draw")
+    demo = add_command("demo", "make a demo corpus, track it with the default model, summarise, draw")
     demo.add_argument("--workdir", default="demo")
     demo.add_argument("--model", default=None, help="model name (default: the shipped tiny-synthetic)")
     demo.set_defaults(func=_cmd_demo)
 
-    evaluate = commands.add_parser("eval", help="J&F of a finished job's masks against synthetic ground truth")
+    evaluate = add_command("eval", "J&F of a finished job's masks against synthetic ground truth")
     evaluate.add_argument("output")
     evaluate.add_argument("ground_truth", help="folder with NAME.gt.parquet files")
     evaluate.set_defaults(func=_cmd_eval)
 
-    render = commands.add_parser("render", help="draw one output frame's masks over the video frame")
+    render = add_command("render", "draw one output frame's masks over the video frame")
     render.add_argument("output")
     render.add_argument("video_id")
     render.add_argument("frame", type=int)
     render.add_argument("picture", help="PNG file to write")
     render.set_defaults(func=_cmd_render)
 
-    inspect = commands.add_parser("inspect", help="summarise a job's output (counts, failures)")
+    inspect = add_command("inspect", "summarise a job's output (counts, failures)")
     inspect.add_argument("output")
     inspect.set_defaults(func=_cmd_inspect)
 
-    export = commands.add_parser("export", help="write a job's output as SA-V JSON, YouTube-VIS JSON or DAVIS PNGs")
+    export = add_command("export", "write a job's output as SA-V JSON, YouTube-VIS JSON or DAVIS PNGs")
     export.add_argument("output", help="job output (folder or s3://bucket/prefix)")
     export.add_argument("dest", help="destination folder or URI")
     export.add_argument("--format", required=True, choices=("sav", "ytvis", "davis"))
@@ -210,14 +229,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A user error (BatchtrackError) is one line on stderr and exit code 2; `--debug` adds
+    its traceback. Anything else is a bug and keeps its traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
     except BatchtrackError as exc:
-        print(f"batchtrack: error: {exc}", file=sys.stderr)
+        if args.debug:
+            traceback.print_exc()
+        print(f"batchtrack: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("batchtrack: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from batchtrack.errors import ConfigError
 from batchtrack.io.rle import decode_mask
 
 
@@ -20,15 +21,22 @@ def _dataset(output: str, table: str) -> ds.Dataset:
 
 
 def describe_output(output: str) -> str:
-    """Counts of a finished job's output: clips by status, mask rows, videos, objects, failures."""
-    clips = _dataset(output, "clips").to_table()
-    masks = _dataset(output, "masks").to_table(columns=["video_id", "object_id", "track_id"])
+    """Counts of a finished job's output: clips by status, mask rows, videos (with their ids), failures.
+
+    Raises OutputNotFoundError when `output` holds no committed unit.
+    """
+    from batchtrack.dataset import open_dataset
+
+    data = open_dataset(output)
+    clips = data.clips
     lines = [f"output: {output}", f"clips: {clips.num_rows}"]
     for status in sorted(set(clips.column("status").to_pylist())):
         count = pc.sum(pc.equal(clips.column("status"), status)).as_py()
         lines.append(f"  {status}: {count}")
-    lines.append(f"mask rows: {masks.num_rows}")
-    lines.append(f"videos with masks: {len(set(masks.column('video_id').to_pylist()))}")
+    lines.append(f"mask rows: {data.masks.count_rows()}")
+    videos = data.videos()
+    lines.append(f"videos: {len(videos)} (video_id, frames tracked, uri)")
+    lines.extend(f"  {video.video_id} {video.num_frames} {video.video_uri}" for video in videos)
     failed = clips.filter(pc.equal(clips.column("status"), "failed")).to_pylist()
     for row in failed:
         lines.append(f"  failed {row['video_uri']}: {row.get('error_class')}: {row.get('error_message')}")
@@ -72,17 +80,30 @@ def _frame_masks(output: str, video_id: str, frame: int) -> tuple[str, list[int]
 
 
 def render_frame(output: str, video_id: str, frame: int, picture: Path) -> Path:
-    """Draw the masks of one (video, frame) of a job's output over the decoded frame and save a PNG."""
+    """Draw the masks of one (video, frame) of a job's output over the decoded frame and save a PNG.
+
+    Raises OutputNotFoundError for an output without committed units, UnknownVideoError for a video_id it
+    does not hold and ConfigError for a frame outside the video's tracked frames; all before decoding.
+    """
     import cv2
 
+    from batchtrack.dataset import open_dataset
     from batchtrack.eval.visualize import render_overlay
     from batchtrack.io.video import iter_frames
 
-    video_uri, ids, masks = _frame_masks(output, video_id, frame)
-    image = next(iter(iter_frames(video_uri, frame, frame + 1)))
-    overlay = render_overlay(image, masks, ids)
+    if picture.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        raise ConfigError(f"cannot write {picture}: give a .png (or .jpg) file name")
+    data = open_dataset(output)
+    video = data.video(video_id)
+    if not 0 <= frame < video.num_frames:
+        tracked = f"frames 0-{video.num_frames - 1}" if video.num_frames else "no frames"
+        raise ConfigError(f"frame {frame} is not a tracked frame of video {video_id!r} ({tracked} under {output})")
+    masks = data.frame_masks(video_id, frame)
+    image = next(iter(iter_frames(video.video_uri, frame, frame + 1)))
+    overlay = render_overlay(image, list(masks.values()), list(masks))
     picture.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(picture), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+    if not cv2.imwrite(str(picture), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR)):
+        raise ConfigError(f"cannot write {picture}")
     return picture
 
 

@@ -11,6 +11,8 @@ import pytest
 
 from batchtrack.cli import main
 
+from .dataset.output_fixture import VIDEO_A, write_fake_output
+
 
 def test_help_lists_the_commands() -> None:
     result = subprocess.run(
@@ -50,3 +52,76 @@ def test_storage_options_and_actor_flags_reach_the_config(tmp_path: Path) -> Non
 def test_malformed_storage_option_is_a_config_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "a", "b", "--storage-option", "endpoint_url"]) == 2
     assert "--storage-option expects KEY=VALUE" in capsys.readouterr().err
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("batchtrack: error: "), err
+    assert "Traceback" not in err
+    return err
+
+
+def test_run_on_a_missing_corpus_exits_2_before_ray_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # ray.init is refused in unit tests (conftest): reaching it would raise UnitTestGuardError, not return 2.
+    assert main(["run", str(tmp_path / "nonexistent"), str(tmp_path / "out")]) == 2
+    assert "does not exist" in _one_error_line(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_inspect_of_a_missing_output_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["inspect", str(tmp_path / "missing")]) == 2
+    assert "no committed units" in _one_error_line(capsys)
+
+
+def test_eval_of_a_missing_output_or_ground_truth_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["eval", str(tmp_path / "missing"), str(tmp_path)]) == 2
+    assert "no committed units" in _one_error_line(capsys)
+    output = tmp_path / "out"
+    write_fake_output(str(output))
+    assert main(["eval", str(output), str(tmp_path / "no-gt")]) == 2
+    assert "ground-truth folder" in _one_error_line(capsys)
+    assert main(["eval", str(output), str(tmp_path)]) == 2  # a folder without *.gt.parquet
+    assert ".gt.parquet" in _one_error_line(capsys)
+
+
+def test_render_of_an_unknown_video_or_frame_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    output = tmp_path / "out"
+    write_fake_output(str(output))
+    picture = tmp_path / "frame.png"
+    assert main(["render", str(output), "f" * 16, "0", str(picture)]) == 2
+    assert "'ffffffffffffffff' is not in" in _one_error_line(capsys)
+    assert main(["render", str(output), VIDEO_A, "12", str(picture)]) == 2  # VIDEO_A has frames 0-11
+    assert "frame 12 is not a tracked frame" in _one_error_line(capsys)
+    assert main(["render", str(output), VIDEO_A, "0", str(tmp_path / "frame.txt")]) == 2
+    assert "give a .png" in _one_error_line(capsys)
+    assert main(["render", str(tmp_path / "missing"), VIDEO_A, "0", str(picture)]) == 2
+    assert "no committed units" in _one_error_line(capsys)
+    assert not picture.exists()
+
+
+def test_inspect_lists_counts_and_video_ids(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    output = tmp_path / "out"
+    write_fake_output(str(output))
+    assert main(["inspect", str(output)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(rf"^  {VIDEO_A} 12 /videos/{VIDEO_A}\.mp4$", out, re.MULTILINE), out
+    assert re.search(r"^clips: \d+$", out, re.MULTILINE)
+
+
+def test_debug_adds_the_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["--debug", "inspect", str(tmp_path)], ["inspect", "--debug", str(tmp_path)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "Traceback (most recent call last)" in err and "OutputNotFoundError" in err
+        assert err.splitlines()[-1].startswith("batchtrack: error: ")
+
+
+def test_a_multi_line_message_is_printed_on_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "job.yaml"
+    config.write_text("corpus: a\noutput: b\nactors:\n  num_actorz: 2\nclip:\n  length_framez: 3\n")
+    assert main(["run", "--config", str(config)]) == 2
+    _one_error_line(capsys)
