@@ -1,7 +1,11 @@
 """Track a video corpus into a mask dataset: the entry point for `ray job submit`.
 
-    ray job submit --working-dir . -- python jobs/track_corpus.py --config jobs/configs/demo.yaml
+    python jobs/track_corpus.py --config jobs/configs/demo.yaml
+    ray job submit --address http://HEAD:8265 --working-dir . -- python jobs/track_corpus.py --config job.yaml
     python jobs/track_corpus.py --config job.yaml --corpus s3://bucket/videos --output s3://bucket/masks
+
+The demo config reads the git-ignored demo/corpus, so it runs where that folder is; a cluster job reads its corpus
+from object storage or a path every node sees (`--working-dir` uploads no data: see .rayignore and the README).
 
 Connects to RAY_ADDRESS when set (ray job submit sets it), else runs on an embedded local Ray.
 Flags override the YAML file, which BATCHTRACK_* environment variables also override.
