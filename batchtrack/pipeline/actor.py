@@ -14,6 +14,7 @@ keeps killing its actor is bounded by its attempts record (`commit.Attempts`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -21,7 +22,8 @@ import shutil
 import tempfile
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -307,14 +309,14 @@ class _VideoRun:
         clip_id = video_clip_id(self.video.key, reason)
         self.statuses.append(self.status(clip_id, 0, end, status, seconds=seconds, **values))
 
-    def run(self, workdir: str) -> None:
+    def run(self, local_copy: Callable[[], str]) -> None:
         began = time.perf_counter()
         video = self.video
         if video.mode == "skipped":
             self.whole_video("skipped", "skipped", error_stage="plan", error_message=video.reason)
             return
         try:
-            local = self.processor.fetch(video.ref.uri, workdir)
+            local = local_copy()
             stream = open_video(
                 local,
                 prefetch=self.processor.settings.prefetch_frames,
@@ -443,23 +445,27 @@ class UnitProcessor:
             log.warning("unit %s: attempt %d after an earlier one died (%s)", unit.unit_id, attempts.started, previous)
         write_attempts(output, unit.unit_id, attempts, options)
         careful = attempts.started > 1  # record each video before it starts, to find one that kills the actor
+        given_up = {
+            index
+            for index in range(len(unit.videos))
+            if attempts.strikes.get(index, 0) >= limits.poison_strikes or attempts.started > limits.max_attempts
+        }
+        wanted = [None if i in given_up or v.mode == "skipped" else v.ref.uri for i, v in enumerate(unit.videos)]
         runs: list[_VideoRun] = []
-        workdir = tempfile.mkdtemp(prefix="batchtrack-unit-")
-        try:
+        with _Downloads(self, wanted) as downloads:
             for index, video in enumerate(unit.videos):
                 run = _VideoRun(self, unit, video)
                 runs.append(run)
-                strikes = attempts.strikes.get(index, 0)
-                if strikes >= limits.poison_strikes or attempts.started > limits.max_attempts:
+                if index in given_up:
+                    strikes = attempts.strikes.get(index, 0)
                     run.whole_video("failed", "actor-died", error_stage="actor", error_class="ActorDied",
                                     error_message=_death_message(attempts, strikes, limits))
                     continue
                 if careful:
                     write_attempts(output, unit.unit_id, replace(attempts, current=index), options)
                 _crash_if_asked(video.ref.uri)
-                run.run(workdir)
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+                run.run(lambda index=index: downloads.get(index))
+                downloads.done(index)
         statuses = self._write(unit, runs)
         commit_unit(output, unit.unit_id, statuses, options, self.settings.compression, was_failed=was_failed)
         clear_attempts(output, unit.unit_id, options)
@@ -486,6 +492,53 @@ class UnitProcessor:
             replace(s, write_seconds=seconds * s.mask_rows / total, **files) if s.status == "ok" and s.mask_rows else s
             for s in statuses
         ]
+
+
+class _Downloads:
+    """Local copies of a unit's videos: the next one is downloaded while the current one is tracked.
+
+    `uris[i]` is None for a video that is not tracked (skipped, given up), which is never fetched.
+    Each copy is deleted once its video is done, so a unit holds at most two on disk.
+    """
+
+    def __init__(self, processor: UnitProcessor, uris: list[str | None]) -> None:
+        self._processor = processor
+        self._uris = uris
+        self._workdir = tempfile.mkdtemp(prefix="batchtrack-unit-")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batchtrack-download")
+        self._pending: dict[int, Future[str]] = {}
+
+    def _start(self, index: int) -> Future[str] | None:
+        if index >= len(self._uris) or self._uris[index] is None:
+            return None
+        if index not in self._pending:
+            uri = self._uris[index]
+            self._pending[index] = self._pool.submit(self._processor.fetch, str(uri), self._workdir)
+        return self._pending[index]
+
+    def get(self, index: int) -> str:
+        """The local path of video `index` (waiting for its download), starting the next tracked one's."""
+        future = self._start(index)
+        assert future is not None, f"video {index} of the unit is not tracked"
+        following = next((i for i in range(index + 1, len(self._uris)) if self._uris[i] is not None), None)
+        if following is not None:
+            self._start(following)
+        return future.result()
+
+    def done(self, index: int) -> None:
+        future = self._pending.pop(index, None)
+        if future is not None and future.done() and future.exception() is None:
+            path = future.result()
+            if path.startswith(self._workdir):
+                with contextlib.suppress(OSError):
+                    os.remove(path)
+
+    def __enter__(self) -> _Downloads:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(self._workdir, ignore_errors=True)
 
 
 def _death_message(attempts: Attempts, strikes: int, limits: UnitConfig) -> str:
