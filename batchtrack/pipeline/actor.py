@@ -555,18 +555,29 @@ def _crash_if_asked(uri: str) -> None:
 
 
 class UnitTracker:
-    """Ray Data callable class: `__init__` loads the tracker once; `__call__` tracks a batch of units."""
+    """Ray Data callable class: loads the tracker once, at its first unit to track; `__call__` tracks a batch of units.
+
+    Units an earlier run committed pass through without the model, so resuming a finished job loads no weights.
+    """
 
     def __init__(self, settings: ActorSettings) -> None:
         # Size torch's intra-op pool to this actor's CPUs so actors on one node do not oversubscribe it.
         torch.set_num_threads(max(1, int(settings.num_cpus)))
-        device = choose_device(settings.num_gpus)
-        node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
-        tracker = load_tracker(settings.model, device, settings.storage_options)
-        auto = None
-        if settings.auto is not None and supports_auto(settings.model.name):
-            auto = build_auto_tracker(tracker, settings.auto, settings.model.name, settings.storage_options)
-        self.processor = UnitProcessor(tracker, settings, device, node_id, auto)
+        self.settings = settings
+        self._processor: UnitProcessor | None = None
+
+    @property
+    def processor(self) -> UnitProcessor:
+        if self._processor is None:
+            settings = self.settings
+            device = choose_device(settings.num_gpus)
+            node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+            tracker = load_tracker(settings.model, device, settings.storage_options)
+            auto = None
+            if settings.auto is not None and supports_auto(settings.model.name):
+                auto = build_auto_tracker(tracker, settings.auto, settings.model.name, settings.storage_options)
+            self._processor = UnitProcessor(tracker, settings, device, node_id, auto)
+        return self._processor
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         summaries = []

@@ -303,3 +303,20 @@ def test_rows_do_not_depend_on_the_actor_or_the_order_of_videos(tmp_path: Path) 
     assert alone and any(r[2] != alone[0][2] for r in alone)  # masks that move: something was tracked
     assert rows_of_a([1, 0], tmp_path / "after-b") == alone
     assert rows_of_a([0, 1], tmp_path / "before-b") == alone
+
+
+def test_committed_units_pass_through_an_actor_without_loading_the_model(video: Path, tmp_path: Path) -> None:
+    from batchtrack.errors import ConfigError
+    from batchtrack.pipeline.actor import UnitTracker
+
+    # A model that cannot be built here (no checkpoint): any attempt to load it raises.
+    settings = ActorSettings(model=ModelConfig(name="sam2.1_hiera_tiny"), output=str(tmp_path))
+    actor = UnitTracker(settings)
+    unit = _one(video, [_box(0, 1, (2, 3, 20, 30))])
+    batch = {"unit": np.asarray([unit.to_json()], dtype=object), "committed": np.asarray([True]),
+             "was_failed": np.asarray([False])}
+    [summary] = actor(batch)["summary"].tolist()
+    assert '"resumed":true' in summary and unit.unit_id in summary
+    batch["committed"] = np.asarray([False])
+    with pytest.raises(ConfigError, match="--checkpoint"):
+        actor(batch)
