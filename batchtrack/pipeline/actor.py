@@ -333,6 +333,10 @@ class _VideoRun:
     def track(self, info: VideoInfo, frames: Iterator[np.ndarray], began: float) -> None:
         """Track the whole video in one pass, closing a clip's rows and status whenever its last frame is done."""
         spans = clip_spans(info.num_frames, clip_length(self.unit.clip, info.fps))
+        if not spans:
+            error = DecodeError(self.video.ref.uri, DecodeErrorKind.EMPTY, "the video has no frames")
+            self.whole_video("failed", "open", time.perf_counter() - began, **_error_fields("decode", error))
+            return
         clip_ids = [make_clip_id(self.video.key, start, end) for start, end in spans]
         stage = "prompts"
         current = 0
