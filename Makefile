@@ -21,12 +21,17 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 
 install: $(STAMP)
 
-# The official SAM 2 is a test-only oracle (design.md §1); hydra-core and iopath come with [test].
+# The official SAM 2 and SAM 3 are test-only oracles (design.md §1); hydra-core and iopath come with [test].
 # No leading `-`: when it does not install, `make test` fails here instead of the parity tests passing
 # by skipping (tests/parity also fail without it unless PARITY_ALLOW_NO_ORACLE=1).
 $(VENV)/.oracle: $(STAMP)
 	SAM2_BUILD_CUDA=0 $(BIN)/pip install --no-deps --no-build-isolation sam2==1.1.0
 	$(BIN)/python -c "import sam2.build_sam"
+	# SAM 3 (sam3.md): Meta's package without its deps (they would pull a CUDA torch), plus the ones its
+	# tracker and builder import that the project lacks; open_clip_torch only for the CLIP BPE vocabulary
+	# in its wheel. torchvision/triton are stubbed by tests/parity/sam3_oracle.py (no CPU build here).
+	$(BIN)/pip install --no-deps -c constraints.txt sam3==0.1.4 timm einops ftfy wcwidth open_clip_torch
+	$(BIN)/python -c "import importlib.util as u; assert u.find_spec('sam3') and u.find_spec('timm')"
 	touch $@
 
 oracle: $(VENV)/.oracle

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import torch
 
 from batchtrack.errors import ConfigError
-from batchtrack.model.checkpoint import load_state_dict_file, load_strict
-from batchtrack.model.configs import RANDOM_BY_DESIGN, TrackerConfig, get_config
+from batchtrack.model.checkpoint import load_sam3_strict, load_state_dict_file, load_strict
+from batchtrack.model.configs import RANDOM_BY_DESIGN, PEViTConfig, TrackerConfig, get_config
 from batchtrack.model.image_encoder import ImageEncoder
 
 if TYPE_CHECKING:
@@ -76,6 +76,8 @@ def build_image_encoder(
     Without a checkpoint the weights are PyTorch's default initialisation (pos embeddings zero, as SAM 2).
     """
     config = get_config(config) if isinstance(config, str) else config
+    if isinstance(config.image_encoder, PEViTConfig):
+        raise ConfigError(f"model {config.name!r}: build_image_encoder covers SAM 2.1; use build_tracker for SAM 3")
     encoder = ImageEncoder(config.image_encoder)
     if checkpoint is not None:
         full = load_state_dict_file(checkpoint)
@@ -90,6 +92,7 @@ def build_tracker(
     device: torch.device | str | None = None,
     *,
     random_weights: bool = False,
+    parts: Sequence[str] | None = None,
 ) -> Tracker:
     """A ready-to-run tracker: config looked up by name (or given), weights loaded strictly, eval mode, on `device`.
 
@@ -98,12 +101,23 @@ def build_tracker(
     (batchtrack/weights/NAME.safetensors). A model that ships none (the sam2.1_hiera_* sizes) raises
     ConfigError unless `random_weights=True`, which is meant for tests and benchmarks; `test-tiny` is random
     by design. `device` defaults to CUDA when available, else CPU.
+
+    SAM 3 (`"sam3"`): the checkpoint is Meta's sam3.pt (or a .safetensors with the same keys). `parts` names
+    the SAM 3 parts read from it: by default all ("vision", "tracker", "detector"), and since the detector
+    is not built here, a whole sam3.pt then fails naming its detector keys; `parts=("vision", "tracker")`
+    loads the image side and the tracker and ignores the detector's keys on purpose. `parts` is an error for
+    SAM 2.1 models.
     """
     config = get_config(config) if isinstance(config, str) else config
     from batchtrack.model.tracker import Tracker
 
     path = _resolve_checkpoint(config.name, checkpoint, random_weights)
     model = _seeded(Tracker, config) if random_weights else Tracker(config)
-    if path is not None:
+    sam3 = isinstance(config.image_encoder, PEViTConfig)
+    if parts is not None and not sam3:
+        raise ConfigError(f"model {config.name!r}: parts= applies to SAM 3 checkpoints only")
+    if path is not None and sam3:
+        load_sam3_strict(model, load_state_dict_file(path), str(path), None if parts is None else list(parts))
+    elif path is not None:
         load_strict(model, load_state_dict_file(path), str(path))
     return model.to(device or default_device()).eval()

@@ -101,3 +101,138 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+# --- SAM 3 -------------------------------------------------------------------------------------------
+# Meta's sam3.pt holds the whole model: `detector.*` (image side, text encoder, fusion encoder, DETR decoder,
+# segmentation and geometry heads, scoring) and `tracker.*` (SAM 2.1's modules under SAM 3's names). The
+# tracker built here reads the image side and the tracker. The renames are this table, applied to whole
+# prefixes (never substrings) and tested in both directions; each row is (Meta's prefix, ours, part).
+SAM3_PREFIXES: tuple[tuple[str, str, str], ...] = (
+    ("detector.backbone.vision_backbone.", "image_encoder.", "vision"),
+    ("tracker.transformer.encoder.", "memory_attention.", "tracker"),
+    ("tracker.maskmem_backbone.", "memory_encoder.", "tracker"),
+    ("tracker.", "", "tracker"),
+)
+# Within the decoder's two-way transformer layers SAM 3 names the MLP's linears lin1 / lin2 (SAM 2.1: layers.0 / 1).
+_SAM3_TWO_WAY_LAYERS = "sam_mask_decoder.transformer.layers."
+SAM3_MLP_NAMES: tuple[tuple[str, str], ...] = ((".mlp.lin1.", ".mlp.layers.0."), (".mlp.lin2.", ".mlp.layers.1."))
+SAM3_DETECTOR_PREFIX = "detector."
+SAM3_PARTS: tuple[str, ...] = ("vision", "tracker", "detector")
+SAM3_BUILT_PARTS: tuple[str, ...] = ("vision", "tracker")
+
+
+def _swap_mlp_name(key: str, pairs: tuple[tuple[str, str], ...]) -> str:
+    if not key.startswith(_SAM3_TWO_WAY_LAYERS):
+        return key
+    for old, new in pairs:
+        if old in key:
+            return key.replace(old, new, 1)
+    return key
+
+
+def sam3_part(key: str) -> str | None:
+    """Which SAM 3 part a Meta key belongs to ('vision', 'tracker', 'detector'), None if it is not SAM 3's."""
+    for meta, _, part in SAM3_PREFIXES:
+        if key.startswith(meta):
+            return part
+    return "detector" if key.startswith(SAM3_DETECTOR_PREFIX) else None
+
+
+def sam3_key_to_ours(key: str) -> str:
+    """Meta's key of the vision or tracker part → this tracker's state-dict key (ValueError for other parts)."""
+    for meta, ours, _ in SAM3_PREFIXES:
+        if key.startswith(meta):
+            return _swap_mlp_name(ours + key[len(meta) :], tuple((o, n) for o, n in SAM3_MLP_NAMES))
+    raise ValueError(f"{key!r} is not a key of SAM 3's vision or tracker part")
+
+
+def our_key_to_sam3(key: str) -> str:
+    """This tracker's state-dict key → Meta's SAM 3 key (the inverse of `sam3_key_to_ours`)."""
+    key = _swap_mlp_name(key, tuple((n, o) for o, n in SAM3_MLP_NAMES))
+    for meta, ours, _ in SAM3_PREFIXES:
+        if ours and key.startswith(ours):
+            return meta + key[len(ours) :]
+    return "tracker." + key
+
+
+def check_sam3_parts(parts: tuple[str, ...] | list[str] | None) -> tuple[str, ...]:
+    """The SAM 3 parts a load reads: all of them by default; ConfigError-free validation, CheckpointError if unknown."""
+    if parts is None:
+        return SAM3_PARTS
+    unknown = [p for p in parts if p not in SAM3_PARTS]
+    if unknown or not parts:
+        raise CheckpointError(f"parts {list(parts)!r}: each must be one of {list(SAM3_PARTS)}")
+    return tuple(parts)
+
+
+def sam3_state_dict_to_ours(
+    module: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    source: str,
+    parts: tuple[str, ...] | list[str] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Meta's SAM 3 state dict → `module`'s, checked strictly in Meta's names.
+
+    `parts` restricts what is read: the keys of a SAM 3 part left out are ignored, by request. The default
+    reads every part, so a whole sam3.pt names its detector keys as not built here (the detector is not
+    implemented); pass parts=("vision", "tracker") to load the tracker from it. Keys of no SAM 3 part, keys
+    of a requested part the module lacks, missing keys and shape mismatches raise CheckpointError naming them.
+    """
+    wanted = check_sam3_parts(parts)
+    expected = {our_key_to_sam3(k): v for k, v in module.state_dict().items()}
+    not_built = [k for k in state_dict if sam3_part(k) in wanted and sam3_part(k) not in SAM3_BUILT_PARTS]
+    if not_built:
+        raise CheckpointError(
+            f"checkpoint {source}: batchtrack does not build SAM 3's detector (text encoder, fusion encoder, "
+            f"DETR decoder, heads); " + _listing("keys of it", not_built)
+            + "; load the image side and tracker alone with parts=('vision', 'tracker')",
+            unexpected=not_built,
+        )
+    read = {k: v for k, v in state_dict.items() if sam3_part(k) in wanted or sam3_part(k) is None}
+    expected = {k: v for k, v in expected.items() if sam3_part(k) in wanted}
+    missing = [k for k in expected if k not in read]
+    unexpected = [k for k in read if k not in expected]
+    mismatched = [
+        f"{k} (file {tuple(read[k].shape)}, model {tuple(v.shape)})"
+        for k, v in expected.items()
+        if k in read and tuple(read[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or mismatched:
+        listed = [
+            _listing(label, keys)
+            for label, keys in (
+                ("missing keys", missing),
+                ("unexpected keys", unexpected),
+                ("mis-shaped keys", mismatched),
+            )
+            if keys
+        ]
+        raise CheckpointError(
+            f"checkpoint {source} does not match SAM 3 ({', '.join(wanted)}): " + "; ".join(listed),
+            missing=missing,
+            unexpected=unexpected,
+            mismatched=mismatched,
+        )
+    return {sam3_key_to_ours(k): v for k, v in read.items()}
+
+
+def load_sam3_strict(
+    module: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    source: str,
+    parts: tuple[str, ...] | list[str] | None = None,
+) -> None:
+    """Copy Meta's SAM 3 `state_dict` (the requested parts) into `module`; see `sam3_state_dict_to_ours`.
+
+    Every key of `module` must be covered: a module with the vision and tracker parts needs both.
+    """
+    ours = sam3_state_dict_to_ours(module, state_dict, source, parts)
+    absent = [our_key_to_sam3(k) for k in module.state_dict() if k not in ours]
+    if absent:
+        raise CheckpointError(
+            f"checkpoint {source}: parts {list(check_sam3_parts(parts))} leave the model's "
+            + _listing("keys unloaded", absent),
+            missing=absent,
+        )
+    module.load_state_dict(ours, strict=True)

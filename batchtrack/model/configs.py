@@ -70,11 +70,64 @@ class ImageEncoderConfig:
 
 
 @dataclass(frozen=True)
+class PEViTConfig:
+    """SAM 3's image side: Perception Encoder ViT trunk + dual ViTDet neck. Names follow the official builder.
+
+    The trunk is a plain ViT at one resolution (patch 14): windowed blocks of `window_size` tokens with a
+    few global blocks, 2-D axial RoPE per block (a window-sized table in windowed blocks, the whole grid
+    scaled to the window's range in global blocks), an absolute position embedding learned at
+    `pretrain_img_size` and tiled over the grid, `ln_pre`, no patch-embed bias. Its output is the last
+    global block's. The neck turns it into maps at `scale_factors` twice: `convs` (detector) and
+    `sam2_convs` (tracker); `scalp` drops the coarsest ones.
+    """
+
+    embed_dim: int = 1024
+    depth: int = 32
+    num_heads: int = 16
+    mlp_ratio: float = 4.625
+    patch_size: int = 14
+    window_size: int = 24  # side of a windowed block's attention window, in tokens
+    global_att_blocks: tuple[int, ...] = (7, 15, 23, 31)  # the last one is the trunk's output
+    pretrain_img_size: int = 336  # pos_embed holds (pretrain_img_size / patch_size)^2 + 1 (cls) rows
+    rope_theta: float = 10000.0
+    d_model: int = 256  # neck output channels
+    scale_factors: tuple[float, ...] = (4.0, 2.0, 1.0, 0.5)
+    scalp: int = 1  # coarsest neck levels dropped from the output
+
+    def __post_init__(self) -> None:
+        if self.embed_dim % self.num_heads != 0 or (self.embed_dim // self.num_heads) % 4 != 0:
+            raise ConfigError(
+                f"image_encoder.embed_dim {self.embed_dim} / num_heads {self.num_heads} must be a multiple of 4 "
+                "(2-D RoPE rotates channel pairs, half per axis)"
+            )
+        if self.embed_dim % 4 != 0:
+            raise ConfigError(
+                f"image_encoder.embed_dim must be a multiple of 4 (the x4 neck level), got {self.embed_dim}"
+            )
+        if not self.global_att_blocks or any(not 0 <= b < self.depth for b in self.global_att_blocks):
+            raise ConfigError(
+                f"image_encoder.global_att_blocks {self.global_att_blocks} must be non-empty "
+                f"and inside 0..{self.depth - 1}"
+            )
+        if self.window_size < 1 or self.pretrain_img_size % self.patch_size != 0:
+            raise ConfigError(
+                f"image_encoder.window_size {self.window_size} must be >= 1 and pretrain_img_size "
+                f"{self.pretrain_img_size} a multiple of patch_size {self.patch_size}"
+            )
+        bad = [f for f in self.scale_factors if f not in (4.0, 2.0, 1.0, 0.5)]
+        if bad or not 0 <= self.scalp < len(self.scale_factors):
+            raise ConfigError(
+                f"image_encoder.scale_factors {self.scale_factors} must be from 4, 2, 1, 0.5 and scalp "
+                f"{self.scalp} below their count"
+            )
+
+
+@dataclass(frozen=True)
 class TrackerConfig:
     """Everything that shapes a tracker at inference. Defaults are SAM 2.1's values for every size."""
 
     name: str
-    image_encoder: ImageEncoderConfig
+    image_encoder: ImageEncoderConfig | PEViTConfig  # Hiera + FPN (SAM 2.1) or PE ViT + dual neck (SAM 3)
     image_size: int = 1024  # frames are resized to image_size x image_size
     backbone_stride: int = 16  # stride of the feature map the memory attention and decoder work on
     d_model: int = 256  # width of memory attention, mask decoder, prompt encoder and object pointers
@@ -110,6 +163,16 @@ class TrackerConfig:
     dynamic_multimask_stability_thresh: float = 0.98
     # Post-processing of predicted masks: fill background holes up to this many pixels (0 = off).
     fill_hole_area: int = 8
+    # Frame normalisation after scaling to [0, 1]: ImageNet statistics for SAM 2.1, 0.5 / 0.5 for SAM 3.
+    image_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    image_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    # SAM 3: masks entering the memory encoder are resized (bilinear, antialiased) to feature grid x 16 first,
+    # because its 16x mask downsampler must land on the 14-stride grid (1008 px -> 1152). None: no resize.
+    memory_mask_resize: bool = False
+    # SAM 3: on a frame where objects are prompted, memory is encoded from masks made non-overlapping across
+    # objects first (each pixel kept by the highest logit, the others clamped to <= -10), as its predictor's
+    # consolidation does unconditionally. SAM 2.1 encodes each object's own mask.
+    non_overlap_prompted_memory: bool = False
     # --- memory tracker runtime (owned by the tracker engineer; see model/tracker.py) ---
     # Frames encoded together by the image encoder, read ahead from the frame iterator; this bounds
     # the look-ahead (and the raw frames held) to this many frames.
@@ -119,19 +182,10 @@ class TrackerConfig:
     cuda_dtype: Literal["bfloat16", "float32"] = "bfloat16"
 
     def __post_init__(self) -> None:
-        # Windows tile the stride-4 map exactly (pos_embed_window is tiled over it) and the
-        # trunk halves it three times without remainders.
-        multiple = max(TRUNK_STRIDE, PATCH_STRIDE * self.image_encoder.window_spec[0])
-        if self.image_size <= 0 or self.image_size % multiple != 0:
-            raise ConfigError(
-                f"{self.name}: image_size must be a positive multiple of {multiple} "
-                f"(trunk stride and stage-1 window), got {self.image_size}"
-            )
-        level_strides = [PATCH_STRIDE * 2**i for i in range(NUM_STAGES - self.image_encoder.scalp)]
-        if self.backbone_stride not in level_strides:
-            raise ConfigError(
-                f"{self.name}: backbone_stride {self.backbone_stride} is not one of the FPN strides {level_strides}"
-            )
+        if isinstance(self.image_encoder, PEViTConfig):
+            self._check_pe_vit(self.image_encoder)
+        else:
+            self._check_hiera(self.image_encoder)
         if self.encoder_batch_size < 1:
             raise ConfigError(f"{self.name}: encoder_batch_size must be >= 1, got {self.encoder_batch_size}")
         if self.num_maskmem < 1:
@@ -140,6 +194,37 @@ class TrackerConfig:
             raise ConfigError(
                 f"{self.name}: max_cond_frames_in_attn must be -1 (all) or >= 2, got {self.max_cond_frames_in_attn}"
             )
+
+    def _check_hiera(self, enc: ImageEncoderConfig) -> None:
+        # Windows tile the stride-4 map exactly (pos_embed_window is tiled over it) and the
+        # trunk halves it three times without remainders.
+        multiple = max(TRUNK_STRIDE, PATCH_STRIDE * enc.window_spec[0])
+        if self.image_size <= 0 or self.image_size % multiple != 0:
+            raise ConfigError(
+                f"{self.name}: image_size must be a positive multiple of {multiple} "
+                f"(trunk stride and stage-1 window), got {self.image_size}"
+            )
+        level_strides = [PATCH_STRIDE * 2**i for i in range(NUM_STAGES - enc.scalp)]
+        if self.backbone_stride not in level_strides:
+            raise ConfigError(
+                f"{self.name}: backbone_stride {self.backbone_stride} is not one of the FPN strides {level_strides}"
+            )
+
+    def _check_pe_vit(self, enc: PEViTConfig) -> None:
+        # The grid must hold whole windows: the official trunk would pad partial ones with zero tokens that
+        # join the attention, a regime no checkpoint was trained in.
+        multiple = enc.patch_size * enc.window_size
+        if self.image_size <= 0 or self.image_size % multiple != 0:
+            raise ConfigError(
+                f"{self.name}: image_size must be a positive multiple of {multiple} "
+                f"(patch_size {enc.patch_size} x window_size {enc.window_size}), got {self.image_size}"
+            )
+        if self.backbone_stride != enc.patch_size:
+            raise ConfigError(
+                f"{self.name}: backbone_stride {self.backbone_stride} must equal the PE ViT patch size {enc.patch_size}"
+            )
+        if 1.0 not in enc.scale_factors[: len(enc.scale_factors) - enc.scalp]:
+            raise ConfigError(f"{self.name}: the neck must keep a x1 level (scale_factors {enc.scale_factors})")
 
     @property
     def feature_size(self) -> int:
@@ -212,6 +297,38 @@ _CONFIGS: dict[str, TrackerConfig] = {
         memory_attention_dim_feedforward=512,
         decoder_mlp_dim=512,
     ),
+    # SAM 3's image side (PE ViT-L+ trunk, dual neck) and tracker (SAM 2.1's modules at stride 14: grids
+    # 72 / 144 / 288 at 1008 px), as `build_sam3_video_model` sets them (sam3==0.1.4). The tracker
+    # checkpoint keys are renamed by batchtrack.model.checkpoint.SAM3_KEY_TABLE.
+    "sam3": TrackerConfig(
+        name="sam3",
+        image_encoder=PEViTConfig(),
+        image_size=1008,
+        backbone_stride=14,
+        image_mean=(0.5, 0.5, 0.5),
+        image_std=(0.5, 0.5, 0.5),
+        memory_mask_resize=True,
+        non_overlap_prompted_memory=True,
+        fill_hole_area=0,
+        max_cond_frames_in_attn=4,
+    ),
+    # Tests only: SAM 3's code paths at 112 px (grid 8 = 2 x 2 windows of 4), 3 blocks, 64 wide.
+    "sam3-test-tiny": TrackerConfig(
+        name="sam3-test-tiny",
+        image_encoder=PEViTConfig(
+            embed_dim=64, depth=3, num_heads=2, window_size=4, global_att_blocks=(1, 2), pretrain_img_size=56
+        ),
+        image_size=112,
+        backbone_stride=14,
+        image_mean=(0.5, 0.5, 0.5),
+        image_std=(0.5, 0.5, 0.5),
+        memory_mask_resize=True,
+        non_overlap_prompted_memory=True,
+        fill_hole_area=0,
+        memory_attention_layers=2,
+        memory_attention_dim_feedforward=256,
+        decoder_mlp_dim=256,
+    ),
     # Unit tests only: 64 px input, 5 blocks, feature map 4x4.
     "test-tiny": TrackerConfig(
         name="test-tiny",
@@ -231,7 +348,7 @@ TRACKER_CONFIGS: Mapping[str, TrackerConfig] = MappingProxyType(_CONFIGS)
 
 # Models whose weights are random by design (unit tests); every other model needs weights: shipped,
 # a checkpoint, or an explicit request for random ones.
-RANDOM_BY_DESIGN: tuple[str, ...] = ("test-tiny",)
+RANDOM_BY_DESIGN: tuple[str, ...] = ("test-tiny", "sam3-test-tiny")
 
 # Names a user may pass as `model`; test-tiny exists for tests and is not advertised.
 SAM21_NAMES: tuple[str, ...] = (
@@ -240,6 +357,7 @@ SAM21_NAMES: tuple[str, ...] = (
     "sam2.1_hiera_base_plus",
     "sam2.1_hiera_large",
 )
+SAM3_NAMES: tuple[str, ...] = ("sam3",)
 
 
 def get_config(name: str) -> TrackerConfig:

@@ -287,6 +287,8 @@ def preprocess_frames(
     frames: np.ndarray | torch.Tensor,
     image_size: int,
     device: torch.device | str | None = None,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
 ) -> torch.Tensor:
     """RGB uint8 frames (B, H, W, 3) -> normalised float32 (B, 3, S, S), as the official video predictor loads them.
 
@@ -298,8 +300,9 @@ def preprocess_frames(
     PIL's fixed-point arithmetic: a few pixels in 10^4 differ by one grey level (1/255/std ~ 0.017
     after normalisation). Portrait frames near the pass-order boundary (H ~ 1.1-1.4 W, shrinking) may
     still differ by more, because the order Pillow picks there is not fully reproduced. The aspect ratio
-    is not kept, as in SAM 2. The resize runs on `device` (the frames' own device when None), all
-    frames at once.
+    is not kept, as in SAM 2.
+    The resize runs on `device` (the frames' own device when None), all frames at once.
+    `mean` / `std`: ImageNet's for SAM 2.1, 0.5 for SAM 3.
     """
     tensor = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
     if tensor.ndim == 3:
@@ -318,6 +321,6 @@ def preprocess_frames(
         if tuple(x.shape[-2:]) != size:
             x = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True)
             x = x.round_().clamp_(0, 255)  # quantised like PIL's uint8 intermediate and output
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-    return (x / 255.0 - mean) / std
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    return (x / 255.0 - mean_t) / std_t

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from batchtrack.model.layers import LayerNorm2d
@@ -21,8 +22,9 @@ MASK_DOWNSAMPLE_LAYERS = 4  # 4 stride-2 convs: total stride 16, the feature gri
 class MaskDownSampler(nn.Module):
     """4 x [Conv 3x3 stride 2 → LayerNorm2d → GELU] with channels 1→4→16→64→256, then a 1x1 conv."""
 
-    def __init__(self, embed_dim: int) -> None:
+    def __init__(self, embed_dim: int, mask_size: int | None = None) -> None:
         super().__init__()
+        self.mask_size = mask_size
         layers: list[nn.Module] = []
         chans = 1
         for _ in range(MASK_DOWNSAMPLE_LAYERS):
@@ -33,6 +35,10 @@ class MaskDownSampler(nn.Module):
         self.encoder = nn.Sequential(*layers)
 
     def forward(self, mask: torch.Tensor) -> torch.Tensor:
+        if self.mask_size is not None and mask.shape[-1] != self.mask_size:
+            # SAM 3: S = 1008 would land on a 63 grid; 1152 = 72 x 16 lands on the 72 feature grid.
+            size = (self.mask_size, self.mask_size)
+            mask = F.interpolate(mask, size=size, mode="bilinear", align_corners=False, antialias=True)
         return self.encoder(mask)  # (B, 1, S, S) -> (B, C, h, w)
 
 
@@ -72,9 +78,9 @@ class Memory:
 
 
 class MemoryEncoder(nn.Module):
-    def __init__(self, dim: int, mem_dim: int, fuser_layers: int) -> None:
+    def __init__(self, dim: int, mem_dim: int, fuser_layers: int, mask_size: int | None = None) -> None:
         super().__init__()
-        self.mask_downsampler = MaskDownSampler(dim)
+        self.mask_downsampler = MaskDownSampler(dim, mask_size)
         self.pix_feat_proj = nn.Conv2d(dim, dim, kernel_size=1)
         self.fuser = Fuser(dim, fuser_layers)
         self.position_encoding = SinePositionEncoding(mem_dim)

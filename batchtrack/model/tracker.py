@@ -28,12 +28,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from batchtrack.errors import PromptError
-from batchtrack.model.configs import TrackerConfig
+from batchtrack.model.configs import PEViTConfig, TrackerConfig
+from batchtrack.model.dual_neck import Sam3ImageEncoder
 from batchtrack.model.image_encoder import ImageEncoder, preprocess_frames
 from batchtrack.model.mask_decoder import ChosenMask, MaskDecoder, choose_mask
 from batchtrack.model.memory_attention import MemoryAttention
 from batchtrack.model.memory_bank import MemoryBank, MemorySelection
-from batchtrack.model.memory_encoder import MemoryEncoder
+from batchtrack.model.memory_encoder import MASK_DOWNSAMPLE_LAYERS, MemoryEncoder
 from batchtrack.model.object_pointer import (
     build_obj_ptr_proj,
     build_obj_ptr_tpos_proj,
@@ -51,6 +52,7 @@ MASK_PROMPT_SCALE, MASK_PROMPT_BIAS = 20.0, -10.0
 # A mask suppressed by a FramePlanner is clamped to at most this logit (SAM 3's area-shrink suppression).
 SUPPRESSED_LOGIT = -10.0
 BOX_LABELS = (2, 3)
+MEMORY_MASK_STRIDE = 2**MASK_DOWNSAMPLE_LAYERS
 
 
 def _trunc_normal_param(*shape: int) -> nn.Parameter:
@@ -206,7 +208,11 @@ class Tracker(nn.Module):
         super().__init__()
         self.config = config
         c, m = config.d_model, config.mem_dim
-        self.image_encoder = ImageEncoder(config.image_encoder)
+        self.image_encoder: ImageEncoder | Sam3ImageEncoder = (
+            Sam3ImageEncoder(config.image_encoder, config.image_size)
+            if isinstance(config.image_encoder, PEViTConfig)
+            else ImageEncoder(config.image_encoder)
+        )
         self.memory_attention = MemoryAttention(
             c,
             m,
@@ -215,7 +221,9 @@ class Tracker(nn.Module):
             config.memory_attention_dim_feedforward,
             config.rope_theta,
         )
-        self.memory_encoder = MemoryEncoder(c, m, config.memory_fuser_layers)
+        # SAM 3 resizes memory masks so that its stride-16 downsampler lands on the stride-14 grid.
+        mask_size = config.feature_size * MEMORY_MASK_STRIDE if config.memory_mask_resize else None
+        self.memory_encoder = MemoryEncoder(c, m, config.memory_fuser_layers, mask_size)
         self.sam_prompt_encoder = PromptEncoder(c, config.feature_size, config.image_size, config.prompt_mask_in_chans)
         self.sam_mask_decoder = MaskDecoder(
             c,
@@ -358,7 +366,7 @@ class Tracker(nn.Module):
     ) -> list[_Rows]:
         """Let the planner add mask prompts and suppress objects on this frame; returns the new rows."""
         rows = _Rows.cat(parts).reorder(clip.live) if parts else None
-        n_pix = self.config.image_size // 4
+        n_pix = 4 * self.config.feature_size
         view = KeyframeView(
             frame_index=frame_index,
             height=clip.height,
@@ -483,14 +491,19 @@ class Tracker(nn.Module):
 
     def _mask_as_output(self, feat: _FrameFeatures, prompts: list[_ObjectPrompt]) -> _Rows:
         """Mask prompts bypass the decoder for the mask; a decoder pass on the raw features gives the pointer."""
-        s = self.config.image_size
         masks = torch.stack([self._mask_to_input(p.mask) for p in prompts if p.mask is not None])  # (N, 1, S, S)
         n = masks.shape[0]
         high = masks * MASK_PROMPT_SCALE + MASK_PROMPT_BIAS
-        low_res = F.interpolate(high, size=(s // 4, s // 4), mode="bilinear", align_corners=False, antialias=True)
+        low_side = 4 * self.config.feature_size  # S / 4 for SAM 2.1; 288 for SAM 3 at 1008
+        low_hw = (low_side, low_side)
+        low_res = F.interpolate(high, size=low_hw, mode="bilinear", align_corners=False, antialias=True)
         image = feat.vision.expand(n, -1, -1, -1)
         coords, labels = _no_points(n, image.device)
-        chosen = self._decode(image, feat, coords, labels, self.mask_downsample(masks), multimask=False)
+        dense = self.mask_downsample(masks)  # (N, 1, S/4, S/4)
+        if dense.shape[-1] != low_side:
+            # SAM 3 (stride 14): the official heads resize a mask prompt to the decoder's mask grid like this.
+            dense = F.interpolate(dense, size=low_hw, mode="bilinear", align_corners=False, antialias=True)
+        chosen = self._decode(image, feat, coords, labels, dense, multimask=False)
         # SAM 2 gates this pointer twice: by the decoder's own object score, then by the mask being non-empty.
         pointers = gate_pointer(self.obj_ptr_proj(chosen.token), chosen.object_score_logits > 0, self.no_obj_ptr)
         visible = (masks.flatten(1) > 0).any(dim=1, keepdim=True)  # (N, 1)
@@ -521,6 +534,10 @@ class Tracker(nn.Module):
         s = self.config.image_size
         n = len(rows.object_ids)
         high = F.interpolate(low_res, size=(s, s), mode="bilinear", align_corners=False)  # (N, 1, S, S)
+        if self.config.non_overlap_prompted_memory and n > 1 and bool(rows.prompted.any()):
+            owner = high.argmax(dim=0, keepdim=True)  # (1, 1, S, S) object with the highest logit per pixel
+            own = owner == torch.arange(n, device=high.device)[:, None, None, None]  # (N, 1, S, S)
+            high = torch.where(own, high, high.clamp(max=SUPPRESSED_LOGIT))
         binarise = self.config.binarize_mask_from_pts_for_mem_enc
         hard = rows.prompted[:, None, None, None] if binarise else torch.zeros_like(rows.prompted)[:, None, None, None]
         mask = torch.where(hard, (high > 0).float(), torch.sigmoid(high))
@@ -552,7 +569,9 @@ class Tracker(nn.Module):
         """Encode a batch of frames; keeps only what the tracker reads (stride-16 level + projected high-res)."""
         if not frames:
             return []
-        images = preprocess_frames(np.stack(frames), self.config.image_size, self.device)
+        images = preprocess_frames(
+            np.stack(frames), self.config.image_size, self.device, self.config.image_mean, self.config.image_std
+        )
         out = self.image_encoder(images)
         level0, level1 = out.backbone_fpn[0], out.backbone_fpn[1]
         s0, s1 = self.sam_mask_decoder.project_high_res(level0, level1)

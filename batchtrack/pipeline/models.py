@@ -167,7 +167,8 @@ def load_tracker(
 
         return build_baseline(model_cfg.name)
     from batchtrack.model.build import build_tracker
-    from batchtrack.model.configs import tracker_config
+    from batchtrack.model.checkpoint import SAM3_BUILT_PARTS
+    from batchtrack.model.configs import PEViTConfig, tracker_config
 
     config = tracker_config(
         model_cfg.name,
@@ -176,11 +177,14 @@ def load_tracker(
         max_cond_frames=model_cfg.max_cond_frames,
     )
     local = fetch_model_checkpoint(model_cfg, storage_options)
+    # SAM 3: Meta's sam3.pt also holds the detector, which is not built; read its image side and tracker only.
+    sam3 = isinstance(config.image_encoder, PEViTConfig) and local is not None
     return build_tracker(
         config,
         checkpoint=local.path if local is not None else None,
         device=device,
         random_weights=model_cfg.random_weights,
+        parts=SAM3_BUILT_PARTS if sam3 else None,
     )
 
 

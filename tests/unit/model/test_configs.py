@@ -36,14 +36,14 @@ def _official_yaml_dir() -> Path:
 
 
 def test_registry_has_every_advertised_size() -> None:
-    assert set(TRACKER_CONFIGS) == {*_YAML_BY_NAME, "tiny-synthetic", "test-tiny"}
+    assert set(TRACKER_CONFIGS) == {*_YAML_BY_NAME, "tiny-synthetic", "test-tiny", "sam3", "sam3-test-tiny"}
     for name, config in TRACKER_CONFIGS.items():
         assert config.name == name
 
 
 def test_unknown_name_raises_config_error_listing_known_names() -> None:
-    with pytest.raises(ConfigError, match=r"unknown model 'sam3'.*sam2\.1_hiera_tiny.*tiny-synthetic"):
-        get_config("sam3")
+    with pytest.raises(ConfigError, match=r"unknown model 'sam4'.*sam2\.1_hiera_tiny.*sam3.*tiny-synthetic"):
+        get_config("sam4")
 
 
 def test_registry_and_configs_are_immutable() -> None:
