@@ -301,7 +301,7 @@ class Session:
         for placeholder, template in SUBSTITUTIONS.items():
             if placeholder in command:
                 command = command.replace(placeholder, template.format(**self.values))
-        assert not PLACEHOLDER.search(command), f"unfilled placeholder in {command!r}"
+        assert not PLACEHOLDER.search(command.split(" #")[0]), f"unfilled placeholder in {command!r}"
         return command
 
     def run(self, command: str, home: str = "client", timeout: float = 400) -> subprocess.CompletedProcess[str]:
@@ -395,10 +395,10 @@ def session(tmp_path: Path, s3_server: Any) -> Iterator[Session]:
 
 
 def test_readme_commands_run_as_written(session: Session, s3_server: Any) -> None:
-    blocks = {b.heading: b for b in readme_blocks()}
+    blocks = readme_blocks()
     ran: list[str] = []
     for heading in RUN_HERE_IN_ORDER:
-        for command in blocks[heading].commands:
+        for command in [c for b in blocks if b.heading == heading for c in b.commands]:
             how = how_to_check(command)
             if how in ("synopsis", "schema"):
                 continue  # the fast tests above check these
@@ -422,7 +422,11 @@ def test_readme_commands_run_as_written(session: Session, s3_server: Any) -> Non
                 result = _submit_when_agent_is_up(session, command, "client")
                 assert result.returncode == 0, "\n".join(session.log)[-8000:]
                 _after(command, result, session)
-    assert session.package_mib and max(session.package_mib) < MAX_PACKAGE_MIB, session.package_mib
+    # What the two submits uploaded: Ray's own packaging of the same folder (its warning past 1 MiB never showed).
+    _package_names(session.cwd, session.cwd.parent / "pkg.zip")
+    session.package_mib.append((session.cwd.parent / "pkg.zip").stat().st_size / 2**20)
+    assert max(session.package_mib) < MAX_PACKAGE_MIB, session.package_mib
+    print(f"job package: {session.package_mib[-1]:.3f} MiB")
     assert sum("ray job submit" in c for c in ran) == 2 and any(c.startswith("batchtrack render") for c in ran)
     fs = s3fs.S3FileSystem(**s3_server.storage_options)
     assert fs.ls("bucket/out/clips") and fs.ls("bucket/masks/clips") and fs.exists("bucket/out/_manifest.json")
@@ -448,15 +452,14 @@ def _after(command: str, result: subprocess.CompletedProcess[str], session: Sess
         assert ids and int(ids[0][1]) > 0, out
         session.values["video_id"] = ids[0][0]
     elif command.startswith("batchtrack run") or "track_corpus.py" in command:
-        assert re.search(r"^\s+ok\s+[1-9]", out, re.MULTILINE), out[-3000:]
+        tracked = re.search(r"^\s+ok\s+[1-9]", out, re.MULTILINE)
+        resumed = re.search(r"committed by an earlier run: [1-9]", out)  # the same job again: nothing to track
+        assert tracked or resumed, out[-3000:]
     elif command.startswith("batchtrack render"):
-        picture = session.cwd / shlex.split(command)[-1]
+        picture = session.cwd / shlex.split(command, comments=True)[-1]
         assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     elif command.startswith("batchtrack eval"):
         assert "J&F" in out, out
     if "ray job submit" in command:
         assert "succeeded" in out, out[-3000:]
-        size = re.search(r"Pushing file package '\S+' \(([\d.]+)MiB\)", out)  # absent when already uploaded
-        if size:
-            session.package_mib.append(float(size.group(1)))
-        assert "approaching the maximum upload size" not in out
+        assert "approaching the maximum upload size" not in out  # RAY_PACKAGE_SIZE_WARNING_MIB=1
