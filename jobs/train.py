@@ -5,15 +5,21 @@ r"""Train a tracker on synthetic clips with Ray Train (one CPU worker or many GP
         --num-workers 8 --use-gpu
 
 Every worker runs `batchtrack.training.loop.train`; DDP comes from `ray.train.torch.prepare_model`, and
-each checkpoint rank 0 writes is reported to Ray Train. A rerun with the same output dir resumes.
+each checkpoint rank 0 writes is reported to Ray Train. A rerun with the same output dir resumes (a killed
+run loses at most the steps since its last checkpoint). Each start is appended to OUTPUT/launches.jsonl
+(command, config file, its SHA-256, overrides); after training the checkpoints are scored on the
+validation split (OUTPUT/validation.jsonl), which `python -m batchtrack.training.export --select
+validation` picks from. The test split is never read here.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +30,9 @@ from ray.train import Checkpoint, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from batchtrack.training.config import TrainConfig, load_train_config
+from batchtrack.training.export import record_launch
 from batchtrack.training.loop import WorkerContext, train
+from batchtrack.training.validation import validate_run
 
 
 def train_loop_per_worker(config_values: dict[str, Any]) -> None:
@@ -53,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-workers", type=int, default=1, help="Ray Train workers")
     parser.add_argument("--use-gpu", action="store_true", help="one GPU per worker")
     parser.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs reserved per worker")
+    parser.add_argument("--no-validate", action="store_true", help="skip scoring checkpoints on the validation split")
     args = parser.parse_args(argv)
 
     overrides: dict[str, Any] = {}
@@ -71,6 +80,15 @@ def main(argv: list[str] | None = None) -> int:
     config = load_train_config(args.config, overrides)
     output_dir = Path(config.output_dir).resolve()
     config = config.model_copy(update={"output_dir": str(output_dir)})
+    record_launch(
+        output_dir,
+        {
+            "command": " ".join(["python", "jobs/train.py", *(sys.argv[1:] if argv is None else argv)]),
+            "config_file": args.config,
+            "config_sha256": hashlib.sha256(Path(args.config).read_bytes()).hexdigest(),
+            "overrides": overrides,
+        },
+    )
 
     if not ray.is_initialized() and "RAY_ADDRESS" not in os.environ:
         # "local": always a fresh embedded cluster, never one that `ray start` left on this machine.
@@ -87,6 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     result = trainer.fit()
     print(json.dumps({"metrics": result.metrics, "checkpoint": result.checkpoint.path if result.checkpoint else None}))
+    if config.validation.enabled and not args.no_validate:
+        curve = validate_run(config)
+        if curve:
+            best = max(curve, key=lambda r: (r["mean"], r["step"]))
+            print(json.dumps({"validation_best_step": best["step"], "validation_mean_jf": best["mean"]}))
     return 0
 
 

@@ -226,11 +226,20 @@ class SupportsTrack(Protocol):
     ) -> Iterator[FrameResult]: ...
 
 
-def evaluate_tracker(tracker: SupportsTrack, corpus_dir: Path | str, bound_th: float = BOUND_TH) -> EvalReport:
-    """Run `tracker` over every video of a local synthetic corpus (box prompts from `prompts.jsonl`) and score it.
+@dataclass(frozen=True)
+class TrackedVideo:
+    """One synthetic video tracked from its box prompts: what scoring it needs."""
 
-    This skips the batch job: it measures the tracker alone, frames/s included (decoding excluded).
-    """
+    stem: str
+    gt: GroundTruth
+    predicted: dict[tuple[int, int], np.ndarray]  # (frame_index, object_id) -> (H, W) bool
+    first_frames: dict[int, int]  # object_id -> its first prompt frame
+    num_frames: int
+    seconds: float  # tracking time (decoding excluded)
+
+
+def track_corpus(tracker: SupportsTrack, corpus_dir: Path | str) -> Iterator[TrackedVideo]:
+    """Run `tracker` over every video of a local synthetic corpus, box prompts from its `prompts.jsonl`."""
     root = Path(corpus_dir)
     fs = fsspec.filesystem("file")
     truths = _read_ground_truths(fs, root.as_posix())
@@ -245,8 +254,6 @@ def evaluate_tracker(tracker: SupportsTrack, corpus_dir: Path | str, bound_th: f
                     box=np.asarray(entry["box"], dtype=np.float32),
                 )
             )
-    objects: list[ObjectEval] = []
-    seconds, frames_done = 0.0, 0
     for stem, gt in truths.items():
         prompts = by_video.get(stem, [])
         frames = list(enumerate(iter_frames(str(root / f"{stem}.mp4"))))
@@ -256,9 +263,21 @@ def evaluate_tracker(tracker: SupportsTrack, corpus_dir: Path | str, bound_th: f
             masks = (result.mask_logits > 0).numpy()
             for object_id, mask in zip(result.object_ids, masks, strict=True):
                 predicted[(result.frame_index, object_id)] = mask
-        seconds += time.perf_counter() - start
-        frames_done += len(frames)
+        seconds = time.perf_counter() - start
         first = {p.object_id: p.frame_index for p in sorted(prompts, key=lambda p: -p.frame_index)}
-        objects.extend(score_video(stem, gt, predicted, first, bound_th))
+        yield TrackedVideo(stem, gt, predicted, first, len(frames), seconds)
+
+
+def evaluate_tracker(tracker: SupportsTrack, corpus_dir: Path | str, bound_th: float = BOUND_TH) -> EvalReport:
+    """Run `tracker` over every video of a local synthetic corpus (box prompts from `prompts.jsonl`) and score it.
+
+    This skips the batch job: it measures the tracker alone, frames/s included (decoding excluded).
+    """
+    objects: list[ObjectEval] = []
+    seconds, frames_done = 0.0, 0
+    for video in track_corpus(tracker, corpus_dir):
+        seconds += video.seconds
+        frames_done += video.num_frames
+        objects.extend(score_video(video.stem, video.gt, video.predicted, video.first_frames, bound_th))
     fps = frames_done / seconds if seconds > 0 else None
     return build_report(objects, frames_per_second=fps)

@@ -45,6 +45,19 @@ class DataSpec(_Section):
         return self
 
 
+class ValidationSpec(_Section):
+    """Checkpoint scoring on the validation split (batchtrack.synthetic.splits.VALIDATION), never the test split."""
+
+    enabled: bool = Field(True, description="Score checkpoints after training (jobs/train.py).")
+    subsets: tuple[str, ...] = Field(
+        ("occlusion", "deformation", "mixed"), min_length=1, description="Benchmark subsets of the validation set."
+    )
+    videos: int = Field(2, ge=1, description="Validation videos per subset.")
+    frames: int = Field(60, ge=2, description="Frames per validation video.")
+    every_steps: int = Field(100, ge=1, description="Score checkpoints whose step is a multiple of this, and the last.")
+    torch_threads: int = Field(1, ge=1, description="torch threads while scoring.")
+
+
 class OptimConfig(_Section):
     """AdamW with warm-up then a cosine or linear decay, and gradient-norm clipping."""
 
@@ -55,6 +68,28 @@ class OptimConfig(_Section):
     schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="Decay after warm-up.")
     min_lr_ratio: float = Field(0.05, ge=0, le=1, description="Final learning rate as a fraction of lr.")
     grad_clip: float = Field(1.0, gt=0, description="Clip the global gradient norm to this value.")
+    schedule_steps: int | None = Field(
+        None,
+        ge=1,
+        description="Steps the warm-up + decay spans (default: the run's `steps`); a run may stop before its end.",
+    )
+    lr_from_step: dict[int, float] = Field(
+        default_factory=dict,
+        description="Peak learning rate from a 0-based step on, replacing `lr` (the schedule's shape is kept): "
+        "{1500: 1.0e-3} scales the rest of the curve by 1e-3 / lr.",
+    )
+
+    @model_validator(mode="after")
+    def _steps_and_rates_positive(self) -> OptimConfig:
+        for step, lr in self.lr_from_step.items():
+            if step < 0 or lr <= 0:
+                raise ValueError(f"optim.lr_from_step: step {step} must be >= 0 and its lr {lr} > 0")
+        return self
+
+    def peak_lr(self, step: int) -> float:
+        """The peak learning rate that applies at 0-based step `step`."""
+        starts = [s for s in self.lr_from_step if s <= step]
+        return self.lr_from_step[max(starts)] if starts else self.lr
 
 
 class LossConfig(_Section):
@@ -99,6 +134,7 @@ class TrainConfig(_Section):
         None, description="Tracker weights the frozen tracker starts from when train_only='association_head'."
     )
     data: DataSpec = Field(default_factory=DataSpec, description="Synthetic clip spec.")
+    validation: ValidationSpec = Field(default_factory=lambda: ValidationSpec(), description="Checkpoint selection.")
     optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimiser and schedule.")
     loss: LossConfig = Field(default_factory=LossConfig, description="Loss weights.")
 

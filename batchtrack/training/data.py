@@ -17,6 +17,7 @@ import torch
 
 from batchtrack.synthetic.render import render_frame
 from batchtrack.synthetic.scene import Scene, SceneSpec
+from batchtrack.synthetic.splits import TRAIN
 from batchtrack.training.config import DataSpec
 
 # Objects smaller than this fraction of the frame on the prompted frame are not trained on:
@@ -89,7 +90,7 @@ def _jitter_box(rng: np.random.Generator, box: np.ndarray, amount: float, width:
 def _scene_spec(rng: np.random.Generator, spec: DataSpec) -> SceneSpec:
     """Scene parameters spread over the range the synthetic benchmark uses, so the model sees it all."""
     return SceneSpec(
-        seed=int(rng.integers(0, 2**31 - 1)),
+        seed=TRAIN.draw(rng),  # never a validation or test scene (batchtrack.synthetic.splits)
         width=spec.width,
         height=spec.height,
         num_frames=SCENE_FRAMES,

@@ -1,11 +1,13 @@
 """Turn a training run into shipped weights: `weights/NAME.safetensors` plus a JSON record of the run.
 
-    python -m batchtrack.training.export RUN_DIR --name tiny-synthetic --command "python jobs/train.py ..."
+    python -m batchtrack.training.export RUN_DIR --name tiny-synthetic [--select validation]
 
-The record holds what it takes to reproduce and judge the weights: the exact command, the training
-config (seed, data spec, schedule), steps and wall time, the loss curve summarised per span of steps,
-the final losses, the git commit, and the file's SHA-256. Weights are stored as float16 by default
-(half the size; the tracker loads them into its float32 parameters).
+The record holds what it takes to reproduce and judge the weights: every launch of the run (command,
+config file and its SHA-256, overrides; jobs/train.py appends them to RUN_DIR/launches.jsonl), the
+training config (seed, data spec, schedule), the seeds (training stream, validation scenes, the test
+range), steps and wall time, the loss curve summarised per span of steps, the validation curve and
+which checkpoint it selected, the final losses, the git commit, and the file's SHA-256. Weights are stored as
+float16 by default (half the size; the tracker loads them into its float32 parameters).
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ from safetensors.torch import save_file
 from batchtrack.errors import CheckpointError
 from batchtrack.model.build import WEIGHTS_DIR
 from batchtrack.model.checkpoint import file_sha256, load_state_dict_file
+from batchtrack.synthetic.splits import TEST, TRAIN
+from batchtrack.training.config import ValidationSpec
 from batchtrack.training.loop import MODEL_FILE, STATE_FILE, checkpoint_dirs
+from batchtrack.training.validation import best_checkpoint, read_validation, validation_seeds
 
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 _CURVE_KEYS = ("loss", "focal", "dice", "iou", "object_score", "association", "mask_iou", "prompted_mask_iou")
@@ -59,25 +64,68 @@ def summarise_curve(rows: list[dict[str, float]], spans: int = 10) -> list[dict[
     return out
 
 
+LAUNCHES_FILE = "launches.jsonl"
+
+
+def read_launches(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Every start of the run, in order (jobs/train.py appends one row per start)."""
+    path = Path(run_dir) / LAUNCHES_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def record_launch(run_dir: str | Path, launch: dict[str, Any]) -> None:
+    """Append one start of the run (command, config file, its SHA-256, overrides) to `launches.jsonl`."""
+    path = Path(run_dir) / LAUNCHES_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fh.write(json.dumps(launch) + "\n")
+
+
+def _seeds(config: dict[str, Any]) -> dict[str, Any]:
+    validation = config.get("validation")
+    return {
+        "train": {
+            "seed": config.get("seed"),
+            "what": "weight initialisation and the clip stream; clip (rank, step, index) draws its scene seed "
+            f"uniformly from [{TRAIN.start}, {TRAIN.stop})",
+        },
+        "validation_scene_seeds": validation_seeds(ValidationSpec.model_validate(validation)) if validation else None,
+        "test_scene_seeds_from": TEST.start,
+    }
+
+
 def export_weights(
     run_dir: str | Path,
     out_path: str | Path,
     record: dict[str, Any],
     dtype: str = "float16",
+    select: str = "last",
 ) -> dict[str, Any]:
-    """Copy the newest checkpoint's tracker weights of `run_dir` to `out_path` (+ `.json` beside it)."""
+    """Copy a checkpoint's tracker weights of `run_dir` to `out_path` (+ `.json` beside it).
+
+    `select`: "last" (the newest checkpoint) or "validation" (the best on the validation curve).
+    """
     checkpoints = checkpoint_dirs(run_dir)
     if not checkpoints:
         raise CheckpointError(f"{run_dir} has no complete checkpoint to export")
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+    if select not in ("last", "validation"):
+        raise ValueError(f"select must be 'last' or 'validation', got {select!r}")
     last = checkpoints[-1]
+    if select == "validation":
+        best = best_checkpoint(run_dir)
+        if best is None:
+            raise CheckpointError(f"{run_dir} has no checkpoint with a validation score (run jobs/train.py first)")
+        last = best
     state = json.loads((last / STATE_FILE).read_text())
     tensors = {k: v.to(_DTYPES[dtype]).contiguous() for k, v in load_state_dict_file(last / MODEL_FILE).items()}
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out_path), metadata={"step": str(state["step"]), "dtype": dtype})
-    rows = read_metrics(run_dir)
+    rows = [r for r in read_metrics(run_dir) if r["step"] <= state["step"]]
     tail = rows[-min(len(rows), 25) :]
     full = {
         **record,
@@ -93,6 +141,10 @@ def export_weights(
             **{k: round(_mean([float(r.get(k, float("nan"))) for r in tail]), 5) for k in _CURVE_KEYS},
         },
         "loss_curve": summarise_curve(rows),
+        "launches": read_launches(run_dir),
+        "seeds": _seeds(state["config"]),
+        "selected_by": select,
+        "validation_curve": read_validation(run_dir),
     }
     out_path.with_suffix(".json").write_text(json.dumps(full, indent=2) + "\n")
     return full
@@ -105,9 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="output .safetensors path (default: the package's weights folder)")
     parser.add_argument("--dtype", default="float16", choices=sorted(_DTYPES))
     parser.add_argument("--record", default="{}", help="JSON object merged into the record (command, commit, ...)")
+    parser.add_argument(
+        "--select", default="last", choices=("last", "validation"), help="newest checkpoint, or best on validation"
+    )
     args = parser.parse_args(argv)
     out = Path(args.out) if args.out else WEIGHTS_DIR / f"{args.name}.safetensors"
-    full = export_weights(args.run_dir, out, json.loads(args.record), args.dtype)
+    full = export_weights(args.run_dir, out, json.loads(args.record), args.dtype, args.select)
     print(json.dumps({k: full[k] for k in ("weights_file", "sha256", "steps", "parameters")}))
     return 0
 
