@@ -143,9 +143,20 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    from batchtrack.demo import render_frame
+    from batchtrack.demo import render_frame, render_video
 
-    path = render_frame(args.output, args.video_id, args.frame, Path(args.picture))
+    if args.video_out is not None:
+        if args.frame is not None:
+            raise ConfigError("render: give FRAME PICTURE (one frame) or --video-out FILE (the whole video), not both")
+        path = render_video(args.output, args.video_id, Path(args.video_out), fps=args.fps, max_frames=args.max_frames)
+    elif args.frame is None or args.picture is None:
+        raise ConfigError("render: give FRAME PICTURE (one frame as a PNG) or --video-out FILE (.gif or .mp4)")
+    else:
+        try:
+            frame = int(args.frame)
+        except ValueError:
+            raise ConfigError(f"render: FRAME must be a frame number, got {args.frame!r}") from None
+        path = render_frame(args.output, args.video_id, frame, Path(args.picture))
     print(f"wrote {path}")
     return 0
 
@@ -207,11 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("ground_truth", help="folder with NAME.gt.parquet files")
     evaluate.set_defaults(func=_cmd_eval)
 
-    render = add_command("render", "draw one output frame's masks over the video frame")
+    render = add_command("render", "draw one output frame's masks over the video frame, or the whole video")
     render.add_argument("output")
     render.add_argument("video_id")
-    render.add_argument("frame", type=int)
-    render.add_argument("picture", help="PNG file to write")
+    render.add_argument("frame", nargs="?", help="frame number (with PICTURE)")
+    render.add_argument("picture", nargs="?", help="PNG file to write")
+    render.add_argument("--video-out", metavar="FILE", help="write every frame with its tracks as a .gif or .mp4")
+    render.add_argument("--fps", type=float, default=10.0, help="frames per second of --video-out")
+    render.add_argument("--max-frames", type=int, help="only the first N frames in --video-out")
     render.set_defaults(func=_cmd_render)
 
     inspect = add_command("inspect", "summarise a job's output (counts, failures)")

@@ -6,6 +6,7 @@ the shipped default model → summary table → J&F against the synthetic ground
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +108,52 @@ def render_frame(output: str, video_id: str, frame: int, picture: Path) -> Path:
     return picture
 
 
+def render_video(output: str, video_id: str, path: Path, *, fps: float = 10.0, max_frames: int | None = None) -> Path:
+    """Draw every tracked frame of a video (each track's mask, outline and id) and write it as a GIF or MP4.
+
+    Same checks as `render_frame` (output, video id, file name), all before decoding; frames without
+    rows are drawn bare, so the animation keeps the video's timing.
+    """
+    import cv2
+
+    from batchtrack.dataset import open_dataset
+    from batchtrack.eval.visualize import ANIMATION_SUFFIXES, render_overlay, write_animation
+    from batchtrack.io.video import iter_frames
+
+    if path.suffix.lower() not in ANIMATION_SUFFIXES:
+        raise ConfigError(f"cannot write {path}: give a .gif or .mp4 file name")
+    if max_frames is not None and max_frames < 1:
+        raise ConfigError(f"--max-frames must be at least 1, got {max_frames}")
+    data = open_dataset(output)
+    video = data.video(video_id)
+    rows = {frame.frame_index: frame for frame in data.video_rows(video_id).frames()}
+    end = video.num_frames if max_frames is None else min(video.num_frames, max_frames)
+
+    def overlays() -> Iterator[np.ndarray]:
+        for index, image in enumerate(iter_frames(video.video_uri, 0, end)):
+            masks = rows[index].decode() if index in rows else {}
+            overlay = render_overlay(image, list(masks.values()), list(masks))
+            cv2.putText(overlay, f"{index}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+            yield overlay
+
+    try:
+        write_animation(path, overlays(), fps)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc}") from None
+    return path
+
+
+def shipped_protocol_summary(model: str | None) -> str | None:
+    """The shipped model's test-protocol numbers (weights/NAME.test.json), when its record matches the weights."""
+    from batchtrack.eval.protocol import protocol_summary, read_protocol_record
+    from batchtrack.model.build import shipped_weights
+
+    name = model or "tiny-synthetic"
+    weights = shipped_weights(name)
+    record = read_protocol_record(weights) if weights is not None else None
+    return None if record is None else protocol_summary(record, name)
+
+
 def _contact_sheet(output: str, video_id: str, frames: list[int], picture: Path) -> Path:
     import cv2
 
@@ -125,7 +172,8 @@ def _contact_sheet(output: str, video_id: str, frames: list[int], picture: Path)
 
 
 def run_demo(workdir: Path, model: str | None = None) -> int:
-    """Make the demo corpus, run the job, print the summary and J&F, write `workdir/overlay.png`."""
+    """Make the demo corpus, run the job, print the summary and J&F beside the shipped model's test-protocol
+    numbers, write `workdir/overlay.png` (4 frames) and `workdir/tracks.gif` (the whole first video)."""
     from batchtrack.config import load_config
     from batchtrack.eval.evaluate import evaluate_output
     from batchtrack.pipeline.job import run_job
@@ -147,6 +195,11 @@ def run_demo(workdir: Path, model: str | None = None) -> int:
     print(track_spans(str(output)))
     report = evaluate_output(str(output), str(corpus))
     print(report.to_table())
+    protocol = shipped_protocol_summary(model)
+    if protocol is not None:
+        print(f"this demo: J&F {report.jf:.3f} over {len(report.objects)} objects of {len(videos)} mixed videos; the")
+        print("shipped model on the test split (bench/quality.py; a handful of demo videos is noisier):")
+        print(protocol)
     masks = _dataset(str(output), "masks").to_table(columns=["video_id", "frame_index"])
     if masks.num_rows:
         video_id = masks.column("video_id")[0].as_py()
@@ -154,4 +207,6 @@ def run_demo(workdir: Path, model: str | None = None) -> int:
         frames = sorted({0, last // 3, 2 * last // 3, last})
         picture = _contact_sheet(str(output), video_id, frames, workdir / "overlay.png")
         print(f"picture: {picture} (video {video_id}, frames {frames})")
+        animation = render_video(str(output), video_id, workdir / "tracks.gif")
+        print(f"video: {animation} (every frame of video {video_id}, each track's mask and id)")
     return summary.exit_code(cfg.max_failed_fraction)
