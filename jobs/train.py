@@ -104,12 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         run_config=RunConfig(name="train", storage_path=str(output_dir / "ray")),
     )
     result = trainer.fit()
-    print(json.dumps({"metrics": result.metrics, "checkpoint": result.checkpoint.path if result.checkpoint else None}))
-    if config.validation.enabled and not args.no_validate:
-        curve = validate_run(config)
-        if curve:
-            best = max(curve, key=lambda r: (r["mean"], r["step"]))
-            print(json.dumps({"validation_best_step": best["step"], "validation_mean_jf": best["mean"]}))
+    curve = validate_run(config) if config.validation.enabled and not args.no_validate else []
+    best = max(curve, key=lambda r: (r["mean"], r["step"]), default=None)
+    summary = {"metrics": result.metrics, "checkpoint": result.checkpoint.path if result.checkpoint else None}
+    print(json.dumps({**summary, "validation_best": best}))  # the last line: a summary scripts can parse
     return 0
 
 

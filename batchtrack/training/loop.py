@@ -82,17 +82,22 @@ class TrainResult:
 
 
 def learning_rate(step: int, total_steps: int, optim: OptimConfig) -> float:
-    """Learning rate for optimizer step `step` (0-based): linear warm-up, then the configured decay."""
+    """Learning rate for optimizer step `step` (0-based): linear warm-up, then the configured decay.
+
+    The curve spans `optim.schedule_steps` (default `total_steps`); `optim.lr_from_step` swaps its peak.
+    """
+    peak = optim.peak_lr(step)
+    total_steps = optim.schedule_steps or total_steps
     if optim.warmup_steps > 0 and step < optim.warmup_steps:
-        return optim.lr * (step + 1) / optim.warmup_steps
+        return peak * (step + 1) / optim.warmup_steps
     if optim.schedule == "constant":
-        return optim.lr
+        return peak
     span = max(1, total_steps - optim.warmup_steps)
     progress = min(1.0, (step - optim.warmup_steps) / span)
-    floor = optim.lr * optim.min_lr_ratio
+    floor = peak * optim.min_lr_ratio
     if optim.schedule == "linear":
-        return floor + (optim.lr - floor) * (1.0 - progress)
-    return floor + (optim.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return floor + (peak - floor) * (1.0 - progress)
+    return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def make_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.AdamW:
