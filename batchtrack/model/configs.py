@@ -173,6 +173,12 @@ class TrackerConfig:
     # objects first (each pixel kept by the highest logit, the others clamped to <= -10), as its predictor's
     # consolidation does unconditionally. SAM 2.1 encodes each object's own mask.
     non_overlap_prompted_memory: bool = False
+    # SAM 3's memory selection: a non-conditioning frame is read later (as memory and pointer) only when its
+    # criterion passes: mean over the frame's tracked objects of the normalised object score (2 sigmoid - 1
+    # where positive, else 0) times mean of their predicted IoU, > memory_selection_threshold. Frames are then
+    # read by rank among the passing ones (see memory_bank.py). Off: SAM 2.1's fixed windows.
+    memory_selection: bool = False
+    memory_selection_threshold: float = 0.01
     # --- memory tracker runtime (owned by the tracker engineer; see model/tracker.py) ---
     # Frames encoded together by the image encoder, read ahead from the frame iterator; this bounds
     # the look-ahead (and the raw frames held) to this many frames.
@@ -190,6 +196,11 @@ class TrackerConfig:
             raise ConfigError(f"{self.name}: encoder_batch_size must be >= 1, got {self.encoder_batch_size}")
         if self.num_maskmem < 1:
             raise ConfigError(f"{self.name}: num_maskmem must be >= 1, got {self.num_maskmem}")
+        if self.memory_selection and self.memory_temporal_stride_for_eval != 1:
+            raise ConfigError(
+                f"{self.name}: memory_selection needs memory_temporal_stride_for_eval 1, "
+                f"got {self.memory_temporal_stride_for_eval}"
+            )
         if self.max_cond_frames_in_attn != -1 and self.max_cond_frames_in_attn < 2:
             raise ConfigError(
                 f"{self.name}: max_cond_frames_in_attn must be -1 (all) or >= 2, got {self.max_cond_frames_in_attn}"
@@ -310,6 +321,7 @@ _CONFIGS: dict[str, TrackerConfig] = {
         memory_mask_resize=True,
         non_overlap_prompted_memory=True,
         fill_hole_area=0,
+        memory_selection=True,
         max_cond_frames_in_attn=4,
     ),
     # Tests only: SAM 3's code paths at 112 px (grid 8 = 2 x 2 windows of 4), 3 blocks, 64 wide.
@@ -325,6 +337,7 @@ _CONFIGS: dict[str, TrackerConfig] = {
         memory_mask_resize=True,
         non_overlap_prompted_memory=True,
         fill_hole_area=0,
+        memory_selection=True,
         memory_attention_layers=2,
         memory_attention_dim_feedforward=256,
         decoder_mlp_dim=256,

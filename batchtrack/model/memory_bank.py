@@ -18,6 +18,16 @@ Selection follows SAM 2.1's `_prepare_memory_conditioned_features` for tracking 
 conditioning frames get temporal row `num_maskmem - 1` of `maskmem_tpos_enc`; the frame `k` steps
 back gets row `k - 1`; pointers carry their signed distance in processing direction.
 
+SAM 3's memory selection (`memory_selection=True`, its `use_memory_selection` / `frame_filter`) reads
+non-conditioning frames by rank instead of by distance: the candidates are the past non-conditioning
+frames whose stored `selectable` flag is set (the tracker sets it from the frame's object score x IoU
+criterion), walked back from the previous frame (temporal stride 1 only) until `max_obj_ptrs - 1` are
+found; the previous frame is appended last when not among them. The last `num_maskmem - 1` of that list are the
+spatial memories (the k-th from the end gets row k - 1) and its entries from the end, except the first
+one, are the pointers, at offset = rank (both as the official code does, the unused first entry included).
+A frame that fails the criterion is read only as the previous frame, so the bank keeps the last
+`max_obj_ptrs - 1` passing frames and nothing older: bounded as without selection.
+
 Letters: M memory channels (64), h x w the feature grid, C pointer channels (256),
 S selected spatial memory frames, P selected pointers.
 """
@@ -36,6 +46,7 @@ class StoredFrame:
     frame_index: int
     maskmem: torch.Tensor | None  # (M, h, w) bfloat16, as SAM 2 stores it; None once only the pointer is reachable
     pointer: torch.Tensor  # (C,)
+    selectable: bool = True  # passed SAM 3's memory-selection criterion (read only with memory_selection)
 
 
 @dataclass
@@ -68,22 +79,38 @@ class MemoryBank:
         max_cond_frames: int = -1,
         temporal_stride: int = 1,
         reverse: bool = False,
+        memory_selection: bool = False,
     ) -> None:
         if max_cond_frames != -1 and max_cond_frames < 2:
             raise ValueError(f"max_cond_frames must be -1 (all) or >= 2, got {max_cond_frames}")
+        if memory_selection and temporal_stride != 1:
+            # Pruning under selection relies on every past frame being a candidate (SAM 3 uses stride 1).
+            raise ValueError(f"memory_selection needs temporal_stride 1, got {temporal_stride}")
         self.num_maskmem = num_maskmem
         self.max_obj_ptrs = max_obj_ptrs
         self.max_cond_frames = max_cond_frames
         self.stride = temporal_stride
         self.sign = -1 if reverse else 1
+        self.memory_selection = memory_selection
         self.objects: dict[int, ObjectMemory] = {}
 
     # -- writing ---------------------------------------------------------------------------
 
-    def add(self, object_id: int, frame_index: int, maskmem: torch.Tensor, pointer: torch.Tensor, cond: bool) -> None:
-        """Store one object's memory of `frame_index` (maskmem (M, h, w) is rounded to bfloat16)."""
+    def add(
+        self,
+        object_id: int,
+        frame_index: int,
+        maskmem: torch.Tensor,
+        pointer: torch.Tensor,
+        cond: bool,
+        selectable: bool = True,
+    ) -> None:
+        """Store one object's memory of `frame_index` (maskmem (M, h, w) is rounded to bfloat16).
+
+        `selectable`: whether a non-conditioning frame passed the memory-selection criterion (ignored without it).
+        """
         mem = self.objects.setdefault(object_id, ObjectMemory())
-        entry = StoredFrame(frame_index, maskmem.to(torch.bfloat16), pointer)
+        entry = StoredFrame(frame_index, maskmem.to(torch.bfloat16), pointer, selectable)
         if cond:
             mem.cond[frame_index] = entry
             mem.recent.pop(frame_index, None)
@@ -92,6 +119,9 @@ class MemoryBank:
 
     def prune(self, next_frame: int) -> None:
         """Drop whatever `next_frame` and every later frame can no longer read."""
+        if self.memory_selection:
+            self._prune_selected(next_frame)
+            return
         spatial = set(self._spatial_frames(next_frame))
         pointers = {next_frame - self.sign * d for d in range(1, self.max_obj_ptrs)}
         for mem in self.objects.values():
@@ -111,6 +141,8 @@ class MemoryBank:
         chosen, unchosen = self._split_cond(mem, frame_index)
         last_row = self.num_maskmem - 1
         spatial = [(t, last_row) for t in chosen]
+        if self.memory_selection:
+            return self._select_by_score(mem, frame_index, chosen, unchosen)
         for t_rel, t in zip(range(self.num_maskmem - 1, 0, -1), self._spatial_frames(frame_index), strict=True):
             entry = mem.recent.get(t, unchosen.get(t))
             if entry is not None and entry.maskmem is not None:
@@ -158,6 +190,60 @@ class MemoryBank:
     def num_pointers(self, object_id: int) -> int:
         mem = self.objects[object_id]
         return len(mem.cond) + len(mem.recent)
+
+    # -- SAM 3's memory selection -----------------------------------------------------------
+
+    def _passing_frames(self, mem: ObjectMemory, frame_index: int) -> list[int]:
+        """Past non-conditioning frames that passed the criterion, the latest `max_obj_ptrs - 1`, oldest first.
+
+        Walked back from the previous frame, as the official `frame_filter` does (with stride 1).
+        """
+        found: list[int] = []
+        for t in sorted(mem.recent, key=lambda t: (frame_index - t) * self.sign):
+            if (frame_index - t) * self.sign < 1 or not mem.recent[t].selectable:
+                continue
+            if len(found) >= self.max_obj_ptrs - 1:
+                break
+            found.append(t)
+        return found[::-1]
+
+    def _valid_frames(self, mem: ObjectMemory, frame_index: int) -> list[int]:
+        """The official `valid_indices`: passing frames, oldest first, then the previous frame if not among them."""
+        valid = self._passing_frames(mem, frame_index)
+        previous = frame_index - self.sign
+        if previous not in valid:
+            valid.append(previous)
+        return valid
+
+    def _select_by_score(
+        self, mem: ObjectMemory, frame_index: int, chosen: dict[int, StoredFrame], unchosen: dict[int, StoredFrame]
+    ) -> MemorySelection:
+        last_row = self.num_maskmem - 1
+        spatial = [(t, last_row) for t in chosen]
+        valid = self._valid_frames(mem, frame_index)
+        for rank in range(min(self.num_maskmem - 1, len(valid)), 0, -1):
+            t = valid[-rank]
+            entry = mem.recent.get(t, unchosen.get(t))
+            if entry is not None and entry.maskmem is not None:
+                spatial.append((t, rank - 1))
+        pointers = [(t, (frame_index - t) * self.sign) for t in chosen]
+        # valid[0] is never a pointer: the official loop stops at rank len(valid) - 1.
+        for rank in range(1, min(self.max_obj_ptrs, len(valid))):
+            t = valid[-rank]
+            if t in mem.recent or t in unchosen:
+                pointers.append((t, rank))
+        return MemorySelection(tuple(spatial), tuple(pointers))
+
+    def _prune_selected(self, next_frame: int) -> None:
+        """Keep what `next_frame` or a later frame may read under memory selection (see the module docstring)."""
+        for mem in self.objects.values():
+            valid = self._valid_frames(mem, next_frame)
+            spatial = set(valid[-(self.num_maskmem - 1) :])
+            pointers = set(valid)
+            _drop_unreadable(mem.recent, spatial, pointers)
+            _, unchosen = self._split_cond(mem, next_frame)
+            for t in _drop_unreadable(unchosen, spatial, pointers):
+                del mem.cond[t]
 
     # -- helpers ---------------------------------------------------------------------------
 

@@ -331,6 +331,7 @@ class Tracker(nn.Module):
             self.config.max_cond_frames_in_attn,
             self.config.memory_temporal_stride_for_eval,
             reverse,
+            self.config.memory_selection,
         )
 
     # ------------------------------------------------------------------------------------------
@@ -547,8 +548,24 @@ class Tracker(nn.Module):
         features = memory.features + absent[:, :, None, None] * self.no_obj_embed_spatial[..., None, None]
         if clip.memory_pos is None:
             clip.memory_pos = memory.pos[:1].float()
+        selectable = self._passes_memory_selection(rows)
         for i, oid in enumerate(rows.object_ids):
-            clip.bank.add(oid, frame_index, features[i], rows.pointers[i], cond=bool(rows.prompted[i]))
+            prompted = bool(rows.prompted[i])
+            clip.bank.add(oid, frame_index, features[i], rows.pointers[i], cond=prompted, selectable=selectable)
+
+    def _passes_memory_selection(self, rows: _Rows) -> bool:
+        """SAM 3's criterion for keeping this frame's tracked memories readable (always True when it is off).
+
+        One verdict per frame, over the objects tracked on it together, as the official `cal_mem_score` gives it:
+        its product of (N, 1) scores and (N,) IoUs broadcasts to (N, N), so its mean is mean(score) x mean(IoU).
+        """
+        tracked = ~rows.prompted
+        if not self.config.memory_selection or not bool(tracked.any()):
+            return True
+        logits = rows.scores[tracked, 0]  # (T,)
+        norm = torch.where(logits > 0, torch.sigmoid(logits) * 2 - 1, torch.zeros_like(logits))
+        score = norm.mean() * rows.iou[tracked].mean()
+        return bool(score > self.config.memory_selection_threshold)
 
     def _result(self, clip: _Clip, frame_index: int, rows: _Rows, low_res: torch.Tensor) -> FrameResult:
         video = F.interpolate(low_res, size=(clip.height, clip.width), mode="bilinear", align_corners=False)

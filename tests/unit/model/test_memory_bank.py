@@ -122,3 +122,36 @@ def test_keeping_every_conditioning_frame_grows_memory() -> None:
             bank.prune(f + 1)
         sizes.append(bank.nbytes())
     assert sizes[1] > sizes[0]
+
+
+def _run_selected(bank: MemoryBank, frames: range, failing: set[int]) -> None:
+    """A forward pass with a conditioning frame first; `failing` frames fail SAM 3's memory-selection criterion."""
+    for f in frames:
+        cond = f == frames.start
+        maskmem, pointer = torch.full((2, 2, 2), float(f)), torch.full((4,), float(f))
+        bank.add(1, f, maskmem, pointer, cond=cond, selectable=f not in failing)
+        bank.prune(f + 1)
+
+
+def test_memory_selection_reads_passing_frames_by_rank_and_a_failing_one_only_as_the_previous_frame() -> None:
+    bank = MemoryBank(NUM_MASKMEM, 8, memory_selection=True)
+    _run_selected(bank, range(0, 12), failing={3, 4, 5, 8, 11})
+    sel = bank.select(1, 12)
+    # Passing 1, 2, 6, 7, 9, 10 (the last 7 = max_obj_ptrs - 1 at most) then the previous frame 11 though it fails.
+    # Spatial: the last 6 of them, the k-th from the end at row k - 1.
+    assert sel.spatial == ((0, 6), (2, 5), (6, 4), (7, 3), (9, 2), (10, 1), (11, 0))
+    # Pointers at offset = rank; the oldest entry of the list (frame 1) is never read, as in the official code.
+    assert sel.pointers == ((0, 12), (11, 1), (10, 2), (9, 3), (7, 4), (6, 5), (2, 6))
+    assert set(bank.objects[1].recent) == {1, 2, 6, 7, 9, 10, 11}
+
+
+def test_memory_selection_keeps_the_bank_bounded_when_every_frame_fails() -> None:
+    bank = MemoryBank(NUM_MASKMEM, MAX_PTRS, memory_selection=True)
+    _run_selected(bank, range(0, 60), failing=set(range(1, 60)))
+    assert set(bank.objects[1].recent) == {59}  # only the previous frame is readable
+    assert bank.select(1, 60).spatial == ((0, 6), (59, 0)) and bank.select(1, 60).pointers == ((0, 60),)
+
+
+def test_memory_selection_needs_temporal_stride_one() -> None:
+    with pytest.raises(ValueError, match="memory_selection needs temporal_stride 1, got 2"):
+        MemoryBank(NUM_MASKMEM, MAX_PTRS, temporal_stride=2, memory_selection=True)
