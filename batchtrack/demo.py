@@ -197,8 +197,8 @@ def run_demo(workdir: Path, model: str | None = None) -> int:
     print(report.to_table())
     protocol = shipped_protocol_summary(model)
     if protocol is not None:
-        print(f"this demo: J&F {report.jf:.3f} over {len(report.objects)} objects of {len(videos)} mixed videos; the")
-        print("shipped model on the test split (bench/quality.py; a handful of demo videos is noisier):")
+        print(f"this demo: J&F {report.jf:.3f} over {len(report.objects)} objects of {len(videos)} videos (a few")
+        print("videos are noisy); the shipped model on the test split, measured by bench/quality.py:")
         print(protocol)
     masks = _dataset(str(output), "masks").to_table(columns=["video_id", "frame_index"])
     if masks.num_rows:

@@ -40,11 +40,15 @@ def read_protocol_record(weights: Path) -> dict[str, Any] | None:
 def protocol_summary(record: dict[str, Any], model: str) -> str:
     """Lines of `model`'s test J&F per subset (with intervals) and its re-acquisition figure."""
     lines = [f"test protocol ({record.get('protocol', 'test split')}):"]
-    for row in record.get("rows", []):
+    rows = record.get("rows", [])
+    for row in rows:
         if row["model"] == model:
+            others = "; ".join(
+                f"{o['model']} {o['J&F']:.3f}" for o in rows if o["subset"] == row["subset"] and o["model"] != model
+            )
             lines.append(
                 f"  {row['subset']:<14} J&F {row['J&F']:.3f} [{row['J&F_low']:.3f}, {row['J&F_high']:.3f}] "
-                f"({row['videos']} videos, {row['objects']} objects)"
+                f"({row['videos']} videos, {row['objects']} objects)" + (f"; {others}" if others else "")
             )
     reacq = record.get("reacquisition", {}).get(model)
     if reacq:

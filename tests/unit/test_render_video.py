@@ -76,3 +76,13 @@ def test_render_user_errors_are_one_line_and_exit_2(tmp_path: Path, capsys: pyte
     # The one-frame PNG form still works.
     assert main(["render", str(output), VIDEO_A, "3", str(tmp_path / "f.png")]) == 0
     assert (tmp_path / "f.png").is_file()
+
+
+def test_demo_shows_test_protocol_numbers_only_for_models_with_a_matching_record() -> None:
+    from batchtrack.demo import shipped_protocol_summary
+
+    assert shipped_protocol_summary("test-tiny") is None  # ships no weights, so no record
+    # The shipped weights' record (bench/quality.py --write-record) names their SHA-256; it must be current.
+    summary = shipped_protocol_summary(None)
+    assert summary is not None, "tiny-synthetic.test.json is missing or was measured on other weights"
+    assert "occlusion" in summary and "(10 videos" in summary and "re-acquired" in summary
