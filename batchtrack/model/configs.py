@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal
 
 from batchtrack.errors import ConfigError
 
@@ -247,6 +247,18 @@ def _sam21(name: str, image_encoder: ImageEncoderConfig) -> TrackerConfig:
     return TrackerConfig(name=name, image_encoder=image_encoder)
 
 
+# What SAM 3's tracker changes in SAM 2.1's (reference/sam3.md): stride-14 grids, 0.5 normalisation, the memory
+# encoder's mask resize, non-overlapping prompted memory, no hole filling, memory selection.
+_SAM3_TRACKER: dict[str, Any] = {
+    "backbone_stride": 14,
+    "image_mean": (0.5, 0.5, 0.5),
+    "image_std": (0.5, 0.5, 0.5),
+    "memory_mask_resize": True,
+    "non_overlap_prompted_memory": True,
+    "fill_hole_area": 0,
+    "memory_selection": True,
+}
+
 _CONFIGS: dict[str, TrackerConfig] = {
     "sam2.1_hiera_tiny": _sam21(
         "sam2.1_hiera_tiny",
@@ -312,17 +324,7 @@ _CONFIGS: dict[str, TrackerConfig] = {
     # 72 / 144 / 288 at 1008 px), as `build_sam3_video_model` sets them (sam3==0.1.4). The tracker
     # checkpoint keys are renamed by batchtrack.model.checkpoint.SAM3_KEY_TABLE.
     "sam3": TrackerConfig(
-        name="sam3",
-        image_encoder=PEViTConfig(),
-        image_size=1008,
-        backbone_stride=14,
-        image_mean=(0.5, 0.5, 0.5),
-        image_std=(0.5, 0.5, 0.5),
-        memory_mask_resize=True,
-        non_overlap_prompted_memory=True,
-        fill_hole_area=0,
-        memory_selection=True,
-        max_cond_frames_in_attn=4,
+        name="sam3", image_encoder=PEViTConfig(), image_size=1008, max_cond_frames_in_attn=4, **_SAM3_TRACKER
     ),
     # Tests only: SAM 3's code paths at 112 px (grid 8 = 2 x 2 windows of 4), 3 blocks, 64 wide.
     "sam3-test-tiny": TrackerConfig(
@@ -331,13 +333,7 @@ _CONFIGS: dict[str, TrackerConfig] = {
             embed_dim=64, depth=3, num_heads=2, window_size=4, global_att_blocks=(1, 2), pretrain_img_size=56
         ),
         image_size=112,
-        backbone_stride=14,
-        image_mean=(0.5, 0.5, 0.5),
-        image_std=(0.5, 0.5, 0.5),
-        memory_mask_resize=True,
-        non_overlap_prompted_memory=True,
-        fill_hole_area=0,
-        memory_selection=True,
+        **_SAM3_TRACKER,
         memory_attention_layers=2,
         memory_attention_dim_feedforward=256,
         decoder_mlp_dim=256,
