@@ -44,6 +44,7 @@ import torch
 from batchtrack.eval.baselines import build_baseline
 from batchtrack.eval.bootstrap import Interval, bootstrap_mean
 from batchtrack.eval.evaluate import score_video, track_corpus
+from batchtrack.eval.identity import count_id_switches, match_frame
 from batchtrack.eval.protocol import write_protocol_record
 from batchtrack.eval.reacquisition import Reacquisition, count_reacquisitions
 from batchtrack.io.video import iter_frames
@@ -51,7 +52,6 @@ from batchtrack.model.association import AssociationHead, load_association_head
 from batchtrack.model.auto import AutoTrackConfig, AutoTracker
 from batchtrack.model.build import WEIGHTS_DIR, build_tracker, shipped_weights
 from batchtrack.model.types import Prompt
-from batchtrack.pipeline.stitch import count_id_switches, match_frame
 from batchtrack.synthetic.corpus import BENCHMARK_SUBSETS
 from batchtrack.synthetic.ground_truth import ground_truth_path, read_ground_truth
 from batchtrack.synthetic.splits import TEST, make_split_videos
