@@ -58,26 +58,30 @@ def _listing(label: str, keys: list[str]) -> str:
 
 def check_state_dict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
     """Raise CheckpointError naming missing, unexpected and mis-shaped keys; return quietly if all match."""
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
+    what = f"checkpoint {source} does not match {type(module).__name__}"
+    _raise_on_differences(module.state_dict(), state_dict, what)
+
+
+def _raise_on_differences(
+    expected: Mapping[str, torch.Tensor], read: Mapping[str, torch.Tensor], what: str
+) -> None:
+    """Raise CheckpointError(`what`: …) naming missing, unexpected and mis-shaped keys of `read`; quiet if all match."""
+    missing = [k for k in expected if k not in read]
+    unexpected = [k for k in read if k not in expected]
     mismatched = [
-        f"{k} (file {tuple(state_dict[k].shape)}, model {tuple(v.shape)})"
+        f"{k} (file {tuple(read[k].shape)}, model {tuple(v.shape)})"
         for k, v in expected.items()
-        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+        if k in read and tuple(read[k].shape) != tuple(v.shape)
     ]
     if not (missing or unexpected or mismatched):
         return
-    parts = [
+    listed = [
         _listing(label, keys)
         for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("mis-shaped keys", mismatched))
         if keys
     ]
     raise CheckpointError(
-        f"checkpoint {source} does not match {type(module).__name__}: " + "; ".join(parts),
-        missing=missing,
-        unexpected=unexpected,
-        mismatched=mismatched,
+        f"{what}: " + "; ".join(listed), missing=missing, unexpected=unexpected, mismatched=mismatched
     )
 
 
@@ -191,29 +195,7 @@ def sam3_state_dict_to_ours(
         )
     read = {k: v for k, v in state_dict.items() if sam3_part(k) in wanted or sam3_part(k) is None}
     expected = {k: v for k, v in expected.items() if sam3_part(k) in wanted}
-    missing = [k for k in expected if k not in read]
-    unexpected = [k for k in read if k not in expected]
-    mismatched = [
-        f"{k} (file {tuple(read[k].shape)}, model {tuple(v.shape)})"
-        for k, v in expected.items()
-        if k in read and tuple(read[k].shape) != tuple(v.shape)
-    ]
-    if missing or unexpected or mismatched:
-        listed = [
-            _listing(label, keys)
-            for label, keys in (
-                ("missing keys", missing),
-                ("unexpected keys", unexpected),
-                ("mis-shaped keys", mismatched),
-            )
-            if keys
-        ]
-        raise CheckpointError(
-            f"checkpoint {source} does not match SAM 3 ({', '.join(wanted)}): " + "; ".join(listed),
-            missing=missing,
-            unexpected=unexpected,
-            mismatched=mismatched,
-        )
+    _raise_on_differences(expected, read, f"checkpoint {source} does not match SAM 3 ({', '.join(wanted)})")
     return {sam3_key_to_ours(k): v for k, v in read.items()}
 
 
