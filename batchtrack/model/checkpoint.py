@@ -218,3 +218,19 @@ def load_sam3_strict(
             missing=absent,
         )
     module.load_state_dict(ours, strict=True)
+
+
+# SAM 3's text encoder (model/text_encoder.py) keeps Meta's names below this prefix: loading is a prefix strip.
+SAM3_TEXT_ENCODER_PREFIX = "detector.backbone.language_backbone."
+
+
+def load_sam3_text_encoder(module: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """Copy the `detector.backbone.language_backbone.*` keys of Meta's SAM 3 state dict into a TextEncoder.
+
+    Keys outside that prefix (the rest of sam3.pt) are ignored; below it, missing, unexpected and mis-shaped
+    keys raise CheckpointError naming them (in Meta's names) before anything is copied.
+    """
+    read = {k: v for k, v in state_dict.items() if k.startswith(SAM3_TEXT_ENCODER_PREFIX)}
+    expected = {SAM3_TEXT_ENCODER_PREFIX + k: v for k, v in module.state_dict().items()}
+    _raise_on_differences(expected, read, f"checkpoint {source} does not match SAM 3's text encoder")
+    module.load_state_dict({k[len(SAM3_TEXT_ENCODER_PREFIX) :]: v for k, v in read.items()}, strict=True)
