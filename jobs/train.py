@@ -31,7 +31,7 @@ from ray.train.torch import TorchTrainer
 
 from batchtrack.training.config import TrainConfig, load_train_config
 from batchtrack.training.export import record_launch
-from batchtrack.training.loop import WorkerContext, train
+from batchtrack.training.loop import WorkerContext, seed_checkpoint, train
 from batchtrack.training.validation import validate_run
 
 
@@ -62,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--use-gpu", action="store_true", help="one GPU per worker")
     parser.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs reserved per worker")
     parser.add_argument("--no-validate", action="store_true", help="skip scoring checkpoints on the validation split")
+    parser.add_argument(
+        "--seed-weights",
+        metavar="WEIGHTS",
+        help="start an empty run at --seed-step from these weights (a stage resetting the optimizer must start there)",
+    )
+    parser.add_argument("--seed-step", type=int, help="the 0-based step --seed-weights stand for")
     args = parser.parse_args(argv)
 
     overrides: dict[str, Any] = {}
@@ -89,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
             "overrides": overrides,
         },
     )
+
+    if (args.seed_weights is None) != (args.seed_step is None):
+        parser.error("--seed-weights and --seed-step go together")
+    if args.seed_weights is not None:
+        seed_checkpoint(config, args.seed_weights, args.seed_step)
 
     if not ray.is_initialized() and "RAY_ADDRESS" not in os.environ:
         # "local": always a fresh embedded cluster, never one that `ray start` left on this machine.

@@ -37,11 +37,26 @@ class DataSpec(_Section):
     box_jitter: float = Field(
         0.05, ge=0, le=0.5, description="Box corners move by up to this fraction of the box side (robustness)."
     )
+    scene_frames: int = Field(
+        36, ge=2, description="Frames of scene motion a clip window is cut from (occlusions happen in its middle 60%)."
+    )
+    max_stride: int = Field(2, ge=1, description="Clip frames are 1..max_stride scene frames apart (drawn per clip).")
+    occlusion: tuple[float, float] = Field(
+        (0.0, 1.0), description="Range of the scene's occlusion probability (drawn uniformly per clip)."
+    )
 
     @model_validator(mode="after")
     def _objects_ordered(self) -> DataSpec:
         if self.max_objects < self.min_objects:
             raise ValueError(f"data.max_objects={self.max_objects} is below data.min_objects={self.min_objects}")
+        if (self.clip_frames - 1) * self.max_stride + 1 > self.scene_frames:
+            raise ValueError(
+                f"data.scene_frames={self.scene_frames} is shorter than clip_frames={self.clip_frames} "
+                f"at max_stride={self.max_stride}"
+            )
+        lo, hi = self.occlusion
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise ValueError(f"data.occlusion={self.occlusion} must be an interval inside [0, 1]")
         return self
 
 
@@ -102,6 +117,20 @@ class LossConfig(_Section):
     association: float = Field(0.0, ge=0, description="Association loss on object pointers across frames.")
 
 
+class TrainingStage(_Section):
+    """A later curriculum stage: from `from_step` on, clips follow `data` and the learning rate `optim`.
+
+    The stage's schedule (warm-up, decay) starts at `from_step` and spans the rest of the run (or
+    `optim.schedule_steps`). With `reset_optimizer` the AdamW moments start afresh at `from_step`,
+    so a run resumed at that step from weights alone continues exactly as an uninterrupted one.
+    """
+
+    from_step: int = Field(ge=1, description="0-based step the stage starts at.")
+    data: DataSpec = Field(description="Clip spec from this step on (replaces the run's `data`).")
+    optim: OptimConfig = Field(description="Optimiser schedule from this step on (steps counted from `from_step`).")
+    reset_optimizer: bool = Field(True, description="Start the AdamW moments afresh at `from_step`.")
+
+
 class TrainConfig(_Section):
     """Everything one training run needs; `output_dir` holds its checkpoints and metrics."""
 
@@ -134,6 +163,9 @@ class TrainConfig(_Section):
         None, description="Tracker weights the frozen tracker starts from when train_only='association_head'."
     )
     data: DataSpec = Field(default_factory=DataSpec, description="Synthetic clip spec.")
+    stages: tuple[TrainingStage, ...] = Field(
+        (), description="Later curriculum stages, in step order (each replaces data and schedule from its step)."
+    )
     validation: ValidationSpec = Field(default_factory=lambda: ValidationSpec(), description="Checkpoint selection.")
     optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimiser and schedule.")
     loss: LossConfig = Field(default_factory=LossConfig, description="Loss weights.")
@@ -144,7 +176,21 @@ class TrainConfig(_Section):
             raise ValueError("train_only='association_head' needs loss.association > 0")
         if self.init_checkpoint is not None and self.train_only != "association_head":
             raise ValueError("init_checkpoint is only used with train_only='association_head'")
+        starts = [stage.from_step for stage in self.stages]
+        if starts != sorted(set(starts)):
+            raise ValueError(f"stages: from_step values {starts} must increase (a stage from `steps` on never runs)")
         return self
+
+    def stage_at(self, step: int) -> tuple[int, DataSpec, OptimConfig]:
+        """(first step, clip spec, schedule) that apply at 0-based `step`."""
+        current: tuple[int, DataSpec, OptimConfig] = (0, self.data, self.optim)
+        for stage in self.stages:
+            if stage.from_step <= step:
+                current = (stage.from_step, stage.data, stage.optim)
+        return current
+
+    def resets_optimizer_at(self, step: int) -> bool:
+        return any(stage.from_step == step and stage.reset_optimizer for stage in self.stages)
 
 
 def _dotted(errors: list[Any]) -> str:

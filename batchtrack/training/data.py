@@ -23,9 +23,6 @@ from batchtrack.training.config import DataSpec
 # Objects smaller than this fraction of the frame on the prompted frame are not trained on:
 # a box around a few pixels says little, and SAM's decoder cannot resolve them at stride 4 anyway.
 MIN_PROMPT_AREA_FRACTION = 0.004
-# Frames of scene motion rendered before the clip window is cut out: long enough for exits and
-# occlusions (which the scene plans over its whole length) to fall inside short clips.
-SCENE_FRAMES = 36
 _MAX_SCENE_TRIES = 20
 
 
@@ -93,14 +90,14 @@ def _scene_spec(rng: np.random.Generator, spec: DataSpec) -> SceneSpec:
         seed=TRAIN.draw(rng),  # never a validation or test scene (batchtrack.synthetic.splits)
         width=spec.width,
         height=spec.height,
-        num_frames=SCENE_FRAMES,
+        num_frames=spec.scene_frames,
         num_objects=int(rng.integers(spec.min_objects, spec.max_objects + 1)),
         object_size=float(rng.uniform(0.15, 0.4)),
         speed=float(rng.uniform(0.004, 0.045)),
         rotation=float(rng.uniform(0.0, 6.0)),
         scaling=float(rng.uniform(0.0, 0.35)),
         deformation=float(rng.uniform(0.0, 1.0)),
-        occlusion=float(rng.uniform(0.0, 1.0)),
+        occlusion=float(rng.uniform(*spec.occlusion)),
         exit_prob=float(rng.uniform(0.0, 0.4)),
         camera_motion=float(rng.uniform(0.0, 1.0)),
         noise_std=float(rng.uniform(0.0, 4.0)),
@@ -127,9 +124,9 @@ def make_clip(spec: DataSpec, rng: np.random.Generator, clip_frames: int | None 
     min_area = MIN_PROMPT_AREA_FRACTION * spec.width * spec.height
     for _ in range(_MAX_SCENE_TRIES):
         scene = Scene.from_spec(_scene_spec(rng, spec))
-        stride = int(rng.integers(1, 3))
+        stride = int(rng.integers(1, spec.max_stride + 1))
         span = (num_frames - 1) * stride + 1
-        start = int(rng.integers(0, SCENE_FRAMES - span + 1))
+        start = int(rng.integers(0, spec.scene_frames - span + 1))
         first = render_frame(scene, start)
         areas = first.masks.reshape(len(first.object_ids), -1).sum(1)
         candidates = [i for i in range(len(first.object_ids)) if areas[i] >= min_area]

@@ -187,6 +187,26 @@ def load_checkpoint(
     return json.loads(state_path.read_text())
 
 
+def seed_checkpoint(config: TrainConfig, weights: str | Path, step: int) -> Path:
+    """Write checkpoint `step` of `config.output_dir` holding `weights` and a fresh optimizer, to resume from.
+
+    For continuing a schedule from weights alone (e.g. the shipped file) at a stage that resets the
+    optimizer: the run then goes on exactly as one that had trained to `step` itself.
+    """
+    if checkpoint_dirs(config.output_dir):
+        raise ConfigError(f"{config.output_dir} already has checkpoints: seed only an empty run")
+    if not config.resets_optimizer_at(step):
+        raise ConfigError(
+            f"seeding at step {step} needs a stage with reset_optimizer starting there (the optimizer state is not "
+            "in a weights file)"
+        )
+    tracker = Tracker(get_config(config.model))
+    load_strict(tracker, load_state_dict_file(weights), str(weights))
+    unroll = TrainingUnroll(tracker, None)
+    state = {"config": config.model_dump(mode="json"), "metrics": {}, "seeded_from": str(weights), "elapsed_s": 0.0}
+    return save_checkpoint(config.output_dir, tracker, make_optimizer(unroll, config.optim), step, state, 1_000_000)
+
+
 class _MetricsWriter:
     """Appends one row per step to metrics.jsonl and metrics.csv (rank 0 only)."""
 
@@ -285,12 +305,15 @@ def train(
 
     while step < config.steps:
         step_t = time.monotonic()
-        lr = learning_rate(step, config.steps, config.optim)
+        if config.resets_optimizer_at(step):
+            optimizer = make_optimizer(unroll, config.optim)
+        stage_start, data_spec, optim_spec = config.stage_at(step)
+        lr = learning_rate(step - stage_start, config.steps - stage_start, optim_spec)
         for group in optimizer.param_groups:
             group["lr"] = lr
         frames = 1 if step < config.prompted_frame_steps else None
         batch = make_batch(
-            config.data,
+            data_spec,
             seed=config.seed,
             step=step,
             rank=worker.rank,

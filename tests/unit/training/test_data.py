@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from batchtrack.errors import ConfigError
 from batchtrack.training.config import DataSpec, make_train_config
@@ -100,3 +101,13 @@ def test_adding_click_prompts_leaves_a_seeds_frames_masks_and_boxes_unchanged() 
 def test_one_frame_clips_for_the_prompted_frame_curriculum() -> None:
     clip = make_batch(SPEC, seed=1, step=0, clip_frames=1).clips[0]
     assert clip.frames.shape[0] == 1 and clip.masks.shape[0] == 1 and clip.clicks.shape[0] == 1
+
+
+def test_scene_length_stride_and_occlusion_range_are_spec_fields() -> None:
+    with pytest.raises(ValidationError, match="scene_frames"):
+        DataSpec(clip_frames=8, max_stride=4, scene_frames=20)
+    with pytest.raises(ValidationError, match="occlusion"):
+        DataSpec(occlusion=(0.8, 0.2))
+    spec = DataSpec(clip_frames=4, height=48, width=64, scene_frames=10, max_stride=3, occlusion=(1.0, 1.0))
+    clip = make_batch(spec, seed=1, step=0).clips[0]
+    assert clip.frames.shape[0] == 4

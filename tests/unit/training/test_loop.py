@@ -22,6 +22,7 @@ from batchtrack.training.loop import (
     learning_rate,
     load_checkpoint,
     make_optimizer,
+    seed_checkpoint,
     train,
 )
 from batchtrack.training.losses import LossWeights
@@ -201,3 +202,54 @@ def test_a_batch_of_only_mask_prompted_single_frames_is_skipped_not_an_error(tmp
     assert result.step == 2
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["grad_norm"] == 0.0 and rows[1]["grad_norm"] > 0.0
+
+
+def _staged(tmp_path: Path, name: str, steps: int, reset: bool = True) -> dict:
+    stage = {
+        "from_step": 2,
+        "data": SPEC.model_copy(update={"clip_frames": 2, "max_stride": 3, "scene_frames": 12}).model_dump(),
+        "optim": {"lr": 5e-4, "warmup_steps": 1},
+        "reset_optimizer": reset,
+    }
+    return _config(tmp_path / name, steps) | {"stages": [stage], "keep_checkpoints": 10}
+
+
+def _adam_steps(run: Path) -> set[int]:
+    tracker = build_trainable("test-tiny")
+    optimizer = make_optimizer(TrainingUnroll(tracker), OptimConfig())
+    load_checkpoint(checkpoint_dirs(run)[-1], tracker, optimizer)
+    return {int(s["step"]) for s in optimizer.state_dict()["state"].values()}
+
+
+def test_a_stage_switches_the_schedule_and_can_restart_the_optimizer(tmp_path: Path) -> None:
+    train(make_train_config(_staged(tmp_path, "reset", steps=3)))
+    train(make_train_config(_staged(tmp_path, "kept", steps=3, reset=False)))
+    assert _adam_steps(tmp_path / "reset" / "run") == {1}  # moments restarted at step 2
+    assert _adam_steps(tmp_path / "kept" / "run") == {3}
+    rows = [json.loads(line) for line in (tmp_path / "reset" / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[2]["lr"] == pytest.approx(5e-4)  # the stage's own warm-up of 1 step, then its peak
+
+
+def test_a_run_seeded_from_weights_at_a_resetting_stage_continues_bit_for_bit(tmp_path: Path) -> None:
+    whole = make_train_config(_staged(tmp_path, "whole", steps=3))
+    train(whole)
+    weights = checkpoint_dirs(whole.output_dir)[1] / "model.safetensors"  # step 2, where the stage starts
+    seeded = make_train_config(_staged(tmp_path, "seeded", steps=3))
+    seed_checkpoint(seeded, weights, 2)
+    assert train(seeded).step == 3
+    a = load_file(str(checkpoint_dirs(whole.output_dir)[-1] / "model.safetensors"))
+    b = load_file(str(checkpoint_dirs(seeded.output_dir)[-1] / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    before = load_file(str(weights))
+    assert any(not torch.equal(a[k], before[k]) for k in a)  # step 3 did train
+
+
+def test_seeding_needs_an_empty_run_and_a_stage_that_restarts_the_optimizer(tmp_path: Path) -> None:
+    weights = tmp_path / "w.safetensors"
+    save_safetensors(build_trainable("test-tiny"), weights)
+    with pytest.raises(ConfigError, match="reset_optimizer"):
+        seed_checkpoint(make_train_config(_staged(tmp_path, "a", steps=3)), weights, 1)
+    config = make_train_config(_staged(tmp_path, "b", steps=3))
+    seed_checkpoint(config, weights, 2)
+    with pytest.raises(ConfigError, match="already has checkpoints"):
+        seed_checkpoint(config, weights, 2)

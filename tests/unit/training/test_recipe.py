@@ -10,22 +10,38 @@ import pytest
 
 from batchtrack.errors import ConfigError
 from batchtrack.synthetic.splits import TEST, TRAIN, VALIDATION
-from batchtrack.training.config import OptimConfig, load_train_config, make_train_config
+from batchtrack.training.config import OptimConfig, TrainConfig, load_train_config, make_train_config
 from batchtrack.training.loop import learning_rate
 
 RECIPE = Path(__file__).resolve().parents[3] / "jobs" / "configs" / "train_tiny.yaml"
 
 
-def test_recipe_schedule_equals_the_shipped_runs_launches_step_for_step() -> None:
+def _recipe_lr(config: TrainConfig, step: int) -> float:
+    start, _, optim = config.stage_at(step)
+    return learning_rate(step - start, config.steps - start, optim)
+
+
+def test_recipe_stage_1_equals_the_first_three_launches_step_for_step() -> None:
     config = load_train_config(RECIPE)
     # Launches 1-2: 2200-step cosine at lr 3e-4; launch 3 resumed at step 1501 with `--set optim.lr=1e-3`
     # and stopped by its wall-time limit after step 2157 (batchtrack/weights/tiny-synthetic.json).
     launch_1_2 = OptimConfig(lr=3e-4, warmup_steps=100, schedule="cosine", min_lr_ratio=0.05)
     launch_3 = launch_1_2.model_copy(update={"lr": 1e-3})
-    assert config.steps == 2157
-    for step in range(config.steps):
+    assert config.stages[0].from_step == 2157
+    for step in range(2157):
         expected = learning_rate(step, 2200, launch_1_2 if step < 1500 else launch_3)
-        assert learning_rate(step, config.steps, config.optim) == expected
+        assert _recipe_lr(config, step) == expected
+        assert config.stage_at(step)[1] == config.data
+
+
+def test_recipe_stage_2_restarts_the_optimizer_on_longer_occlusion_heavy_clips() -> None:
+    config = load_train_config(RECIPE)
+    stage = config.stages[0]
+    assert config.resets_optimizer_at(stage.from_step) and not config.resets_optimizer_at(stage.from_step + 1)
+    assert stage.data.clip_frames > config.data.clip_frames and stage.data.occlusion[0] > 0
+    lrs = [_recipe_lr(config, step) for step in range(stage.from_step, config.steps)]
+    assert lrs[0] < lrs[stage.optim.warmup_steps - 1] == pytest.approx(stage.optim.lr)  # its own warm-up
+    assert lrs[-1] == pytest.approx(stage.optim.lr * stage.optim.min_lr_ratio, rel=0.01)  # decays to its floor
 
 
 def test_schedule_steps_fixes_the_curve_length_independently_of_where_the_run_stops() -> None:
