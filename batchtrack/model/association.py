@@ -244,6 +244,116 @@ def associate(
 
 
 # ---------------------------------------------------------------------------------------------
+# SAM 3's video rules, one frame (concept mode; the state across frames is in track_planning.py)
+
+
+@dataclass
+class DetectionMatch:
+    """Detections of one frame against the tracks propagated onto it (SAM 3's `_associate_det_trk`).
+
+    Detections are named by their index, tracks by their id.
+    """
+
+    new_detections: list[int] = field(default_factory=list)  # confident detections that overlap no track
+    unmatched_tracks: list[int] = field(default_factory=list)  # non-empty tracks no detection matches
+    empty_tracks: list[int] = field(default_factory=list)  # tracks whose propagated mask is empty
+    det_to_tracks: dict[int, list[int]] = field(default_factory=dict)  # detection -> tracks it overlaps
+    recondition: dict[int, int] = field(default_factory=dict)  # track id -> high-confidence, high-IoU detection
+
+
+def select_detections(masks: torch.Tensor, scores: torch.Tensor, min_score: float, nms_iou: float) -> list[int]:
+    """Detections kept by SAM 3's detection stage: score > `min_score`, then mask NMS at `nms_iou`.
+
+    Returns indices, best score first. `nms_iou` <= 0 keeps every confident detection.
+    """
+    confident = torch.nonzero(scores.float() > min_score).flatten()  # (K,)
+    if confident.numel() == 0:
+        return []
+    if nms_iou <= 0:
+        order = torch.argsort(-scores[confident].float(), stable=True)
+        return [int(confident[k]) for k in order]
+    kept = mask_nms(masks[confident], scores[confident], nms_iou)
+    return [int(confident[k]) for k in kept]
+
+
+def match_detections(
+    det_masks: torch.Tensor,
+    det_scores: torch.Tensor,
+    track_masks: torch.Tensor,
+    track_ids: Sequence[int],
+    *,
+    assoc_iou: float,
+    track_assoc_iou: float,
+    new_min_score: float,
+    recondition_min_score: float,
+    recondition_min_iou: float,
+) -> DetectionMatch:
+    """Match D detections with M tracks by mask IoU, as SAM 3's video loop does on every frame.
+
+    det_masks: (D, H, W) logits or bools; det_scores: (D,) probabilities; track_masks: (M, H', W')
+    logits or bools of the tracks propagated onto this frame (before memory is written).
+
+    - a track is matched when some detection overlaps it with IoU >= `track_assoc_iou` (many
+      tracks may match one detection); a non-empty track that none matches is unmatched;
+    - a detection overlaps the tracks with IoU >= `assoc_iou` (the lists feed keep-alive and the
+      hot-start duplicate rule); a detection with score >= `new_min_score` that overlaps none is new;
+    - a detection that is not new, with score >= `recondition_min_score` and IoU >=
+      `recondition_min_iou` with its best track, is that track's re-conditioning candidate (a
+      later detection of the same track replaces an earlier one, as in SAM 3).
+    """
+    d, m = det_masks.shape[0], track_masks.shape[0]
+    ids = [int(t) for t in track_ids]
+    if len(ids) != m or det_scores.shape[0] != d:
+        raise ValueError(
+            f"match inputs disagree: {d} detection masks, {det_scores.shape[0]} scores; {m} tracks, {len(ids)} ids"
+        )
+    scores = det_scores.float()
+    nonempty = (_as_logits(track_masks) > 0).flatten(1).any(1).tolist() if m else []
+    result = DetectionMatch(empty_tracks=[t for t, full in zip(ids, nonempty, strict=True) if not full])
+    if m == 0:
+        result.new_detections = torch.nonzero(scores >= new_min_score).flatten().tolist()
+        return result
+    ious = mask_iou_matrix(det_masks, track_masks)  # (D, M)
+    matched = (ious >= track_assoc_iou).any(dim=0).tolist() if d else [False] * m  # (M,)
+    result.unmatched_tracks = [t for t, full, hit in zip(ids, nonempty, matched, strict=True) if full and not hit]
+    if d == 0:
+        return result
+    overlaps = ious >= assoc_iou  # (D, M)
+    is_new = (scores >= new_min_score) & ~overlaps.any(dim=1)  # (D,)
+    result.new_detections = torch.nonzero(is_new).flatten().tolist()
+    best_iou, best_track = ious.max(dim=1)  # (D,), (D,)
+    candidate = ~is_new & (scores >= recondition_min_score) & (best_iou >= recondition_min_iou)  # (D,)
+    for k in range(d):
+        result.det_to_tracks[k] = [ids[j] for j in torch.nonzero(overlaps[k]).flatten().tolist()]
+        if candidate[k]:
+            result.recondition[ids[int(best_track[k])]] = k
+    return result
+
+
+def occlusion_suppression(
+    masks: torch.Tensor, last_occluded: torch.Tensor, iou_threshold: float, reverse: bool = False
+) -> torch.Tensor:
+    """(M,) bool: tracks to suppress because they overlap another track and were occluded more recently.
+
+    masks: (M, H, W) logits or bools of the tracks on this frame; last_occluded: (M,) int64, the last
+    frame each track was empty or suppressed (-1: never). Of two tracks with mask IoU >=
+    `iou_threshold`, the one occluded more recently (later; earlier when `reverse`) is suppressed,
+    provided the other one was occluded at some point too (SAM 3's
+    `_get_objects_to_suppress_based_on_most_recently_occluded`, including that last condition).
+    """
+    m = masks.shape[0]
+    if m < 2:
+        return torch.zeros(m, dtype=torch.bool)
+    ious = mask_iou_matrix(masks, masks)  # (M, M)
+    pairs = torch.triu(ious >= iou_threshold, diagonal=1)  # (M, M) i < j
+    li, lj = last_occluded[:, None], last_occluded[None, :]  # (M, 1), (1, M)
+    later_i, later_j = (li < lj, lj < li) if reverse else (li > lj, lj > li)
+    suppress_i = pairs & later_i & (lj > -1)  # (M, M)
+    suppress_j = pairs & later_j & (li > -1)  # (M, M)
+    return suppress_i.any(dim=1) | suppress_j.any(dim=0)
+
+
+# ---------------------------------------------------------------------------------------------
 # Learned association head
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from batchtrack.errors import CheckpointError, ConfigError
 from batchtrack.model.association import (
     AssociationConfig,
     AssociationHead,
+    DetectionMatch,
     associate,
     association_loss,
     hidden_tracks,
@@ -18,7 +20,17 @@ from batchtrack.model.association import (
     load_association_head,
     mask_iou_matrix,
     mask_nms,
+    match_detections,
+    occlusion_suppression,
     save_association_head,
+    select_detections,
+)
+from batchtrack.model.track_planning import (
+    FrameDecision,
+    PlanningState,
+    TrackPlanningConfig,
+    TrackRecord,
+    plan_frame,
 )
 
 H = W = 32
@@ -236,3 +248,224 @@ def test_association_head_round_trips_through_its_own_safetensors_file(tmp_path:
     assert info.value.mismatched
     with pytest.raises(CheckpointError, match="cannot read"):
         load_association_head(tmp_path / "missing.safetensors")
+
+
+# ---------------------------------------------------------------------------------------------
+# SAM 3's video rules (concept mode): one-frame matching, then planning across frames
+
+
+def logits(*masks: torch.Tensor) -> torch.Tensor:
+    """Bool masks as sharp logits, as the tracker and detector give them."""
+    return stack(*masks).float() * 20.0 - 10.0
+
+
+SAM3 = TrackPlanningConfig()
+A, B, C = box(0, 0, 10, 10), box(20, 0, 30, 10), box(0, 20, 10, 30)
+
+
+def match(det: torch.Tensor, scores: list[float], trk: torch.Tensor, ids: list[int]) -> DetectionMatch:
+    return match_detections(
+        det,
+        torch.tensor(scores),
+        trk,
+        ids,
+        assoc_iou=0.1,
+        track_assoc_iou=0.5,
+        new_min_score=0.7,
+        recondition_min_score=0.8,
+        recondition_min_iou=0.8,
+    )
+
+
+def test_planning_defaults_are_sam3s() -> None:
+    cfg = TrackPlanningConfig()
+    assert (cfg.detection_min_score, cfg.detection_nms_iou, cfg.assoc_iou, cfg.track_assoc_iou) == (0.5, 0.1, 0.1, 0.5)
+    assert cfg.new_detection_min_score == 0.7
+    assert (cfg.hotstart_delay, cfg.hotstart_unmatched, cfg.hotstart_duplicate) == (15, 8, 8)
+    assert (cfg.keep_alive_init, cfg.keep_alive_max, cfg.keep_alive_min) == (30, 30, -1)
+    assert cfg.occlusion_iou == 0.7 and cfg.recondition_every == 16
+    assert (cfg.recondition_min_score, cfg.recondition_min_iou) == (0.8, 0.8)
+
+
+def test_planning_config_names_a_bad_threshold() -> None:
+    with pytest.raises(ConfigError, match=r"concept.assoc_iou must be in \[0, 1\], got 1.5"):
+        TrackPlanningConfig(assoc_iou=1.5)
+    with pytest.raises(ConfigError, match="hotstart_unmatched"):
+        TrackPlanningConfig(hotstart_delay=4, hotstart_unmatched=8)
+
+
+def test_select_detections_drops_unconfident_and_overlapping_ones() -> None:
+    masks = stack(A, box(0, 0, 10, 9), B, C)  # the second overlaps the first (IoU 0.9)
+    kept = select_detections(masks, torch.tensor([0.9, 0.95, 0.5, 0.6]), min_score=0.5, nms_iou=0.1)
+    assert kept == [1, 3]  # best first; 0 loses NMS to 1; 2 is not above 0.5
+
+
+def test_track_is_matched_only_at_track_assoc_iou() -> None:
+    # Detection 0 covers 80% of track 7 (matched); detection 1 covers 40% of track 8 (overlapping, not matched).
+    m = match(stack(box(0, 0, 10, 8), box(20, 0, 30, 4)), [0.9, 0.9], stack(A, B), [7, 8])
+    assert m.unmatched_tracks == [8]
+    assert m.det_to_tracks == {0: [7], 1: [8]}
+    assert m.new_detections == []  # both overlap a track at >= 0.1
+
+
+def test_new_detection_needs_confidence_and_no_overlap() -> None:
+    det = stack(C, box(20, 20, 30, 30), box(0, 0, 10, 1))  # free, free, IoU 0.1 with track 0
+    m = match(det, [0.7, 0.69, 0.99], stack(A), [0])
+    assert m.new_detections == [0]
+
+
+def test_empty_track_is_not_unmatched() -> None:
+    m = match(stack(C), [0.9], stack(A, torch.zeros(H, W, dtype=torch.bool)), [1, 2])
+    assert m.empty_tracks == [2]
+    assert m.unmatched_tracks == [1]
+
+
+def test_one_detection_may_match_several_tracks() -> None:
+    m = match(stack(A), [0.9], stack(box(0, 0, 10, 9), box(0, 0, 10, 8)), [3, 4])
+    assert m.det_to_tracks == {0: [3, 4]}
+    assert m.unmatched_tracks == []
+
+
+def test_recondition_candidate_needs_high_score_and_high_iou() -> None:
+    det = stack(box(0, 0, 10, 9), box(20, 0, 30, 7))  # IoU 0.9 with track 0; 0.7 with track 1
+    m = match(det, [0.85, 0.99], stack(A, B), [0, 1])
+    assert m.recondition == {0: 0}
+    m = match(det, [0.75, 0.99], stack(A, B), [0, 1])
+    assert m.recondition == {}
+
+
+def test_occlusion_suppresses_the_more_recently_occluded_of_two_overlapping_tracks() -> None:
+    masks = stack(A, box(0, 0, 10, 9), C)
+    assert occlusion_suppression(masks, torch.tensor([5, 2, 9]), 0.7).tolist() == [True, False, False]
+    assert occlusion_suppression(masks, torch.tensor([2, 5, 9]), 0.7).tolist() == [False, True, False]
+    # Reverse tracking: "more recent" is the smaller frame index.
+    assert occlusion_suppression(masks, torch.tensor([5, 2, 9]), 0.7, reverse=True).tolist() == [False, True, False]
+    # A track never occluded does not let the other be suppressed.
+    assert not occlusion_suppression(masks, torch.tensor([5, -1, 9]), 0.7).any()
+    # Below the IoU threshold nothing happens.
+    assert not occlusion_suppression(stack(A, box(0, 0, 10, 6)), torch.tensor([5, 2]), 0.7).any()
+
+
+def plan(
+    state: PlanningState,
+    frame: int,
+    det: list[torch.Tensor],
+    scores: list[float],
+    tracks: dict[int, torch.Tensor],
+    config: TrackPlanningConfig = SAM3,
+    concepts: list[int] | None = None,
+    track_logits: list[float] | None = None,
+) -> tuple[FrameDecision, PlanningState]:
+    ids = list(tracks)
+    return plan_frame(
+        state,
+        frame,
+        logits(*det),
+        torch.tensor(scores, dtype=torch.float32),
+        torch.tensor(concepts if concepts is not None else [0] * len(det), dtype=torch.long),
+        ids,
+        logits(*tracks.values()),
+        torch.tensor(track_logits if track_logits is not None else [5.0] * len(ids), dtype=torch.float32),
+        config,
+    )
+
+
+def test_confident_unmatched_detections_become_new_tracks_best_first() -> None:
+    decision, state = plan(PlanningState(next_id=4), 3, [A, C], [0.8, 0.9], {})
+    assert [(n.object_id, n.detection) for n in decision.new_tracks] == [(4, 1), (5, 0)]
+    assert state.next_id == 6
+    assert state.tracks[4] == TrackRecord(concept=0, first_frame=3, keep_alive=30)
+
+
+def test_new_tracks_are_capped_by_max_objects() -> None:
+    decision, _ = plan(PlanningState(next_id=1), 0, [A, C], [0.8, 0.9], {0: B}, TrackPlanningConfig(max_objects=2))
+    assert [n.detection for n in decision.new_tracks] == [1]
+
+
+def test_hotstart_removes_a_young_track_unmatched_on_enough_frames() -> None:
+    state = PlanningState(tracks={0: TrackRecord(0, first_frame=0, keep_alive=30)}, next_id=1)
+    removed_at = None
+    for frame in range(1, 12):
+        decision, state = plan(state, frame, [], [], {0: A})
+        if decision.removed:
+            removed_at = frame
+            break
+    assert removed_at == 8 and decision.removed == [0]
+    assert 0 not in state.tracks
+
+
+def test_hotstart_spares_a_track_past_its_probation() -> None:
+    state = PlanningState(tracks={0: TrackRecord(0, first_frame=0, keep_alive=30)}, next_id=1)
+    for frame in range(15, 40):  # born 15+ frames ago: unmatched for 25 frames, never removed
+        decision, state = plan(state, frame, [], [], {0: A})
+        assert decision.removed == []
+
+
+def test_hotstart_removes_the_younger_of_two_tracks_sharing_a_detection() -> None:
+    state = PlanningState(
+        tracks={0: TrackRecord(0, first_frame=0, keep_alive=30), 1: TrackRecord(0, first_frame=2, keep_alive=30)},
+        next_id=2,
+    )
+    tracks = {0: A, 1: box(0, 0, 10, 9)}
+    removed = []
+    for frame in range(3, 12):
+        decision, state = plan(state, frame, [box(0, 0, 10, 8)], [0.9], tracks)
+        removed += [(frame, t) for t in decision.removed]
+    assert removed == [(10, 1)]  # the 8th frame of sharing
+
+
+def test_keep_alive_hides_a_track_unmatched_too_long_when_switched_on() -> None:
+    strict = TrackPlanningConfig(suppress_unmatched_only_within_hotstart=False, keep_alive_init=2, hotstart_delay=0)
+    record = TrackRecord(0, first_frame=0, keep_alive=2)
+    hidden = []
+    state = PlanningState(tracks={0: record}, next_id=1)
+    for frame in range(1, 5):
+        decision, state = plan(state, frame, [], [], {0: A}, strict)
+        hidden.append(decision.hidden)
+    assert hidden == [[], [0], [0], [0]]  # 2 -> 1 -> 0 (hidden) -> -1 (floor)
+    # A match brings it back.
+    decision, state = plan(state, 5, [A], [0.9], {0: A}, strict)
+    decision, state = plan(state, 6, [A], [0.9], {0: A}, strict)
+    assert decision.hidden == []
+    # SAM 3's default only counts.
+    state = PlanningState(tracks={0: record}, next_id=1)
+    for frame in range(1, 5):
+        decision, state = plan(state, frame, [], [], {0: A}, replace(SAM3, hotstart_delay=0))
+        assert decision.hidden == []
+
+
+def test_occlusion_suppression_in_planning_updates_last_occluded() -> None:
+    state = PlanningState(
+        tracks={0: TrackRecord(0, 0, 30, last_occluded=6), 1: TrackRecord(0, 0, 30, last_occluded=2)}, next_id=2
+    )
+    decision, state = plan(state, 40, [], [], {0: A, 1: box(0, 0, 10, 9)})
+    assert decision.suppressed == [0]
+    assert state.tracks[0].last_occluded == 40 and state.tracks[1].last_occluded == 2
+    # An empty track records its occlusion too.
+    decision, state = plan(state, 41, [], [], {0: C, 1: torch.zeros(H, W, dtype=torch.bool)})
+    assert decision.suppressed == [] and state.tracks[1].last_occluded == 41
+
+
+def test_recondition_is_periodic_and_needs_a_confident_track() -> None:
+    state = PlanningState(tracks={0: TrackRecord(0, 0, 30)}, next_id=1)
+    near = box(0, 0, 10, 9)
+    assert plan(state, 32, [near], [0.9], {0: A})[0].recondition == {0: 0}
+    assert plan(state, 33, [near], [0.9], {0: A})[0].recondition == {}
+    assert plan(state, 32, [near], [0.9], {0: A}, track_logits=[0.5])[0].recondition == {}
+    assert plan(state, 32, [near], [0.9], {0: A}, replace(SAM3, recondition_every=0))[0].recondition == {}
+
+
+def test_rules_apply_within_a_concept() -> None:
+    state = PlanningState(tracks={0: TrackRecord(concept=0, first_frame=0, keep_alive=30)}, next_id=1)
+    # The same pixels, detected as concept 1: a new track of concept 1; track 0 (concept 0) is unmatched.
+    decision, state = plan(state, 1, [A], [0.9], {0: A}, concepts=[1])
+    assert [(n.object_id, n.concept) for n in decision.new_tracks] == [(1, 1)]
+    assert decision.matches[0].unmatched_tracks == [0]
+    assert state.tracks[0].unmatched_frames == 1
+
+
+def test_tracks_unknown_to_planning_are_left_alone() -> None:
+    # Object 9 is a visual prompt: never matched, counted, removed or suppressed.
+    decision, state = plan(PlanningState(next_id=10), 1, [C], [0.9], {9: A})
+    assert [n.object_id for n in decision.new_tracks] == [10]
+    assert 9 not in state.tracks and decision.removed == [] and decision.suppressed == []
