@@ -41,6 +41,13 @@ _WORD_END = "</w>"
 _CACHE_LIMIT = 100_000  # pre-token spellings kept; a long job sees few distinct phrases, but stay bounded
 
 
+# Bytes whose Latin-1 character is printable and not whitespace: they stand for themselves.
+_PRINTABLE_BYTES = (*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1))
+_OTHER_BYTES = tuple(b for b in range(256) if b not in set(_PRINTABLE_BYTES))
+# The vocabulary lists byte symbols in this order (printable first), so a byte's id is not its value.
+_VOCAB_BYTE_ORDER = _PRINTABLE_BYTES + _OTHER_BYTES
+
+
 @lru_cache(maxsize=1)
 def byte_symbols() -> tuple[str, ...]:
     """The printable character standing for each byte value 0..255 (index = byte).
@@ -48,16 +55,9 @@ def byte_symbols() -> tuple[str, ...]:
     Printable Latin-1 bytes stand for themselves; the other 68 (controls, space, soft hyphen...) are given
     the code points 256, 257, ... in byte order, so no byte is spelled with whitespace or a control character.
     """
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    kept = set(printable)
-    symbols: list[str] = []
-    shifted = 0
-    for byte in range(256):
-        if byte in kept:
-            symbols.append(chr(byte))
-        else:
-            symbols.append(chr(256 + shifted))
-            shifted += 1
+    symbols = [chr(b) for b in range(256)]
+    for shifted, byte in enumerate(_OTHER_BYTES):
+        symbols[byte] = chr(256 + shifted)
     return tuple(symbols)
 
 
@@ -101,7 +101,8 @@ class Tokenizer:
         self.context_length = context_length
         merges = _read_merges(self.bpe_path.resolve())
         symbols = byte_symbols()
-        vocab = [*symbols, *(s + _WORD_END for s in symbols), *(a + b for a, b in merges), START_OF_TEXT, END_OF_TEXT]
+        listed = [symbols[b] for b in _VOCAB_BYTE_ORDER]
+        vocab = [*listed, *(s + _WORD_END for s in listed), *(a + b for a, b in merges), START_OF_TEXT, END_OF_TEXT]
         self._ids: dict[str, int] = {token: i for i, token in enumerate(vocab)}
         self._tokens: list[str] = vocab
         self._ranks: dict[tuple[str, str], int] = {pair: rank for rank, pair in enumerate(merges)}
