@@ -5,8 +5,10 @@ The tokenizer is compared at SAM 3's context length (32) on phrases chosen to re
 Unicode digits that are not ASCII, a literal special token, the empty phrase and truncation.
 
 The text encoder is the oracle's `VETextEncoder` class built directly at a reduced size (width 64, 2 layers,
-4 heads, d_model 16; context 32 and the full vocabulary as in SAM 3) with seeded random weights, written in
-Meta's sam3.pt layout (`detector.backbone.language_backbone.*`) and loaded through `load_sam3_text_encoder`.
+4 heads, d_model 16; context 32 and the full vocabulary as in SAM 3) with seeded random weights, inside the
+oracle's `SAM3VLBackbone` whose `forward_text` gives the detector's `language_features` / `language_mask` /
+`language_embeds`; its state dict, written in Meta's sam3.pt layout (`detector.backbone.language_backbone.*`),
+is loaded through `load_sam3_text_encoder`.
 At full size only names and shapes are compared (both built on the meta device, no memory).
 """
 
@@ -129,13 +131,18 @@ def test_text_encoder_matches_the_oracle(oracle: SimpleNamespace, oracle_tokeniz
         # uninitialised), scaled so that no layer is near-identity.
         for param in official.parameters():
             param.copy_(torch.randn_like(param) * 0.2)
-    meta_state = {SAM3_TEXT_ENCODER_PREFIX + k: v for k, v in official.state_dict().items()}
+    # The detector reaches the text encoder as `backbone.language_backbone` (Sam3Image.backbone, a SAM3VLBackbone)
+    # and sam3.pt stores the detector under `detector.`: Meta's keys are these, prefix included.
+    backbone = oracle.vl.SAM3VLBackbone(visual=None, text=official, scalp=1).eval()
+    meta_state = {"detector.backbone." + k: v for k, v in backbone.state_dict().items()}
+    assert all(k.startswith(SAM3_TEXT_ENCODER_PREFIX) for k in meta_state)
     meta_state["tracker.unrelated"] = torch.zeros(1)  # the rest of sam3.pt is ignored
     ours = TextEncoder(SMALL, tokenizer=Tokenizer()).eval()
     load_sam3_text_encoder(ours, meta_state, "oracle")
 
     with torch.no_grad():
-        mask, memory, embeds = official(PHRASES, device=torch.device("cpu"))
+        text_out = backbone.forward_text(PHRASES, device=torch.device("cpu"))
+        mask, memory, embeds = text_out["language_mask"], text_out["language_features"], text_out["language_embeds"]
         out = ours.encode_text(PHRASES)
 
     assert out.features.shape == memory.shape == (32, len(PHRASES), SMALL.d_model)
