@@ -150,6 +150,7 @@ class FramePlan:
 
     prompts: list[Prompt] = field(default_factory=list)  # mask prompts: new objects join, live ones re-condition
     suppress: list[int] = field(default_factory=list)  # live objects whose mask here is cleared (output and memory)
+    remove: list[int] = field(default_factory=list)  # live objects that stop here: no row, memory dropped
 
 
 class FramePlanner(Protocol):
@@ -281,8 +282,9 @@ class Tracker(nn.Module):
 
         bank: the clip's memory bank, from `new_bank` (default: a fresh one); pass one to inspect it.
 
-        planner: automatic mode's hook: on the frames it wants, it sees the live objects' predictions
-        and may add mask prompts (new objects, re-conditioning) and suppress objects before memory is written.
+        planner: automatic and concept mode's hook: on the frames it wants, it sees the live objects'
+        predictions and may add mask prompts (new objects, re-conditioning), suppress objects before memory
+        is written, and remove objects (they stop there and their memory is dropped).
         """
         plan = PromptPlan(prompts)
         if num_frames is None and hasattr(frames, "__len__"):
@@ -384,6 +386,13 @@ class Tracker(nn.Module):
             _validate_prompt(p, n)
             if p.mask is None or p.frame_index != frame_index:
                 raise PromptError(f"planner prompt #{n} must be a mask on frame {frame_index}")
+        if update.remove:
+            gone = set(update.remove)
+            clip.live = [o for o in clip.live if o not in gone]
+            for oid in gone:
+                clip.bank.objects.pop(oid, None)
+            kept_ids = [o for o in (rows.object_ids if rows is not None else []) if o not in gone]
+            rows = rows.reorder(kept_ids) if rows is not None and kept_ids else None
         if rows is not None and update.suppress:
             hit = torch.tensor([o in update.suppress for o in rows.object_ids], device=rows.low_res.device)
             clamped = rows.low_res.clamp(max=SUPPRESSED_LOGIT)

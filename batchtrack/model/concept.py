@@ -1,0 +1,299 @@
+"""Concept mode: track every instance of noun phrases ("person", "red car") through a video.
+
+SAM 3's detect-and-track loop on the streaming tracker. On every frame: the detector finds the
+concepts' instances, the tracker propagates the live tracks (memory attention + decoder, before
+memory is written), `track_planning.plan_frame` decides, and the tracker executes through its
+`FramePlanner` hook: new objects join as mask prompts, re-conditioned tracks get the detection's
+mask as a conditioning frame, suppressed tracks are cleared before memory, removed tracks stop.
+The tracker stays the one `Tracker.track` with its bounded bank; nothing here holds the video.
+
+Rows are held back `hotstart_delay` frames (SAM 3's hot-start): a track removed on probation never
+reaches the output, not even on the frames before its removal. The held frames keep their masks
+as bits, so while held the memory is O(delay x objects x H x W / 8) bytes, independent of the
+video's length; a held frame's `mask_logits` come out as +1 / -1 (the mask is `logits > 0`, as
+for every FrameResult).
+
+The detector is anything with `detect(frame_index, frame, concepts) -> Detections` (`ConceptDetector`).
+
+Letters: D detections, N objects, h x w the detector's mask grid, H x W the video frame.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from batchtrack.errors import ConfigError
+from batchtrack.model.memory_bank import MemoryBank
+from batchtrack.model.track_planning import FrameDecision, PlanningState, TrackPlanningConfig, plan_frame
+from batchtrack.model.tracker import FramePlan, KeyframeView, Tracker
+from batchtrack.model.types import FrameResult, Prompt
+
+
+@dataclass
+class Detections:
+    """A detector's instances of the asked concepts on one frame (raw: planning applies the score and NMS)."""
+
+    masks: torch.Tensor  # (D, h, w) mask logits (> 0 inside), any resolution
+    scores: torch.Tensor  # (D,) probabilities in [0, 1]
+    boxes: torch.Tensor  # (D, 4) x0, y0, x1, y1 in video pixels
+    concepts: torch.Tensor  # (D,) int64: index of each detection's concept in the concepts asked for
+
+    def __post_init__(self) -> None:
+        d = self.masks.shape[0]
+        if (
+            self.masks.ndim != 3
+            or self.scores.shape != (d,)
+            or self.boxes.shape != (d, 4)
+            or self.concepts.shape != (d,)
+        ):
+            raise ValueError(
+                f"detections disagree: masks {tuple(self.masks.shape)}, scores {tuple(self.scores.shape)}, "
+                f"boxes {tuple(self.boxes.shape)}, concepts {tuple(self.concepts.shape)}"
+            )
+
+    @classmethod
+    def empty(cls, height: int, width: int) -> Detections:
+        return cls(torch.zeros(0, height, width), torch.zeros(0), torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))
+
+
+class ConceptDetector(Protocol):
+    """Finds every instance of each concept on a frame (SAM 3's detector, or a test's ground truth)."""
+
+    def detect(self, frame_index: int, frame: np.ndarray, concepts: Sequence[str]) -> Detections:
+        """frame: (H, W, 3) uint8 RGB, `frame_index` in the video; concepts: noun phrases.
+
+        Detections refer to concepts by their index in `concepts`."""
+        ...
+
+
+@dataclass
+class ConceptFrameResult(FrameResult):
+    """A FrameResult whose objects also name their concept (None for a visually prompted object)."""
+
+    concepts: list[str | None] = field(default_factory=list)  # per object, in object_ids order
+
+
+@dataclass(frozen=True)
+class FrameLog:
+    """What concept mode decided on one frame (for tests and debugging)."""
+
+    frame_index: int
+    num_detections: int
+    decision: FrameDecision
+    new_object_ids: list[int]
+
+
+class _ConceptPlanner:
+    """The `FramePlanner` of one `ConceptTracker.track` call: detect, plan, and turn the plan into prompts."""
+
+    def __init__(
+        self, owner: ConceptTracker, prompts: Sequence[Prompt], concepts: Sequence[str], reverse: bool
+    ) -> None:
+        self.owner = owner
+        self.concepts = list(concepts)
+        self.reverse = reverse
+        # New ids continue after every prompted id, so concept tracks never collide with prompted objects.
+        self.state = PlanningState(next_id=max((int(p.object_id) for p in prompts), default=-1) + 1)
+        self.concept_of: dict[int, str | None] = {int(p.object_id): None for p in prompts}
+        self.frames: dict[int, np.ndarray] = {}  # pulled by the tracker, not planned yet (an encoder batch at most)
+        self.removed_now: list[int] = []
+        self.hidden: dict[int, set[int]] = {}  # frame -> objects without a row there (keep-alive)
+        self.log: list[FrameLog] = []
+
+    def watch(self, frames: Iterable[tuple[int, np.ndarray]]) -> Iterator[tuple[int, np.ndarray]]:
+        for index, frame in frames:
+            self.frames[int(index)] = frame
+            yield index, frame
+
+    def wants(self, frame_index: int) -> bool:
+        return True  # SAM 3 detects on every frame
+
+    def plan(self, view: KeyframeView) -> FramePlan:
+        frame = self.frames.pop(view.frame_index)
+        detections = self.owner.detector.detect(view.frame_index, frame, self.concepts)
+        decision, state = plan_frame(
+            self.state,
+            view.frame_index,
+            detections.masks.float().cpu(),
+            detections.scores.float().cpu(),
+            detections.concepts.long().cpu(),
+            view.object_ids,
+            view.low_res_logits.float().cpu(),
+            view.object_score_logits.float().cpu(),
+            self.owner.config,
+            reverse=self.reverse,
+        )
+        wanted = [n.detection for n in decision.new_tracks] + list(decision.recondition.values())
+        video = _video_masks(detections.masks, wanted, view.height, view.width)
+        prompts: list[Prompt] = []
+        born: list[int] = []
+        for n in decision.new_tracks:
+            if not video[n.detection].any():
+                # Nothing to prompt at video resolution: the track is never born.
+                state.tracks.pop(n.object_id, None)
+                continue
+            prompts.append(Prompt(view.frame_index, n.object_id, mask=video[n.detection]))
+            self.concept_of[n.object_id] = self.concepts[n.concept]
+            born.append(n.object_id)
+        for t, k in decision.recondition.items():
+            if video[k].any():
+                prompts.append(Prompt(view.frame_index, t, mask=video[k]))
+        self.state = state
+        self.removed_now += decision.removed
+        if decision.hidden:
+            self.hidden[view.frame_index] = set(decision.hidden)
+        self.log.append(FrameLog(view.frame_index, len(decision.detections), decision, born))
+        return FramePlan(prompts=prompts, suppress=list(decision.suppressed), remove=list(decision.removed))
+
+
+def _video_masks(masks: torch.Tensor, wanted: list[int], height: int, width: int) -> dict[int, np.ndarray]:
+    """The wanted detections' masks at video resolution, (H, W) bool each (bilinear on the logits, then > 0)."""
+    if not wanted:
+        return {}
+    index = sorted(set(wanted))
+    logits = masks[torch.tensor(index, dtype=torch.long)].float()[:, None]  # (K, 1, h, w)
+    if tuple(logits.shape[-2:]) != (height, width):
+        logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)  # (K, 1, H, W)
+    bits = (logits[:, 0] > 0).cpu().numpy()  # (K, H, W)
+    return {k: bits[i] for i, k in enumerate(index)}
+
+
+@dataclass
+class _HeldFrame:
+    """A frame's result waiting out hot-start: masks as packed bits (1 bit a pixel)."""
+
+    result: FrameResult
+    bits: np.ndarray  # (N, ceil(H * W / 8)) uint8
+    height: int
+    width: int
+
+    @classmethod
+    def hold(cls, result: FrameResult) -> _HeldFrame:
+        masks = (result.mask_logits > 0).cpu().numpy()  # (N, H, W)
+        n, h, w = masks.shape
+        packed = np.packbits(masks.reshape(n, h * w), axis=1)  # (N, ceil(H*W/8))
+        light = FrameResult(
+            result.frame_index,
+            list(result.object_ids),
+            torch.zeros(0),
+            result.object_score_logits,
+            result.iou_predictions,
+            result.object_pointers,
+        )
+        return cls(light, packed, h, w)
+
+    def drop(self, object_ids: set[int]) -> None:
+        keep = [i for i, o in enumerate(self.result.object_ids) if o not in object_ids]
+        if len(keep) == len(self.result.object_ids):
+            return
+        r = self.result
+        idx = torch.tensor(keep, dtype=torch.long)
+        self.result = FrameResult(
+            r.frame_index,
+            [r.object_ids[i] for i in keep],
+            r.mask_logits,
+            r.object_score_logits[idx],
+            r.iou_predictions[idx],
+            r.object_pointers[idx],
+        )
+        self.bits = self.bits[keep]
+
+    def release(self) -> FrameResult:
+        n = self.bits.shape[0]
+        masks = np.unpackbits(self.bits, axis=1, count=self.height * self.width).reshape(n, self.height, self.width)
+        logits = torch.from_numpy(masks).float() * 2.0 - 1.0  # (N, H, W) +1 inside, -1 outside
+        r = self.result
+        return FrameResult(
+            r.frame_index, r.object_ids, logits, r.object_score_logits, r.iou_predictions, r.object_pointers
+        )
+
+
+class ConceptTracker:
+    """A `Tracker` driven by a concept detector: `track(frames, prompts, concepts=[...])`.
+
+    Every instance of every concept becomes a track with its own id (after the largest prompted id)
+    and its concept; visually prompted objects are tracked as usual, with concept None.
+    """
+
+    def __init__(self, tracker: Tracker, detector: ConceptDetector, config: TrackPlanningConfig | None = None) -> None:
+        self.tracker = tracker
+        self.detector = detector
+        self.config = config or TrackPlanningConfig()
+        self.last_log: list[FrameLog] = []
+
+    def track(
+        self,
+        frames: Iterable[tuple[int, np.ndarray]],
+        prompts: Sequence[Prompt] = (),
+        *,
+        concepts: Sequence[str],
+        reverse: bool = False,
+        num_frames: int | None = None,
+        bank: MemoryBank | None = None,
+    ) -> Iterator[ConceptFrameResult]:
+        """Like `Tracker.track`; each result names its objects' concepts. Results come in frame order,
+        `config.hotstart_delay` frames behind the tracker (all of them by the end)."""
+        if not concepts or any(not str(c).strip() for c in concepts):
+            raise ConfigError(f"concept mode needs non-empty noun phrases, got {list(concepts)!r}")
+        planner = _ConceptPlanner(self, prompts, concepts, reverse)
+        self.last_log = planner.log
+        if num_frames is None and hasattr(frames, "__len__"):
+            num_frames = len(frames)  # type: ignore[arg-type]
+        delay = self.config.hotstart_delay
+        held: deque[_HeldFrame] = deque()
+        results = self.tracker.track(
+            planner.watch(frames), prompts, reverse=reverse, num_frames=num_frames, planner=planner, bank=bank
+        )
+        for result in results:
+            hidden = planner.hidden.pop(result.frame_index, set())
+            if planner.removed_now:
+                gone = set(planner.removed_now)
+                planner.removed_now.clear()
+                for frame in held:
+                    frame.drop(gone)
+            if delay == 0:
+                yield self._named(_drop_rows(result, hidden), planner)
+                continue
+            frame = _HeldFrame.hold(result)
+            frame.drop(hidden)
+            held.append(frame)
+            if len(held) > delay:
+                yield self._named(held.popleft().release(), planner)
+        while held:
+            yield self._named(held.popleft().release(), planner)
+
+    @staticmethod
+    def _named(result: FrameResult, planner: _ConceptPlanner) -> ConceptFrameResult:
+        return ConceptFrameResult(
+            result.frame_index,
+            result.object_ids,
+            result.mask_logits,
+            result.object_score_logits,
+            result.iou_predictions,
+            result.object_pointers,
+            concepts=[planner.concept_of.get(o) for o in result.object_ids],
+        )
+
+
+def _drop_rows(result: FrameResult, object_ids: set[int]) -> FrameResult:
+    if not object_ids:
+        return result
+    keep = torch.tensor([i for i, o in enumerate(result.object_ids) if o not in object_ids], dtype=torch.long)
+    return FrameResult(
+        result.frame_index,
+        [result.object_ids[int(i)] for i in keep],
+        result.mask_logits[keep],
+        result.object_score_logits[keep],
+        result.iou_predictions[keep],
+        result.object_pointers[keep],
+    )
+
+
+__all__ = ["ConceptDetector", "ConceptFrameResult", "ConceptTracker", "Detections", "FrameLog"]
