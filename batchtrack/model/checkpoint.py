@@ -62,9 +62,7 @@ def check_state_dict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], 
     _raise_on_differences(module.state_dict(), state_dict, what)
 
 
-def _raise_on_differences(
-    expected: Mapping[str, torch.Tensor], read: Mapping[str, torch.Tensor], what: str
-) -> None:
+def _raise_on_differences(expected: Mapping[str, torch.Tensor], read: Mapping[str, torch.Tensor], what: str) -> None:
     """Raise CheckpointError(`what`: …) naming missing, unexpected and mis-shaped keys of `read`; quiet if all match."""
     missing = [k for k in expected if k not in read]
     unexpected = [k for k in read if k not in expected]
@@ -109,11 +107,14 @@ def file_sha256(path: str | Path) -> str:
 
 # --- SAM 3 -------------------------------------------------------------------------------------------
 # Meta's sam3.pt holds the whole model: `detector.*` (image side, text encoder, fusion encoder, DETR decoder,
-# segmentation and geometry heads, scoring) and `tracker.*` (SAM 2.1's modules under SAM 3's names). The
-# tracker built here reads the image side and the tracker. The renames are this table, applied to whole
-# prefixes (never substrings) and tested in both directions; each row is (Meta's prefix, ours, part).
+# segmentation and geometry heads, scoring) and `tracker.*` (SAM 2.1's modules under SAM 3's names). A Tracker
+# holds the image side and the tracker; a ConceptTracker (concept_tracker.py) also the text encoder and the
+# detector head. The renames are this table, applied to whole prefixes (never substrings) and tested in both
+# directions; each row is (Meta's prefix, ours, part), the first matching row wins.
 SAM3_PREFIXES: tuple[tuple[str, str, str], ...] = (
     ("detector.backbone.vision_backbone.", "image_encoder.", "vision"),
+    ("detector.backbone.language_backbone.", "text_encoder.", "detector"),
+    ("detector.", "detector.", "detector"),  # the head: fusion encoder, DETR decoder, scoring, seg + geometry heads
     ("tracker.transformer.encoder.", "memory_attention.", "tracker"),
     ("tracker.maskmem_backbone.", "memory_encoder.", "tracker"),
     ("tracker.", "", "tracker"),
@@ -123,7 +124,9 @@ _SAM3_TWO_WAY_LAYERS = "sam_mask_decoder.transformer.layers."
 SAM3_MLP_NAMES: tuple[tuple[str, str], ...] = ((".mlp.lin1.", ".mlp.layers.0."), (".mlp.lin2.", ".mlp.layers.1."))
 SAM3_DETECTOR_PREFIX = "detector."
 SAM3_PARTS: tuple[str, ...] = ("vision", "tracker", "detector")
-SAM3_BUILT_PARTS: tuple[str, ...] = ("vision", "tracker")
+# What a plain Tracker holds (a ConceptTracker holds all of SAM3_PARTS).
+SAM3_TRACKER_PARTS: tuple[str, ...] = ("vision", "tracker")
+SAM3_BUILT_PARTS = SAM3_TRACKER_PARTS  # former name of SAM3_TRACKER_PARTS, kept for its callers
 
 
 def _swap_mlp_name(key: str, pairs: tuple[tuple[str, str], ...]) -> str:
@@ -144,15 +147,15 @@ def sam3_part(key: str) -> str | None:
 
 
 def sam3_key_to_ours(key: str) -> str:
-    """Meta's key of the vision or tracker part → this tracker's state-dict key (ValueError for other parts)."""
+    """Meta's SAM 3 key → the state-dict key of a (Concept)Tracker (ValueError for keys of no SAM 3 part)."""
     for meta, ours, _ in SAM3_PREFIXES:
         if key.startswith(meta):
             return _swap_mlp_name(ours + key[len(meta) :], tuple((o, n) for o, n in SAM3_MLP_NAMES))
-    raise ValueError(f"{key!r} is not a key of SAM 3's vision or tracker part")
+    raise ValueError(f"{key!r} is not a key of SAM 3")
 
 
 def our_key_to_sam3(key: str) -> str:
-    """This tracker's state-dict key → Meta's SAM 3 key (the inverse of `sam3_key_to_ours`)."""
+    """A (Concept)Tracker's state-dict key → Meta's SAM 3 key (the inverse of `sam3_key_to_ours`)."""
     key = _swap_mlp_name(key, tuple((n, o) for o, n in SAM3_MLP_NAMES))
     for meta, ours, _ in SAM3_PREFIXES:
         if ours and key.startswith(ours):
@@ -179,23 +182,27 @@ def sam3_state_dict_to_ours(
     """Meta's SAM 3 state dict → `module`'s, checked strictly in Meta's names.
 
     `parts` restricts what is read: the keys of a SAM 3 part left out are ignored, by request. The default
-    reads every part, so a whole sam3.pt names its detector keys as not built here (the detector is not
-    implemented); pass parts=("vision", "tracker") to load the tracker from it. Keys of no SAM 3 part, keys
-    of a requested part the module lacks, missing keys and shape mismatches raise CheckpointError naming them.
+    reads every part: a ConceptTracker reads a whole sam3.pt; a plain Tracker (no detector) given a file with
+    detector keys raises naming them. Keys of no SAM 3 part, keys of a requested part the module lacks,
+    missing keys and shape mismatches raise CheckpointError naming them.
     """
     wanted = check_sam3_parts(parts)
     expected = {our_key_to_sam3(k): v for k, v in module.state_dict().items()}
-    not_built = [k for k in state_dict if sam3_part(k) in wanted and sam3_part(k) not in SAM3_BUILT_PARTS]
-    if not_built:
+    held = {sam3_part(k) for k in expected}
+    not_held = [k for k in state_dict if sam3_part(k) in wanted and sam3_part(k) not in held]
+    if not_held:
         raise CheckpointError(
-            f"checkpoint {source}: batchtrack does not build SAM 3's detector (text encoder, fusion encoder, "
-            f"DETR decoder, heads); " + _listing("keys of it", not_built)
-            + "; load the image side and tracker alone with parts=('vision', 'tracker')",
-            unexpected=not_built,
+            f"checkpoint {source}: this {type(module).__name__} does not hold SAM 3's detector (text encoder, "
+            f"fusion encoder, DETR decoder, heads); "
+            + _listing("keys of it", not_held)
+            + "; build it with the detector (build_tracker with a checkpoint and parts=None, a ConceptTracker) "
+            "or load the image side and tracker alone with parts=('vision', 'tracker')",
+            unexpected=not_held,
         )
     read = {k: v for k, v in state_dict.items() if sam3_part(k) in wanted or sam3_part(k) is None}
     expected = {k: v for k, v in expected.items() if sam3_part(k) in wanted}
-    _raise_on_differences(expected, read, f"checkpoint {source} does not match SAM 3 ({', '.join(wanted)})")
+    hint = "; a checkpoint without the detector loads with parts=('vision', 'tracker')" if "detector" in wanted else ""
+    _raise_on_differences(expected, read, f"checkpoint {source} does not match SAM 3 ({', '.join(wanted)}){hint}")
     return {sam3_key_to_ours(k): v for k, v in read.items()}
 
 
@@ -234,3 +241,20 @@ def load_sam3_text_encoder(module: nn.Module, state_dict: Mapping[str, torch.Ten
     expected = {SAM3_TEXT_ENCODER_PREFIX + k: v for k, v in module.state_dict().items()}
     _raise_on_differences(expected, read, f"checkpoint {source} does not match SAM 3's text encoder")
     module.load_state_dict({k[len(SAM3_TEXT_ENCODER_PREFIX) :]: v for k, v in read.items()}, strict=True)
+
+
+# SAM 3's detector head (model/detector.py, ConceptDetector) keeps Meta's names below `detector.`, apart from
+# the image side and the text encoder, which it does not hold.
+_SAM3_NOT_HEAD = ("detector.backbone.",)
+
+
+def load_sam3_detector_head(module: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """Copy the detector head's keys of Meta's SAM 3 state dict (`detector.*` but `detector.backbone.*`) into a
+    ConceptDetector; other keys are ignored, and below that prefix missing, unexpected and mis-shaped keys raise
+    CheckpointError naming them (in Meta's names) before anything is copied."""
+    read = {
+        k: v for k, v in state_dict.items() if k.startswith(SAM3_DETECTOR_PREFIX) and not k.startswith(_SAM3_NOT_HEAD)
+    }
+    expected = {SAM3_DETECTOR_PREFIX + k: v for k, v in module.state_dict().items()}
+    _raise_on_differences(expected, read, f"checkpoint {source} does not match SAM 3's detector head")
+    module.load_state_dict({k[len(SAM3_DETECTOR_PREFIX) :]: v for k, v in read.items()}, strict=True)

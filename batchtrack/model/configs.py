@@ -123,6 +123,42 @@ class PEViTConfig:
 
 
 @dataclass(frozen=True)
+class DetectorConfig:
+    """SAM 3's concept detector beside the tracker: text encoder sizes and the detector head (`build_sam3_video_model`).
+
+    The head reads the neck's detector branch (`convs`): a fusion encoder (image tokens attend to the prompt),
+    a DETR decoder (`num_queries` queries, box refinement, log-scaled box relative position bias, a presence
+    token), dot-product scoring against the pooled prompt, a segmentation head (pixel decoder over the neck's
+    levels) and a geometry encoder for exemplar boxes and points. Its width is the neck's `d_model`.
+    The text encoder's sizes are here (not a TextEncoderConfig) so that this module does not import torch.
+    """
+
+    num_heads: int = 8  # attention heads of every detector attention
+    dim_feedforward: int = 2048  # MLP width of fusion encoder, decoder and geometry encoder layers
+    encoder_layers: int = 6  # fusion encoder
+    decoder_layers: int = 6  # DETR decoder
+    num_queries: int = 200  # object queries (one detection candidate each)
+    geometry_layers: int = 3  # geometry encoder layers over exemplar tokens
+    roi_size: int = 7  # exemplar boxes are pooled to roi_size x roi_size cells
+    scoring_mlp_dim: int = 2048  # hidden width of the dot-product scorer's prompt MLP
+    pixel_decoder_convs: int = 3  # conv + GroupNorm stages of the pixel decoder (the state dict has them all)
+    text_width: int = 1024  # text transformer channels
+    text_heads: int = 16
+    text_layers: int = 24
+
+    def __post_init__(self) -> None:
+        sizes = {
+            f: getattr(self, f)
+            for f in ("num_heads", "dim_feedforward", "decoder_layers", "num_queries", "roi_size", "scoring_mlp_dim")
+        }
+        bad = {f: v for f, v in sizes.items() if v < 1}
+        if bad or self.encoder_layers < 0 or self.geometry_layers < 0 or self.pixel_decoder_convs < 1:
+            raise ConfigError(f"detector sizes must be positive, got {bad or self}")
+        if self.text_width % self.text_heads != 0:
+            raise ConfigError(f"detector.text_width {self.text_width} is not divisible by text_heads {self.text_heads}")
+
+
+@dataclass(frozen=True)
 class TrackerConfig:
     """Everything that shapes a tracker at inference. Defaults are SAM 2.1's values for every size."""
 
@@ -186,12 +222,16 @@ class TrackerConfig:
     # Arithmetic on CUDA: bfloat16 autocast (SAM 2's inference setting) or plain float32 (bench/gpu.py
     # measures both and the mask IoU between them). CPU always runs float32.
     cuda_dtype: Literal["bfloat16", "float32"] = "bfloat16"
+    # SAM 3's concept detector (text encoder + detector head) sharing the image encoder; None: not built.
+    detector: DetectorConfig | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.image_encoder, PEViTConfig):
             self._check_pe_vit(self.image_encoder)
         else:
             self._check_hiera(self.image_encoder)
+        if self.detector is not None:
+            self._check_detector(self.detector)
         if self.encoder_batch_size < 1:
             raise ConfigError(f"{self.name}: encoder_batch_size must be >= 1, got {self.encoder_batch_size}")
         if self.num_maskmem < 1:
@@ -219,6 +259,16 @@ class TrackerConfig:
         if self.backbone_stride not in level_strides:
             raise ConfigError(
                 f"{self.name}: backbone_stride {self.backbone_stride} is not one of the FPN strides {level_strides}"
+            )
+
+    def _check_detector(self, det: DetectorConfig) -> None:
+        if not isinstance(self.image_encoder, PEViTConfig):
+            raise ConfigError(f"{self.name}: a detector needs SAM 3's image encoder (PEViTConfig)")
+        d = self.image_encoder.d_model
+        # Sine encodings split d_model into 2 or 4 coordinate blocks of sin/cos pairs; GroupNorm uses 8 groups.
+        if d % det.num_heads != 0 or d % 8 != 0:
+            raise ConfigError(
+                f"{self.name}: detector width d_model {d} must be divisible by num_heads {det.num_heads} and by 8"
             )
 
     def _check_pe_vit(self, enc: PEViTConfig) -> None:
@@ -324,7 +374,12 @@ _CONFIGS: dict[str, TrackerConfig] = {
     # 72 / 144 / 288 at 1008 px), as `build_sam3_video_model` sets them (sam3==0.1.4). The tracker
     # checkpoint keys are renamed by batchtrack.model.checkpoint.SAM3_KEY_TABLE.
     "sam3": TrackerConfig(
-        name="sam3", image_encoder=PEViTConfig(), image_size=1008, max_cond_frames_in_attn=4, **_SAM3_TRACKER
+        name="sam3",
+        image_encoder=PEViTConfig(),
+        image_size=1008,
+        max_cond_frames_in_attn=4,
+        detector=DetectorConfig(),
+        **_SAM3_TRACKER,
     ),
     # Tests only: SAM 3's code paths at 112 px (grid 8 = 2 x 2 windows of 4), 3 blocks, 64 wide.
     "sam3-test-tiny": TrackerConfig(
@@ -337,6 +392,17 @@ _CONFIGS: dict[str, TrackerConfig] = {
         memory_attention_layers=2,
         memory_attention_dim_feedforward=256,
         decoder_mlp_dim=256,
+        detector=DetectorConfig(
+            dim_feedforward=64,
+            encoder_layers=2,
+            decoder_layers=2,
+            num_queries=8,
+            geometry_layers=1,
+            scoring_mlp_dim=64,
+            text_width=32,
+            text_heads=2,
+            text_layers=2,
+        ),
     ),
     # Unit tests only: 64 px input, 5 blocks, feature map 4x4.
     "test-tiny": TrackerConfig(

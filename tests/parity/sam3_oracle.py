@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import importlib.abc
 import importlib.machinery
+import math
 import sys
 import types
 from collections.abc import Callable, Iterator
@@ -117,6 +118,87 @@ def oracle_modules() -> types.SimpleNamespace:
             transformer=importlib.import_module("sam3.sam.transformer"),
         )
     return ns
+
+
+def detector_modules() -> types.SimpleNamespace:
+    """The oracle's detector modules (fusion encoder, DETR decoder, heads, geometry encoder), under the shims."""
+    names = {
+        "builder": "sam3.model_builder",
+        "encoder": "sam3.model.encoder",
+        "decoder": "sam3.model.decoder",
+        "segmentation": "sam3.model.maskformer_segmentation",
+        "geometry": "sam3.model.geometry_encoders",
+        "image": "sam3.model.sam3_image",
+        "misc": "sam3.model.model_misc",
+        "pos": "sam3.model.position_encoding",
+        "vitdet": "sam3.model.vitdet",
+        "necks": "sam3.model.necks",
+        "vl": "sam3.model.vl_combiner",
+        "text": "sam3.model.text_encoder_ve",
+        "tokenizer": "sam3.model.tokenizer_ve",
+    }
+    with _shimmed_imports():
+        return types.SimpleNamespace(**{k: importlib.import_module(v) for k, v in names.items()})
+
+
+def reference_roi_align(
+    features: torch.Tensor, boxes: list[torch.Tensor], output_size: int, *args: Any, **kwargs: Any
+) -> torch.Tensor:
+    """torchvision.ops.roi_align(features, boxes, output_size) (spatial_scale 1, sampling_ratio -1, aligned False).
+
+    Test-only stand-in for the geometry encoder's call into the torchvision stub, written as the operator is
+    documented: per box and output cell, ceil(side / output_size)^2 bilinear samples averaged; a sample more
+    than one pixel outside the map is 0, one within a pixel of an edge is clamped to it; boxes >= 1 px.
+    Deliberately a plain loop (no vectorisation), so that it is not the model's own implementation.
+    """
+    if args or kwargs:
+        raise NotImplementedError("reference_roi_align covers the geometry encoder's call only")
+    _, _, height, width = features.shape
+
+    def sample(image: torch.Tensor, y: float, x: float) -> torch.Tensor:
+        if y < -1.0 or y > height or x < -1.0 or x > width:
+            return torch.zeros(image.shape[0], dtype=image.dtype)
+        y, x = max(y, 0.0), max(x, 0.0)
+        y0, x0 = int(y), int(x)
+        if y0 >= height - 1:
+            y0 = y1 = height - 1
+            y = float(y0)
+        else:
+            y1 = y0 + 1
+        if x0 >= width - 1:
+            x0 = x1 = width - 1
+            x = float(x0)
+        else:
+            x1 = x0 + 1
+        ly, lx = y - y0, x - x0
+        hy, hx = 1.0 - ly, 1.0 - lx
+        return (
+            hy * hx * image[:, y0, x0]
+            + hy * lx * image[:, y0, x1]
+            + ly * hx * image[:, y1, x0]
+            + ly * lx * image[:, y1, x1]
+        )
+
+    out = []
+    for image, image_boxes in zip(features, boxes, strict=True):
+        for bx0, by0, bx1, by1 in image_boxes.tolist():
+            roi_w, roi_h = max(bx1 - bx0, 1.0), max(by1 - by0, 1.0)
+            bin_w, bin_h = roi_w / output_size, roi_h / output_size
+            grid_w, grid_h = math.ceil(roi_w / output_size), math.ceil(roi_h / output_size)
+            cells = torch.zeros(image.shape[0], output_size, output_size, dtype=image.dtype)
+            for ph in range(output_size):
+                for pw in range(output_size):
+                    acc = torch.zeros(image.shape[0], dtype=image.dtype)
+                    for iy in range(grid_h):
+                        for ix in range(grid_w):
+                            y = by0 + ph * bin_h + (iy + 0.5) * bin_h / grid_h
+                            x = bx0 + pw * bin_w + (ix + 0.5) * bin_w / grid_w
+                            acc = acc + sample(image, y, x)
+                    cells[:, ph, pw] = acc / max(grid_h * grid_w, 1)
+            out.append(cells)
+    if not out:
+        return features.new_zeros(0, features.shape[1], output_size, output_size)
+    return torch.stack(out)
 
 
 def _cpu_device(kwargs: dict[str, Any]) -> None:
