@@ -9,7 +9,13 @@ from typing import TYPE_CHECKING, TypeVar
 import torch
 
 from batchtrack.errors import ConfigError
-from batchtrack.model.checkpoint import load_sam3_strict, load_state_dict_file, load_strict
+from batchtrack.model.checkpoint import (
+    SAM3_PARTS,
+    SAM3_TRACKER_PARTS,
+    load_sam3_strict,
+    load_state_dict_file,
+    load_strict,
+)
 from batchtrack.model.configs import RANDOM_BY_DESIGN, PEViTConfig, TrackerConfig, get_config
 from batchtrack.model.image_encoder import ImageEncoder
 
@@ -86,6 +92,16 @@ def build_image_encoder(
     return encoder.to(device or default_device()).eval()
 
 
+def _builds_detector(config: TrackerConfig, path: Path | None, parts: Sequence[str] | None) -> bool:
+    """Whether a SAM 3 build includes the detector: when `parts` names it, or a checkpoint is read whole."""
+    wanted = parts if parts is not None else (SAM3_PARTS if path is not None else SAM3_TRACKER_PARTS)
+    if "detector" not in wanted:
+        return False
+    if config.detector is None:
+        raise ConfigError(f"model {config.name!r} has no detector config: load parts=('vision', 'tracker')")
+    return True
+
+
 def build_tracker(
     config: TrackerConfig | str,
     checkpoint: str | Path | None = None,
@@ -103,19 +119,25 @@ def build_tracker(
     by design. `device` defaults to CUDA when available, else CPU.
 
     SAM 3 (`"sam3"`): the checkpoint is Meta's sam3.pt (or a .safetensors with the same keys). `parts` names
-    the SAM 3 parts read from it: by default all ("vision", "tracker", "detector"), and since the detector
-    is not built here, a whole sam3.pt then fails naming its detector keys; `parts=("vision", "tracker")`
-    loads the image side and the tracker and ignores the detector's keys on purpose. `parts` is an error for
-    SAM 2.1 models.
+    the SAM 3 parts built and read: with a checkpoint, by default all ("vision", "tracker", "detector"): the
+    result is a ConceptTracker (the tracker plus text encoder and detector head on the same image encoder)
+    and a whole sam3.pt loads with nothing missing or unexpected; `parts=("vision", "tracker")` builds a plain
+    Tracker and ignores the detector's keys on purpose. Random weights build the tracker alone unless `parts`
+    names "detector". `parts` is an error for SAM 2.1 models.
     """
     config = get_config(config) if isinstance(config, str) else config
     from batchtrack.model.tracker import Tracker
 
     path = _resolve_checkpoint(config.name, checkpoint, random_weights)
-    model = _seeded(Tracker, config) if random_weights else Tracker(config)
     sam3 = isinstance(config.image_encoder, PEViTConfig)
     if parts is not None and not sam3:
         raise ConfigError(f"model {config.name!r}: parts= applies to SAM 3 checkpoints only")
+    factory: Callable[[TrackerConfig], Tracker] = Tracker
+    if sam3 and _builds_detector(config, path, parts):
+        from batchtrack.model.concept_tracker import ConceptTracker
+
+        factory = ConceptTracker
+    model = _seeded(factory, config) if random_weights else factory(config)
     if path is not None and sam3:
         load_sam3_strict(model, load_state_dict_file(path), str(path), None if parts is None else list(parts))
     elif path is not None:
