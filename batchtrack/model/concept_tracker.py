@@ -2,7 +2,10 @@
 
 `ConceptTracker` is a `Tracker` (every tracking method unchanged) that also holds SAM 3's text encoder and
 detector head. The trunk runs once per frame for both: `encode_frames` gives both neck branches of one trunk
-pass, the detector branch for `detect_concepts`, the tracker branch for the tracker. State-dict keys map to
+pass, and it reuses the tracker's own pass when the frame was just encoded by it: the trunk's output for the
+last batch it ran on is kept (one batch: the tracker encodes `encoder_batch_size` frames ahead), so the
+concept loop's detector, called from the tracker's planner hook on a frame the tracker has encoded, runs only
+the detector's neck branch and head. State-dict keys map to
 Meta's sam3.pt by checkpoint.SAM3_PREFIXES (`text_encoder.` ↔ `detector.backbone.language_backbone.`,
 `detector.` ↔ `detector.`), so a whole sam3.pt loads strictly with nothing missing or unexpected.
 
@@ -15,6 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
 from batchtrack.errors import ConfigError
 from batchtrack.model.configs import DetectorConfig, PEViTConfig, TrackerConfig
@@ -43,15 +47,44 @@ class ConceptTracker(Tracker):
         d_model = config.image_encoder.d_model
         self.text_encoder = TextEncoder(text_encoder_config(config.detector, d_model))
         self.detector = ConceptDetector(config.detector, d_model)
+        # (normalised images, trunk maps) of the trunk's last batch, whoever ran it (tracker or detector).
+        self._last_trunk: tuple[torch.Tensor, torch.Tensor] | None = None
+        assert isinstance(self.image_encoder, Sam3ImageEncoder)
+        self.image_encoder.trunk.register_forward_hook(self._remember_trunk)
+
+    def _remember_trunk(self, module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        self._last_trunk = (args[0].detach(), output.detach())
+
+    def _recent_trunk(self, images: torch.Tensor) -> torch.Tensor | None:
+        """The kept trunk maps of `images` (B, 3, S, S) when the last trunk batch holds every one of them."""
+        if self._last_trunk is None:
+            return None
+        seen, maps = self._last_trunk
+        rows = []
+        for image in images:
+            match = [i for i in range(seen.shape[0]) if torch.equal(seen[i], image)]
+            if not match:
+                return None
+            rows.append(match[0])
+        return maps[rows]  # (B, C, G, G)
 
     @torch.no_grad()
     def encode_frames(self, frames: np.ndarray | torch.Tensor) -> DualFeatures:
-        """RGB uint8 frames (B, H, W, 3) -> both neck branches of one trunk pass (detector and tracker)."""
+        """RGB uint8 frames (B, H, W, 3) -> both neck branches of one trunk pass (detector and tracker).
+
+        The trunk runs unless these frames were in its last batch (then that pass is reused)."""
+        encoder = self.image_encoder
+        assert isinstance(encoder, Sam3ImageEncoder)
         images = preprocess_frames(
             frames, self.config.image_size, self.device, self.config.image_mean, self.config.image_std
         )
-        assert isinstance(self.image_encoder, Sam3ImageEncoder)
-        return self.image_encoder.forward_dual(images)
+        with self._autocast():
+            trunk = self._recent_trunk(images)
+            if trunk is None:
+                trunk = encoder.trunk(images)  # (B, C, G, G)
+            return DualFeatures(
+                detector=encoder._branch(encoder.convs, trunk), tracker=encoder._branch(encoder.sam2_convs, trunk)
+            )
 
     @torch.no_grad()
     def encode_text(self, phrases: Sequence[str]) -> TextFeatures:
@@ -72,9 +105,10 @@ class ConceptTracker(Tracker):
         features = self.encode_frames(frame[None])
         if not isinstance(text, TextFeatures):
             text = self.encode_text(text)
-        detections = self.detector.detect(
-            features.detector, text, score_threshold, nms_iou_threshold, exemplars=exemplars
-        )
+        with self._autocast():
+            detections = self.detector.detect(
+                features.detector, text, score_threshold, nms_iou_threshold, exemplars=exemplars
+            )
         return detections, features
 
 
@@ -82,8 +116,8 @@ class Sam3FrameDetector:
     """SAM 3's detector as a per-frame concept detector: `detect(frame_index, frame, concepts) -> Detections`.
 
     The shape `model.concept.ConceptLoop` asks of a detector. Text features are encoded once per concept list
-    and reused on every frame. Each call runs the trunk on the frame (see the module docstring for sharing
-    that pass with the tracker).
+    and reused on every frame. Called from the tracker's planner hook, it reuses the tracker's trunk pass of
+    the frame (see the module docstring).
     """
 
     def __init__(

@@ -15,6 +15,7 @@ from batchtrack.model.concept_tracker import ConceptTracker, Sam3FrameDetector
 from batchtrack.model.configs import DetectorConfig, get_config
 from batchtrack.model.detector import ConceptDetector, Detections, combined_score, mask_nms
 from batchtrack.model.geometry_encoder import Exemplars, pack_valid_first, roi_align
+from batchtrack.model.image_encoder import preprocess_frames
 from batchtrack.model.tracker import Tracker
 
 TINY = get_config("sam3-test-tiny")
@@ -203,3 +204,23 @@ def test_a_model_without_a_detector_config_cannot_build_one() -> None:
 
     with pytest.raises(ConfigError, match="no detector config"):
         build_tracker(replace(TINY, detector=None), device="cpu", parts=("vision", "tracker", "detector"))
+
+
+def test_detector_reuses_the_trackers_trunk_pass_of_a_frame(model: ConceptTracker) -> None:
+    """The tracker encodes frames ahead in a batch; detecting on one of them then runs no trunk of its own."""
+    frames = np.stack([_frame(), 255 - _frame(), _frame() // 2])
+    calls: list[int] = []
+    hook = model.image_encoder.trunk.register_forward_hook(lambda m, a, out: calls.append(out.shape[0]))
+    try:
+        images = preprocess_frames(frames, TINY.image_size, "cpu", TINY.image_mean, TINY.image_std)
+        with torch.no_grad():
+            model.image_encoder(images)  # what Tracker.track does with a batch of frames
+        detector = Sam3FrameDetector(model, score_threshold=0.0, nms_iou_threshold=None)
+        shared = detector.detect(1, frames[1], ["a dog"])
+        assert calls == [3]  # the batch's pass only
+        model._last_trunk = None
+        fresh = detector.detect(1, frames[1], ["a dog"])
+        assert calls == [3, 1]
+    finally:
+        hook.remove()
+    assert torch.equal(shared.scores, fresh.scores) and torch.equal(shared.mask_logits, fresh.mask_logits)
