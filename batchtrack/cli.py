@@ -34,6 +34,7 @@ def _job_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "corpus": args.corpus,
         "output": args.output,
         "prompts": args.prompts,
+        "text": args.text,
         "max_failed_fraction": args.max_failed_fraction,
         "retry_failed": True if args.retry_failed else None,
         "model": {k: v for k, v in model.items() if v is not None} or None,
@@ -64,6 +65,13 @@ def _add_job_flags(parser: argparse.ArgumentParser, positional: bool = True) -> 
         parser.add_argument("output", nargs="?", help="output URI (folder or s3://bucket/prefix)")
     parser.add_argument("--config", help="job YAML file (flags and BATCHTRACK_* env vars override it)")
     parser.add_argument("--prompts", help="prompt manifest (JSONL/Parquet); default: automatic mode")
+    parser.add_argument(
+        "--text",
+        action="append",
+        metavar="PHRASE",
+        help="concept prompt for every video, repeatable (--text person --text 'red car'): every instance "
+        "becomes a track; needs a model with a detector (sam3, sam3-test-tiny)",
+    )
     parser.add_argument("--model", help="model name (default tiny-synthetic; sam2.1_hiera_tiny, baseline-flow, ...)")
     weights = parser.add_mutually_exclusive_group()
     weights.add_argument(
@@ -101,6 +109,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from batchtrack.pipeline.models import check_model_weights
 
     check_model_weights(cfg.model)  # a model without weights is exit code 2 before Ray starts
+    if cfg.text:
+        from batchtrack.pipeline.models import check_concepts
+
+        check_concepts(cfg.model.name, "--text")  # a model without a detector: exit code 2 before Ray starts
     from batchtrack.pipeline.job import run_job  # after validation: config errors need no Ray import
 
     summary = run_job(cfg)

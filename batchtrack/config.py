@@ -153,6 +153,12 @@ class JobConfig(BaseSettings):
     )
     output: str = Field(..., description="Output URI (local folder or s3://bucket/prefix).")
     prompts: str | None = Field(None, description="Prompt manifest (JSONL or Parquet); none = automatic mode.")
+    text: tuple[str, ...] = Field(
+        (),
+        description="Concept prompts for every video: noun phrases ('person', 'red car') whose every instance "
+        "becomes a track (--text, repeatable; a manifest's text lines add per-video ones). Needs a model with a "
+        "concept detector (sam3).",
+    )
     clip: ClipPlanConfig = Field(default_factory=ClipPlanConfig, description="Clip planning.")
     unit: UnitConfig = Field(default_factory=UnitConfig, description="Work units.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="Tracker model.")
@@ -177,6 +183,17 @@ class JobConfig(BaseSettings):
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must not be empty")
+        return value
+
+    @field_validator("text", mode="before")
+    @classmethod
+    def _phrases(cls, value: Any) -> Any:
+        if isinstance(value, str):  # one phrase from YAML or BATCHTRACK_TEXT
+            value = [value]
+        if isinstance(value, (list, tuple)):
+            from batchtrack.io.prompts import canonical_concepts
+
+            return canonical_concepts(str(v) for v in value)
         return value
 
     @classmethod

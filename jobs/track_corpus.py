@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", help="folder, glob, s3://bucket/prefix or JSONL/Parquet manifest of videos")
     parser.add_argument("--output", help="output URI (folder or s3://bucket/prefix)")
     parser.add_argument("--prompts", help="prompt manifest (JSONL or Parquet)")
+    parser.add_argument("--text", action="append", metavar="PHRASE", help="concept prompt for every video (sam3)")
     parser.add_argument("--model", help="model name, e.g. sam2.1_hiera_tiny, tiny-synthetic, baseline-flow")
     parser.add_argument("--checkpoint", help="checkpoint (.pt / .safetensors) for the model")
     parser.add_argument("--num-actors", type=int, help="tracker actors in the pool")
@@ -45,9 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     actors = {k: v for k, v in {"num_actors": args.num_actors, "num_gpus": args.num_gpus}.items() if v is not None}
     try:
         cfg = load_config(
-            args.config, corpus=args.corpus, output=args.output, prompts=args.prompts,
+            args.config, corpus=args.corpus, output=args.output, prompts=args.prompts, text=args.text,
             model=model or None, actors=actors or None, retry_failed=args.retry_failed or None,
-        )
+        )  # fmt: skip
         from batchtrack.pipeline.job import run_job  # after validation: a config error needs no Ray
 
         summary = run_job(cfg)

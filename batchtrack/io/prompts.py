@@ -3,14 +3,16 @@
 A manifest is JSONL (one object per line) or Parquet with the same columns:
 `{"video": URI, "frame": int, "object_id": int, "box": [x0, y0, x1, y1]}`, or `"points": [[x, y, label], …]`
 (label 1 foreground, 0 background), or `"mask": {"size": [h, w], "counts": "<COCO RLE>"}`; a box and points
-may be combined, as in SAM 2. Relative video paths are resolved against the manifest's folder.
-A bad line raises `PromptError` naming the file, the line and the field.
+may be combined, as in SAM 2. A concept prompt (SAM 3) is `{"video": URI, "text": "person"}`: every instance
+of the noun phrase in that video becomes a track. Relative video paths are resolved against the manifest's
+folder. A bad line raises `PromptError` naming the file, the line and the field.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
@@ -86,6 +88,46 @@ class PromptRecord(BaseModel):
         return self.model_dump(mode="json", exclude_none=True)
 
 
+MAX_CONCEPT_CHARS = 200
+
+
+def clean_concept(text: str) -> str:
+    """A noun phrase as it is hashed and written: surrounding space stripped, inner runs of space made one.
+
+    >>> clean_concept("  red   car ")
+    'red car'
+    """
+    cleaned = " ".join(str(text).split())
+    if not cleaned:
+        raise ValueError("must be a non-empty noun phrase")
+    if len(cleaned) > MAX_CONCEPT_CHARS:
+        raise ValueError(f"must be at most {MAX_CONCEPT_CHARS} characters, got {len(cleaned)}")
+    return cleaned
+
+
+class ConceptRecord(BaseModel):
+    """One concept line: track every instance of a noun phrase in one video (needs a model with a detector)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    video: str = Field(min_length=1, description="Video URI (absolute, or relative to the manifest's folder).")
+    text: str = Field(description="Noun phrase, e.g. 'person' or 'red car'.")
+
+    @field_validator("text")
+    @classmethod
+    def _phrase(cls, value: str) -> str:
+        return clean_concept(value)
+
+
+def canonical_concepts(concepts: Iterable[str]) -> tuple[str, ...]:
+    """A set of noun phrases as a sorted tuple without duplicates: what clip ids hash and actors receive.
+
+    >>> canonical_concepts(["person", " red car", "person"])
+    ('person', 'red car')
+    """
+    return tuple(sorted({clean_concept(c) for c in concepts}))
+
+
 def _error_message(source: str, where: str, exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
@@ -98,11 +140,14 @@ def _error_message(source: str, where: str, exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def parse_prompt(data: Any, source: str, where: str) -> PromptRecord:
-    """Validate one manifest entry; `source`/`where` name the file and line (or row) in errors."""
+def parse_prompt(data: Any, source: str, where: str) -> PromptRecord | ConceptRecord:
+    """Validate one manifest entry (a concept line when it has `text`); `source`/`where` name the file and
+    line (or row) in errors."""
     if not isinstance(data, dict):
         raise PromptError(f"{source}, {where}: expected a JSON object, got {type(data).__name__}")
     try:
+        if "text" in data:
+            return ConceptRecord.model_validate(data)
         return PromptRecord.model_validate(data)
     except ValidationError as exc:
         raise PromptError(_error_message(source, where, exc)) from exc
@@ -133,18 +178,23 @@ def _parquet_entries(uri: str, storage_options: Mapping[str, Any]) -> Iterable[t
         yield f"row {number}", entry
 
 
-def read_prompt_manifest(uri: str, storage_options: Mapping[str, Any] | None = None) -> list[PromptRecord]:
+def read_prompt_manifest(
+    uri: str, storage_options: Mapping[str, Any] | None = None
+) -> list[PromptRecord | ConceptRecord]:
     """Every prompt of a manifest in file order, with `video` resolved to a normalised absolute URI."""
     options = dict(storage_options or {})
     uri = normalize_uri(uri)
     base = parent_uri(uri)
     entries = _parquet_entries(uri, options) if uri.lower().endswith(".parquet") else _jsonl_entries(uri, options)
-    records: list[PromptRecord] = []
+    records: list[PromptRecord | ConceptRecord] = []
     first_seen: dict[tuple[str, int, int], str] = {}
     try:
         for where, data in entries:
             record = parse_prompt(data, uri, where)
             record = record.model_copy(update={"video": resolve_uri(record.video, base)})
+            if isinstance(record, ConceptRecord):
+                records.append(record)
+                continue
             key = (record.video, record.frame, record.object_id)
             if key in first_seen:
                 raise PromptError(
@@ -158,12 +208,30 @@ def read_prompt_manifest(uri: str, storage_options: Mapping[str, Any] | None = N
     return records
 
 
-def load_prompts(uri: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, list[PromptRecord]]:
-    """Prompts grouped by normalised video URI, each list sorted by (frame, object_id)."""
+@dataclass(frozen=True)
+class PromptManifest:
+    """A manifest's prompts by normalised video URI: visual prompts sorted by (frame, object_id), concepts canonical."""
+
+    visual: dict[str, list[PromptRecord]] = field(default_factory=dict)
+    concepts: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def load_manifest(uri: str, storage_options: Mapping[str, Any] | None = None) -> PromptManifest:
+    """Read a prompt manifest once: its visual prompts and its concept lines, grouped by video."""
     grouped: dict[str, list[PromptRecord]] = {}
+    phrases: dict[str, list[str]] = {}
     for record in read_prompt_manifest(uri, storage_options):
-        grouped.setdefault(record.video, []).append(record)
-    return {video: sorted(items, key=lambda r: (r.frame, r.object_id)) for video, items in grouped.items()}
+        if isinstance(record, ConceptRecord):
+            phrases.setdefault(record.video, []).append(record.text)
+        else:
+            grouped.setdefault(record.video, []).append(record)
+    visual = {video: sorted(items, key=lambda r: (r.frame, r.object_id)) for video, items in grouped.items()}
+    return PromptManifest(visual, {video: canonical_concepts(texts) for video, texts in phrases.items()})
+
+
+def load_prompts(uri: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, list[PromptRecord]]:
+    """Visual prompts grouped by normalised video URI, each list sorted by (frame, object_id)."""
+    return load_manifest(uri, storage_options).visual
 
 
 def prompts_in_range(prompts: Sequence[PromptRecord], start: int, end: int) -> list[PromptRecord]:

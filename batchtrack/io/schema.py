@@ -1,6 +1,8 @@
 """The Parquet schemas of a job's output: the single source of truth for masks/, pointers/ and clips/.
 
-masks/    one row per (frame, object): a COCO-RLE mask with its scores and box.
+masks/    one row per (frame, object): a COCO-RLE mask with its scores and box; `concept` names the noun
+          phrase a concept-mode track answers (null for an object given by a visual prompt or found in
+          automatic mode).
 pointers/ one row per (frame, object): the same keys plus the 256-d object-pointer embedding.
 clips/    one row per clip: status (ok / failed / skipped), counts, timings, the error and the model;
           one file per work unit, written last: it is the unit's commit.
@@ -23,11 +25,22 @@ def _field(name: str, dtype: pa.DataType, doc: str, nullable: bool = False) -> p
 _KEY_FIELDS = [
     _field("video_id", pa.string(), "Stable 16-hex id of the video (hash of URI, size, ETag/mtime)."),
     _field("video_uri", pa.string(), "URI of the source video."),
-    _field("clip_id", pa.string(), "Deterministic 16-hex id of the clip (video, span, model, the video's prompts)."),
+    _field(
+        "clip_id",
+        pa.string(),
+        "Deterministic 16-hex id of the clip (video, span, model, the video's prompts and concepts).",
+    ),
     _field("frame_index", pa.int32(), "Frame index, absolute in the video."),
     _field("timestamp_s", pa.float64(), "frame_index / fps, in seconds."),
     _field("object_id", pa.int32(), "Object id in the video (the prompt's object_id, or automatic mode's)."),
     _field("track_id", pa.int64(), "Video-level track id, final when written (= object_id: tracks span clips)."),
+    _field(
+        "concept",
+        pa.string(),
+        "Noun phrase of a concept-mode track (--text / a manifest's text line); null for visual prompts and "
+        "automatic mode.",
+        nullable=True,
+    ),
 ]
 
 MASKS_SCHEMA = pa.schema(

@@ -13,7 +13,7 @@ as bits, so while held the memory is O(delay x objects x H x W / 8) bytes, indep
 video's length; a held frame's `mask_logits` come out as +1 / -1 (the mask is `logits > 0`, as
 for every FrameResult).
 
-The detector is anything with `detect(frame_index, frame, concepts) -> Detections` (`ConceptDetector`).
+The detector is anything with `detect(frame_index, frame, concepts) -> FrameDetections` (`FrameDetector`).
 
 Letters: D detections, N objects, h x w the detector's mask grid, H x W the video frame.
 """
@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -37,40 +37,60 @@ from batchtrack.model.types import FrameResult, Prompt
 
 
 @dataclass
-class Detections:
-    """A detector's instances of the asked concepts on one frame (raw: planning applies the score and NMS)."""
+class FrameDetections:
+    """A detector's instances of the asked concepts on one frame (fields named as model.detector's Detections)."""
 
-    masks: torch.Tensor  # (D, h, w) mask logits (> 0 inside), any resolution
+    concept: torch.Tensor  # (D,) int64: index of each detection's concept in the concepts asked for
+    boxes: torch.Tensor  # (D, 4) x0, y0, x1, y1 normalised to the frame (not read by the rules)
     scores: torch.Tensor  # (D,) probabilities in [0, 1]
-    boxes: torch.Tensor  # (D, 4) x0, y0, x1, y1 in video pixels
-    concepts: torch.Tensor  # (D,) int64: index of each detection's concept in the concepts asked for
+    mask_logits: torch.Tensor  # (D, h, w) mask logits (> 0 inside), any resolution
 
     def __post_init__(self) -> None:
-        d = self.masks.shape[0]
-        if (
-            self.masks.ndim != 3
-            or self.scores.shape != (d,)
-            or self.boxes.shape != (d, 4)
-            or self.concepts.shape != (d,)
-        ):
+        d = self.mask_logits.shape[0]
+        shapes = (self.mask_logits.ndim, tuple(self.scores.shape), tuple(self.boxes.shape), tuple(self.concept.shape))
+        if shapes != (3, (d,), (d, 4), (d,)):
             raise ValueError(
-                f"detections disagree: masks {tuple(self.masks.shape)}, scores {tuple(self.scores.shape)}, "
-                f"boxes {tuple(self.boxes.shape)}, concepts {tuple(self.concepts.shape)}"
+                f"detections disagree: mask_logits {tuple(self.mask_logits.shape)}, scores {tuple(self.scores.shape)}, "
+                f"boxes {tuple(self.boxes.shape)}, concept {tuple(self.concept.shape)}"
             )
 
     @classmethod
-    def empty(cls, height: int, width: int) -> Detections:
-        return cls(torch.zeros(0, height, width), torch.zeros(0), torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))
+    def empty(cls, height: int, width: int) -> FrameDetections:
+        return cls(torch.zeros(0, dtype=torch.long), torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, height, width))
 
 
-class ConceptDetector(Protocol):
+class FrameDetector(Protocol):
     """Finds every instance of each concept on a frame (SAM 3's detector, or a test's ground truth)."""
 
-    def detect(self, frame_index: int, frame: np.ndarray, concepts: Sequence[str]) -> Detections:
+    def detect(self, frame_index: int, frame: np.ndarray, concepts: Sequence[str]) -> FrameDetections:
         """frame: (H, W, 3) uint8 RGB, `frame_index` in the video; concepts: noun phrases.
 
-        Detections refer to concepts by their index in `concepts`."""
+        FrameDetections refer to concepts by their index in `concepts`."""
         ...
+
+
+class _DetectingModel(Protocol):
+    """A model with SAM 3's detector (batchtrack.model.concept_tracker): text encoder + detection on a frame."""
+
+    def encode_text(self, phrases: Sequence[str]) -> Any: ...
+
+    def detect_concepts(self, frame: np.ndarray, text: Any) -> tuple[Any, Any]: ...
+
+
+class ModelDetector:
+    """`FrameDetector` over a model's own detector; the concepts' text features are encoded once per set."""
+
+    def __init__(self, model: _DetectingModel) -> None:
+        self.model = model
+        self._concepts: tuple[str, ...] | None = None
+        self._text: Any = None
+
+    def detect(self, frame_index: int, frame: np.ndarray, concepts: Sequence[str]) -> FrameDetections:
+        if tuple(concepts) != self._concepts:
+            self._concepts = tuple(concepts)
+            self._text = self.model.encode_text(list(concepts))
+        found, _ = self.model.detect_concepts(frame, self._text)
+        return FrameDetections(found.concept, found.boxes, found.scores, found.mask_logits)
 
 
 @dataclass
@@ -91,11 +111,9 @@ class FrameLog:
 
 
 class _ConceptPlanner:
-    """The `FramePlanner` of one `ConceptTracker.track` call: detect, plan, and turn the plan into prompts."""
+    """The `FramePlanner` of one `ConceptLoop.track` call: detect, plan, and turn the plan into prompts."""
 
-    def __init__(
-        self, owner: ConceptTracker, prompts: Sequence[Prompt], concepts: Sequence[str], reverse: bool
-    ) -> None:
+    def __init__(self, owner: ConceptLoop, prompts: Sequence[Prompt], concepts: Sequence[str], reverse: bool) -> None:
         self.owner = owner
         self.concepts = list(concepts)
         self.reverse = reverse
@@ -121,9 +139,9 @@ class _ConceptPlanner:
         decision, state = plan_frame(
             self.state,
             view.frame_index,
-            detections.masks.float().cpu(),
+            detections.mask_logits.float().cpu(),
             detections.scores.float().cpu(),
-            detections.concepts.long().cpu(),
+            detections.concept.long().cpu(),
             view.object_ids,
             view.low_res_logits.float().cpu(),
             view.object_score_logits.float().cpu(),
@@ -131,7 +149,7 @@ class _ConceptPlanner:
             reverse=self.reverse,
         )
         wanted = [n.detection for n in decision.new_tracks] + list(decision.recondition.values())
-        video = _video_masks(detections.masks, wanted, view.height, view.width)
+        video = _video_masks(detections.mask_logits, wanted, view.height, view.width)
         prompts: list[Prompt] = []
         born: list[int] = []
         for n in decision.new_tracks:
@@ -215,14 +233,14 @@ class _HeldFrame:
         )
 
 
-class ConceptTracker:
+class ConceptLoop:
     """A `Tracker` driven by a concept detector: `track(frames, prompts, concepts=[...])`.
 
     Every instance of every concept becomes a track with its own id (after the largest prompted id)
     and its concept; visually prompted objects are tracked as usual, with concept None.
     """
 
-    def __init__(self, tracker: Tracker, detector: ConceptDetector, config: TrackPlanningConfig | None = None) -> None:
+    def __init__(self, tracker: Tracker, detector: FrameDetector, config: TrackPlanningConfig | None = None) -> None:
         self.tracker = tracker
         self.detector = detector
         self.config = config or TrackPlanningConfig()
@@ -296,4 +314,4 @@ def _drop_rows(result: FrameResult, object_ids: set[int]) -> FrameResult:
     )
 
 
-__all__ = ["ConceptDetector", "ConceptFrameResult", "ConceptTracker", "Detections", "FrameLog"]
+__all__ = ["ConceptFrameResult", "ConceptLoop", "FrameDetections", "FrameDetector", "FrameLog", "ModelDetector"]

@@ -3,10 +3,11 @@
 A call gets work units (a JSON `unit` column). For each video of a unit the actor opens the video
 once (downloading it first when it is remote), decodes it in a prefetch thread whose decoder
 threads are bounded by the actor's CPUs, and tracks it in one pass: the memory bank is handed from
-clip to clip, so objects prompted on frame 0 (or found in automatic mode) keep their ids through the
-whole video. Rows are grouped by clip; a clip whose decoding or tracking fails becomes a `failed`
-clips/ row with its reason, and so does every later clip of that video (their frames cannot be reached
-in order). The unit's masks/ and pointers/ files are written whole, then its clips/ file: the commit.
+clip to clip, so objects prompted on frame 0 (or found in automatic or concept mode) keep their ids
+through the whole video; a concept-mode row also names its track's concept. Rows are grouped by
+clip; a clip whose decoding or tracking fails becomes a `failed` clips/ row with its reason, and so
+does every later clip of that video (their frames cannot be reached in order). The unit's masks/ and
+pointers/ files are written whole, then its clips/ file: the commit.
 
 Resource and Ray system errors propagate so Ray restarts the actor and retries the unit; a unit that
 keeps killing its actor is bounded by its attempts record (`commit.Attempts`).
@@ -41,6 +42,7 @@ from batchtrack.io.rle import decode_mask, encode_mask, mask_area, mask_bbox
 from batchtrack.io.schema import MASKS_SCHEMA, POINTER_DIM, pointers_schema
 from batchtrack.io.sink import join, unit_file, write_table
 from batchtrack.io.video import VideoInfo, open_video
+from batchtrack.model.concept import ConceptFrameResult, ConceptLoop
 from batchtrack.model.types import FrameResult, Prompt
 from batchtrack.pipeline.commit import (
     Attempts,
@@ -50,7 +52,13 @@ from batchtrack.pipeline.commit import (
     read_attempts,
     write_attempts,
 )
-from batchtrack.pipeline.models import FrameTracker, build_auto_tracker, load_tracker, supports_auto
+from batchtrack.pipeline.models import (
+    FrameTracker,
+    build_auto_tracker,
+    build_concept_loop,
+    load_tracker,
+    supports_auto,
+)
 from batchtrack.pipeline.plan import VideoTask, WorkUnit, clip_length, clip_spans, make_clip_id, video_clip_id
 
 log = logging.getLogger(__name__)
@@ -203,10 +211,13 @@ class _ClipRows:
         self.width: list[int] = []
         self.rle: list[str] = []
         self.pointers: list[np.ndarray] = []
+        self.concept: list[str | None] = []
 
     def add(self, result: FrameResult) -> None:
         if not result.object_ids:
             return
+        concepts = result.concepts if isinstance(result, ConceptFrameResult) else [None] * len(result.object_ids)
+        self.concept += concepts
         masks = (result.mask_logits > 0).cpu().numpy()  # (N, H, W) bool
         scores = torch.sigmoid(result.object_score_logits.float()).cpu().numpy()  # (N,)
         ious = result.iou_predictions.float().cpu().numpy()  # (N,)
@@ -245,6 +256,7 @@ class _ClipRows:
             "object_id": pa.array(object_id, pa.int32()),
             # A video is tracked in one pass, so an object's id is its track's id through the whole video.
             "track_id": pa.array(object_id.astype(np.int64), pa.int64()),
+            "concept": pa.array(self.concept, pa.string()),
         }
 
     def masks_table(self) -> pa.Table:
@@ -351,9 +363,16 @@ class _VideoRun:
             start, end = spans[current]
             self.statuses.append(
                 self.status(
-                    clip_ids[current], start, end, "ok",
-                    frames=end - start, objects=rows.num_objects, mask_rows=len(rows), seconds=now - clip_began,
-                    decode_seconds=decode, track_seconds=now - clip_began - decode,
+                    clip_ids[current],
+                    start,
+                    end,
+                    "ok",
+                    frames=end - start,
+                    objects=rows.num_objects,
+                    mask_rows=len(rows),
+                    seconds=now - clip_began,
+                    decode_seconds=decode,
+                    track_seconds=now - clip_began - decode,
                 )
             )
             if len(rows):
@@ -368,8 +387,13 @@ class _VideoRun:
             stage = "track"
             tracker = self.processor.tracker_for(self.video)
             seed_everything(video_seed(self.unit.seed, self.video.video_id))
+            results = (
+                self.processor.concept_loop().track(timed, prompts, concepts=self.video.concepts)
+                if self.video.mode == "concept"
+                else tracker.track(timed, prompts)
+            )
             with torch.inference_mode():
-                for result in tracker.track(timed, prompts):
+                for result in results:
                     while result.frame_index >= spans[current][1]:
                         close_clip()
                     rows.add(result)
@@ -405,9 +429,17 @@ class UnitProcessor:
         self.device = device
         self.node_id = node_id
         self.decoder_threads = max(1, int(settings.num_cpus))
+        self._concept_loop: ConceptLoop | None = None
+
+    def concept_loop(self) -> ConceptLoop:
+        """The concept-mode loop over this actor's tracker (its detector), made at the first concept video."""
+        if self._concept_loop is None:
+            self._concept_loop = build_concept_loop(self.tracker)
+        return self._concept_loop
 
     def tracker_for(self, video: VideoTask) -> FrameTracker:
-        """The prompted tracker, or the automatic one for a video planned in mode `auto`."""
+        """The prompted tracker, or the automatic one for a video planned in mode `auto` (concept mode wraps
+        the prompted one: `concept_loop`)."""
         if video.mode != "auto":
             return self.tracker
         if self.auto_tracker is None:
@@ -422,7 +454,11 @@ class UnitProcessor:
         if beyond:
             log.warning(
                 "%s: %d prompt(s) on frames >= %d (the video's length) are ignored, e.g. object %d on frame %d",
-                video.ref.uri, len(beyond), info.num_frames, beyond[0].object_id, beyond[0].frame,
+                video.ref.uri,
+                len(beyond),
+                info.num_frames,
+                beyond[0].object_id,
+                beyond[0].frame,
             )
         return [to_model_prompt(p, info.height, info.width) for p in video.prompts if p.frame < info.num_frames]
 
@@ -462,8 +498,13 @@ class UnitProcessor:
                 runs.append(run)
                 if index in given_up:
                     strikes = attempts.strikes.get(index, 0)
-                    run.whole_video("failed", "actor-died", error_stage="actor", error_class="ActorDied",
-                                    error_message=_death_message(attempts, strikes, limits))
+                    run.whole_video(
+                        "failed",
+                        "actor-died",
+                        error_stage="actor",
+                        error_class="ActorDied",
+                        error_message=_death_message(attempts, strikes, limits),
+                    )
                     continue
                 if careful:
                     write_attempts(output, unit.unit_id, replace(attempts, current=index), options)
@@ -597,4 +638,3 @@ class UnitTracker:
 
 def json_summary(summary: UnitSummary) -> str:
     return json.dumps(asdict(summary), separators=(",", ":"))
-

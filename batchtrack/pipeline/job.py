@@ -33,10 +33,10 @@ from ray.data import ActorPoolStrategy
 
 from batchtrack.config import JobConfig, UnitConfig
 from batchtrack.io.corpus import ListingPart, corpus_parts, list_part
-from batchtrack.io.prompts import PromptRecord, load_prompts
+from batchtrack.io.prompts import PromptManifest, PromptRecord, load_manifest
 from batchtrack.pipeline.actor import ActorSettings, UnitSummary, UnitTracker
 from batchtrack.pipeline.commit import OutputState, package_versions, scan_output, write_manifest
-from batchtrack.pipeline.models import auto_unavailable_reason, check_auto_config, checkpoint_hash
+from batchtrack.pipeline.models import auto_unavailable_reason, check_auto_config, check_concepts, checkpoint_hash
 from batchtrack.pipeline.plan import ModelKey, PlanSettings, auto_mode_key, group_units, make_unit, plan_video
 
 log = logging.getLogger(__name__)
@@ -151,6 +151,7 @@ class PlanContext:
     units: UnitConfig
     retry_failed: bool
     storage_options: Mapping[str, Any]
+    concepts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # the manifest's text lines by video
 
 
 _CONTEXTS: dict[str, PlanContext] = {}  # per worker process: each context is fetched once
@@ -168,7 +169,7 @@ def _context(handle: list[ray.ObjectRef]) -> PlanContext:
 def plan_part(part: ListingPart, context: PlanContext) -> Iterator[dict[str, Any]]:
     """List one part of the corpus and yield its work units, each marked committed or not."""
     videos = (
-        plan_video(ref, context.prompts.get(ref.uri, ()), context.settings)
+        plan_video(ref, context.prompts.get(ref.uri, ()), context.settings, context.concepts.get(ref.uri, ()))
         for ref in list_part(part, context.storage_options)
     )
     for group in group_units(videos, context.units):
@@ -260,12 +261,16 @@ def track_units(parts: Sequence[ListingPart], context: PlanContext, cfg: JobConf
 
 def plan_settings(cfg: JobConfig, storage_options: Mapping[str, Any]) -> PlanSettings:
     """The model key and modes every unit shares; raises ConfigError for settings the job cannot run."""
+    if cfg.text:
+        check_concepts(cfg.model.name, "--text (config key text)")
     model = ModelKey(cfg.model.name, checkpoint_hash(cfg.model, storage_options))
     no_auto = auto_unavailable_reason(model.name, cfg.auto)
     if no_auto is None:
         check_auto_config(cfg.auto, cfg.model.name, storage_options)
     auto_key = auto_mode_key(cfg.auto) if no_auto is None else None
-    return PlanSettings(model=model, clip=cfg.clip, auto_key=auto_key, no_auto_reason=no_auto, seed=cfg.seed)
+    return PlanSettings(
+        model=model, clip=cfg.clip, auto_key=auto_key, no_auto_reason=no_auto, seed=cfg.seed, concepts=cfg.text
+    )
 
 
 def run_job(cfg: JobConfig) -> JobSummary:
@@ -275,14 +280,20 @@ def run_job(cfg: JobConfig) -> JobSummary:
     options = dict(cfg.storage_options)
     # Everything a user can get wrong is decided here, before Ray starts.
     parts = corpus_parts(cfg.corpus, options)
-    prompts = load_prompts(cfg.prompts, options) if cfg.prompts else {}
+    manifest = load_manifest(cfg.prompts, options) if cfg.prompts else PromptManifest()
     settings = plan_settings(cfg, options)
+    if manifest.concepts:
+        check_concepts(cfg.model.name, f"the text lines of the prompt manifest {cfg.prompts}")
     ensure_ray()
     state = scan_output(cfg.output, options)
-    context = PlanContext(settings, prompts, state, cfg.unit, cfg.retry_failed, options)
+    context = PlanContext(
+        settings, manifest.visual, state, cfg.unit, cfg.retry_failed, options, concepts=manifest.concepts
+    )
     log.info(
         "%d listing part(s); %d unit(s) committed by earlier runs (%d with failures)",
-        len(parts), len(state.committed), len(state.failed),
+        len(parts),
+        len(state.committed),
+        len(state.failed),
     )
     summary = JobSummary(output=cfg.output)
     for unit in track_units(parts, context, cfg):

@@ -22,6 +22,7 @@ from batchtrack.model.types import FrameResult, Prompt
 
 if TYPE_CHECKING:
     from batchtrack.model.association import AssociationHead
+    from batchtrack.model.concept import ConceptLoop
 
 BASELINE_PREFIX = "baseline-"
 
@@ -115,6 +116,34 @@ def load_head(uri: str, dim: int, storage_options: Mapping[str, Any] | None = No
         return load_association_head(local, head)
 
 
+def has_concept_detector(model_name: str) -> bool:
+    """Whether `model_name` carries a concept detector (SAM 3's text encoder + detector), needed by --text."""
+    if model_name.startswith(BASELINE_PREFIX):
+        return False
+    from batchtrack.model.configs import get_config
+
+    return getattr(get_config(model_name), "detector", None) is not None
+
+
+def check_concepts(model_name: str, where: str) -> None:
+    """Raise ConfigError (one line, naming `where`: the flag or the manifest) when concepts cannot be tracked."""
+    if not has_concept_detector(model_name):
+        raise ConfigError(
+            f"{where} needs a model with a concept detector (--model sam3 or sam3-test-tiny); "
+            f"model {model_name!r} has none"
+        )
+
+
+def build_concept_loop(tracker: FrameTracker) -> ConceptLoop:
+    """The concept-mode loop over a loaded tracker that carries SAM 3's detector (`detect_concepts`)."""
+    from batchtrack.model.concept import ConceptLoop, ModelDetector
+    from batchtrack.model.tracker import Tracker
+
+    if not isinstance(tracker, Tracker) or not hasattr(tracker, "detect_concepts"):
+        raise ConfigError(f"concept mode needs a tracker with a concept detector, got {type(tracker).__name__}")
+    return ConceptLoop(tracker, ModelDetector(tracker))  # type: ignore[arg-type]
+
+
 def check_auto_config(auto: AutoConfig, model_name: str, storage_options: Mapping[str, Any] | None = None) -> None:
     """Raise ConfigError for automatic-mode settings the job cannot run (checked before any actor starts)."""
     if auto.association == "learned":
@@ -153,9 +182,7 @@ def fetch_model_checkpoint(
     return fetch_checkpoint(model_cfg.checkpoint, storage_options, model_cfg.cache_dir)
 
 
-def load_tracker(
-    model_cfg: ModelConfig, device: str, storage_options: Mapping[str, Any] | None = None
-) -> FrameTracker:
+def load_tracker(model_cfg: ModelConfig, device: str, storage_options: Mapping[str, Any] | None = None) -> FrameTracker:
     """Build the configured tracker on `device`; `baseline-*` names resolve to the classical baselines.
 
     A checkpoint URI is read with `storage_options` (the job's) and cached on this node. image_size,

@@ -8,10 +8,11 @@ fixed-length spans of a video: the granularity of clips/ rows, timings and failu
 Every id is a hash of what determines the output, so a rerun of the same job finds the same ids:
 
 - `video_key`: the video, the model and its weights, the video's prompts, the mode (with the
-  automatic-mode settings), the clip length and the seed;
+  automatic-mode settings, or the concept set), the clip length and the seed;
 - `unit_id`: the video keys of its videos;
-- `clip_id`: the video, the span, the model and the video's prompts (a prompt on any frame before
-  the clip changes what the clip holds).
+- `clip_id`: the video, the span, the model and the video's prompts and concepts (a prompt on any
+  frame before the clip changes what the clip holds; other concepts make other rows, so a rerun with
+  other concepts does not resume the old rows).
 
 Units are formed from a listing partition's videos in their sorted order (`group_units`), which
 needs only the sizes that listing returns: nothing is opened to plan.
@@ -26,9 +27,9 @@ from typing import Any, Literal
 
 from batchtrack.config import AutoConfig, ClipPlanConfig, UnitConfig
 from batchtrack.io.corpus import VideoRef, stable_hash
-from batchtrack.io.prompts import PromptRecord, prompt_set_hash
+from batchtrack.io.prompts import PromptRecord, canonical_concepts, prompt_set_hash
 
-VideoMode = Literal["prompted", "auto", "skipped"]
+VideoMode = Literal["prompted", "auto", "concept", "skipped"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class PlanSettings:
     auto_key: str | None  # automatic-mode settings (`auto_mode_key`); None when automatic mode is unavailable
     no_auto_reason: str | None  # why a video without prompts is skipped, when it is
     seed: int = 0
+    concepts: tuple[str, ...] = ()  # noun phrases tracked in every video (--text), canonical
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class VideoTask:
     mode: VideoMode
     key: str  # video_key: hash of everything that determines the video's rows
     reason: str | None = None  # why a `skipped` video is skipped
+    concepts: tuple[str, ...] = ()  # noun phrases of a `concept` video, canonical (sorted, unique)
 
     @property
     def video_id(self) -> str:
@@ -72,6 +75,7 @@ class VideoTask:
             "mode": self.mode,
             "key": self.key,
             "reason": self.reason,
+            "concepts": list(self.concepts),
         }
 
     @classmethod
@@ -83,6 +87,7 @@ class VideoTask:
             mode=data["mode"],
             key=data["key"],
             reason=data.get("reason"),
+            concepts=tuple(data.get("concepts", ())),
         )
 
 
@@ -161,10 +166,16 @@ def auto_mode_key(auto: AutoConfig) -> str:
     return json.dumps(auto.model_dump(mode="json", exclude={"enabled"}), sort_keys=True, separators=(",", ":"))
 
 
-def plan_video(ref: VideoRef, prompts: Sequence[PromptRecord], settings: PlanSettings) -> VideoTask:
-    """How one video is tracked: `prompted` with its prompts, else `auto` when available, else `skipped`."""
-    if prompts:
-        mode: VideoMode = "prompted"
+def plan_video(
+    ref: VideoRef, prompts: Sequence[PromptRecord], settings: PlanSettings, concepts: Sequence[str] = ()
+) -> VideoTask:
+    """How one video is tracked: `concept` when it has concepts (the job's and its own, with any visual
+    prompts), else `prompted` with its prompts, else `auto` when available, else `skipped`."""
+    wanted = canonical_concepts([*settings.concepts, *concepts])
+    if wanted:
+        mode: VideoMode = "concept"
+    elif prompts:
+        mode = "prompted"
     elif settings.no_auto_reason is None:
         mode = "auto"
     else:
@@ -174,9 +185,11 @@ def plan_video(ref: VideoRef, prompts: Sequence[PromptRecord], settings: PlanSet
     parts += [settings.clip.model_dump_json(), settings.seed]
     if mode == "auto":
         parts.append(settings.auto_key)
+    if mode == "concept":
+        parts.append(json.dumps(wanted))
     reason = f"no prompts and {settings.no_auto_reason}" if mode == "skipped" else None
     ordered = tuple(sorted(prompts, key=lambda p: (p.frame, p.object_id)))
-    return VideoTask(ref=ref, prompts=ordered, mode=mode, key=stable_hash(*parts), reason=reason)
+    return VideoTask(ref=ref, prompts=ordered, mode=mode, key=stable_hash(*parts), reason=reason, concepts=wanted)
 
 
 def unit_id_of(videos: Sequence[VideoTask]) -> str:

@@ -61,9 +61,7 @@ def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
     return err
 
 
-def test_run_on_a_missing_corpus_exits_2_before_ray_starts(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_run_on_a_missing_corpus_exits_2_before_ray_starts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # ray.init is refused in unit tests (conftest): reaching it would raise UnitTestGuardError, not return 2.
     assert main(["run", str(tmp_path / "nonexistent"), str(tmp_path / "out")]) == 2
     assert "does not exist" in _one_error_line(capsys)
@@ -75,9 +73,7 @@ def test_inspect_of_a_missing_output_exits_2(tmp_path: Path, capsys: pytest.Capt
     assert "no committed units" in _one_error_line(capsys)
 
 
-def test_eval_of_a_missing_output_or_ground_truth_exits_2(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_eval_of_a_missing_output_or_ground_truth_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval", str(tmp_path / "missing"), str(tmp_path)]) == 2
     assert "no committed units" in _one_error_line(capsys)
     output = tmp_path / "out"
@@ -125,3 +121,24 @@ def test_a_multi_line_message_is_printed_on_one_line(tmp_path: Path, capsys: pyt
     config.write_text("corpus: a\noutput: b\nactors:\n  num_actorz: 2\nclip:\n  length_framez: 3\n")
     assert main(["run", "--config", str(config)]) == 2
     _one_error_line(capsys)
+
+
+def test_text_flags_reach_the_config_as_a_canonical_concept_set() -> None:
+    from batchtrack.cli import _job_overrides, build_parser
+    from batchtrack.config import load_config
+
+    args = build_parser().parse_args(["run", "c", "o", "--text", "red  car", "--text", "person", "--text", "person"])
+    assert load_config(None, **_job_overrides(args)).text == ("person", "red car")
+
+
+def test_text_without_a_detector_exits_2_naming_the_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", str(tmp_path), str(tmp_path / "out"), "--text", "person"])  # tiny-synthetic: no detector
+    assert code == 2
+    line = _one_error_line(capsys)
+    assert "--text needs a model with a concept detector" in line and "'tiny-synthetic'" in line
+    assert not (tmp_path / "out").exists(), "decided before the job starts"
+
+
+def test_empty_text_is_a_config_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "a", "b", "--text", " "]) == 2
+    assert "key 'text'" in _one_error_line(capsys)

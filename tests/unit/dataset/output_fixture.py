@@ -128,7 +128,7 @@ def _write_unit(fs: fsspec.AbstractFileSystem, root: str, unit: str, rows: list[
         masks = pa.Table.from_pylist([{k: v for k, v in r.items() if k != "embedding"} for r in rows],
                                      schema=MASKS_SCHEMA)
         pointer_fields = [f.name for f in pointers_schema()]
-        pointers = pa.Table.from_pylist([{k: r[k] for k in pointer_fields} for r in rows], schema=pointers_schema())
+        pointers = pa.Table.from_pylist([{k: r.get(k) for k in pointer_fields} for r in rows], schema=pointers_schema())
         _write(fs, f"{root}/masks/{unit}.parquet", masks)
         _write(fs, f"{root}/pointers/{unit}.parquet", pointers)
     if clips is not None:

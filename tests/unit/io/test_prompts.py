@@ -14,7 +14,10 @@ from pycocotools import mask as coco_mask
 
 from batchtrack.errors import PromptError
 from batchtrack.io.prompts import (
+    ConceptRecord,
     PromptRecord,
+    canonical_concepts,
+    load_manifest,
     load_prompts,
     prompt_set_hash,
     prompts_in_range,
@@ -62,8 +65,17 @@ def test_box_points_mask_and_box_plus_points_are_accepted(tmp_path: Path) -> Non
         ({"video": "a.mp4", "frame": 0, "object_id": 1, "points": [[1, 2, 2]]}, "points", "label must be 0 or 1"),
         ({"video": "a.mp4", "frame": 0, "object_id": 1, "points": [[1, 2]]}, "points.0.2", "required"),
         ({"video": "a.mp4", "frame": 0, "object_id": 1}, "box/points/mask", "one of box, points or mask"),
-        ({"video": "a.mp4", "frame": 0, "object_id": 1, "box": [1, 2, 3, 4], "mask": {"size": [2, 2], "counts": "4"}},
-         "box/points/mask", "cannot be combined"),
+        (
+            {
+                "video": "a.mp4",
+                "frame": 0,
+                "object_id": 1,
+                "box": [1, 2, 3, 4],
+                "mask": {"size": [2, 2], "counts": "4"},
+            },
+            "box/points/mask",
+            "cannot be combined",
+        ),
         ({"video": "a.mp4", "frame": 0, "object_id": 1, "mask": {"size": [2, 2]}}, "mask.counts", "required"),
         ({"video": "a.mp4", "frame": 0, "object_id": 1, "mask": {"size": [0, 2], "counts": "4"}}, "mask.size", ""),
         ({"video": "a.mp4", "frame": 0, "object_id": 1, "box": [1, 2, 3, 4], "colour": "red"}, "colour", "unknown"),
@@ -156,3 +168,50 @@ def test_prompt_set_hash_ignores_order_and_sees_every_value() -> None:
     assert prompt_set_hash([a, b]) == prompt_set_hash([b, a])
     assert prompt_set_hash([a, b]) != prompt_set_hash([a, _record(6, 2)])
     assert prompt_set_hash([]) == "none"
+
+
+def test_concept_lines_are_read_beside_visual_prompts(tmp_path: Path) -> None:
+    manifest = _write(
+        tmp_path / "p.jsonl",
+        [
+            {"video": "a.mp4", "text": "person"},
+            {"video": "a.mp4", "frame": 0, "object_id": 1, "box": [1, 2, 30, 40]},
+            {"video": "a.mp4", "text": "  red   car "},
+            {"video": "b.mp4", "text": "person"},
+            {"video": "a.mp4", "text": "person"},
+        ],
+    )
+    records = read_prompt_manifest(str(manifest))
+    assert isinstance(records[0], ConceptRecord) and isinstance(records[1], PromptRecord)
+    loaded = load_manifest(str(manifest))
+    a, b = str(tmp_path / "a.mp4"), str(tmp_path / "b.mp4")
+    assert loaded.concepts == {a: ("person", "red car"), b: ("person",)}
+    assert [r.object_id for r in loaded.visual[a]] == [1]
+    assert load_prompts(str(manifest)) == loaded.visual
+
+
+@pytest.mark.parametrize(
+    ("line", "field", "why"),
+    [
+        ({"video": "a.mp4", "text": "   "}, "text", "non-empty noun phrase"),
+        ({"video": "a.mp4", "text": 3}, "text", "valid string"),
+        ({"video": "a.mp4", "text": "person", "frame": 0}, "frame", "unknown field"),
+        ({"text": "person"}, "video", "required"),
+    ],
+)
+def test_a_bad_concept_line_names_file_line_and_field(
+    tmp_path: Path, line: dict[str, Any], field: str, why: str
+) -> None:
+    manifest = _write(tmp_path / "bad.jsonl", [{"video": "a.mp4", "text": "person"}, line])
+    with pytest.raises(PromptError) as info:
+        read_prompt_manifest(str(manifest))
+    message = str(info.value)
+    assert f"{manifest}, line 2" in message
+    assert f"'{field}'" in message
+    assert why in message
+
+
+def test_concept_sets_are_canonical() -> None:
+    assert canonical_concepts(["b", "a", " a "]) == ("a", "b")
+    with pytest.raises(ValueError, match="non-empty"):
+        canonical_concepts([""])

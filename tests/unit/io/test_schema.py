@@ -7,7 +7,7 @@ import pytest
 
 from batchtrack.io.schema import CLIPS_SCHEMA, MASKS_SCHEMA, POINTER_DIM, pointers_schema
 
-KEYS = ["video_id", "video_uri", "clip_id", "frame_index", "timestamp_s", "object_id", "track_id"]
+KEYS = ["video_id", "video_uri", "clip_id", "frame_index", "timestamp_s", "object_id", "track_id", "concept"]
 
 
 def test_masks_columns_are_the_designed_ones_in_order() -> None:
@@ -25,9 +25,26 @@ def test_pointer_embedding_is_a_fixed_size_list_of_the_configured_float(dtype: s
     assert POINTER_DIM == 256
 
 
+def test_concept_is_a_nullable_string_in_masks_and_pointers() -> None:
+    for schema in (MASKS_SCHEMA, pointers_schema()):
+        assert schema.field("concept").type == pa.string()
+        assert schema.field("concept").nullable
+        assert not schema.field("track_id").nullable
+
+
 def test_clips_schema_holds_status_counts_errors_and_model() -> None:
-    for name in ("status", "frames", "objects", "seconds", "error_class", "error_message", "model_name",
-                 "checkpoint_hash", "start_frame", "end_frame"):
+    for name in (
+        "status",
+        "frames",
+        "objects",
+        "seconds",
+        "error_class",
+        "error_message",
+        "model_name",
+        "checkpoint_hash",
+        "start_frame",
+        "end_frame",
+    ):
         assert name in CLIPS_SCHEMA.names
     assert CLIPS_SCHEMA.field("error_class").nullable
     assert not CLIPS_SCHEMA.field("clip_id").nullable

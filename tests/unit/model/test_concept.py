@@ -18,7 +18,7 @@ import torch
 from batchtrack.errors import ConfigError
 from batchtrack.model.association import mask_iou_matrix
 from batchtrack.model.build import build_tracker
-from batchtrack.model.concept import ConceptFrameResult, ConceptTracker, Detections
+from batchtrack.model.concept import ConceptFrameResult, ConceptLoop, FrameDetections
 from batchtrack.model.configs import get_config
 from batchtrack.model.track_planning import TrackPlanningConfig
 from batchtrack.model.tracker import Tracker
@@ -36,7 +36,7 @@ def _one_thread() -> Iterator[None]:
 
 
 class SceneDetector:
-    """Detections from a synthetic scene's ground truth, with noise (a `ConceptDetector`)."""
+    """FrameDetections from a synthetic scene's ground truth, with noise (a `FrameDetector`)."""
 
     def __init__(self, scene: Scene, seed: int = 0, miss_rate: float = 0.1, min_area: int = 20) -> None:
         self.scene = scene
@@ -45,7 +45,7 @@ class SceneDetector:
         self.min_area = min_area
         self.calls: list[tuple[int, tuple[str, ...]]] = []
 
-    def detect(self, frame_index: int, frame: np.ndarray, concepts: Sequence[str]) -> Detections:
+    def detect(self, frame_index: int, frame: np.ndarray, concepts: Sequence[str]) -> FrameDetections:
         self.calls.append((frame_index, tuple(concepts)))
         truth = render_frame(self.scene, frame_index)
         h, w = frame.shape[:2]
@@ -55,13 +55,13 @@ class SceneDetector:
             if truth.masks[i].sum() >= self.min_area and self.rng.random() >= self.miss_rate
         ]
         if "shape" not in concepts or not keep:
-            return Detections.empty(h, w)
+            return FrameDetections.empty(h, w)
         masks = torch.from_numpy(truth.masks[keep]).float() * 20.0 - 10.0  # (D, H, W)
         dy, dx = (int(v) for v in self.rng.integers(-1, 2, size=2))
         masks = torch.roll(masks, shifts=(dy, dx), dims=(1, 2))
         scores = torch.from_numpy(self.rng.uniform(0.75, 0.95, len(keep))).float()
         concept = torch.full((len(keep),), list(concepts).index("shape"), dtype=torch.long)
-        return Detections(masks, scores, torch.zeros(len(keep), 4), concept)
+        return FrameDetections(concept, torch.zeros(len(keep), 4), scores, masks)
 
 
 class ScriptedDetector:
@@ -71,13 +71,13 @@ class ScriptedDetector:
         self.script = script
         self.height, self.width = height, width
 
-    def detect(self, frame_index: int, frame: np.ndarray, concepts: Sequence[str]) -> Detections:
+    def detect(self, frame_index: int, frame: np.ndarray, concepts: Sequence[str]) -> FrameDetections:
         items = self.script.get(frame_index, [])
         if not items:
-            return Detections.empty(self.height, self.width)
+            return FrameDetections.empty(self.height, self.width)
         masks = torch.stack([torch.from_numpy(m).float() * 20.0 - 10.0 for m, _, _ in items])
         scores = torch.tensor([s for _, s, _ in items], dtype=torch.float32)
-        return Detections(masks, scores, torch.zeros(len(items), 4), torch.tensor([c for _, _, c in items]))
+        return FrameDetections(torch.tensor([c for _, _, c in items]), torch.zeros(len(items), 4), scores, masks)
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,7 @@ def test_every_object_becomes_one_track_with_a_stable_id() -> None:
     spec = SceneSpec(seed=3, width=128, height=96, num_frames=24, num_objects=3, occlusion=0.0, exit_prob=0.0)
     scene = Scene.from_spec(spec)
     frames = [(t, render_frame(scene, t).image) for t in range(spec.num_frames)]
-    concept = ConceptTracker(build_tracker("tiny-synthetic"), SceneDetector(scene))
+    concept = ConceptLoop(build_tracker("tiny-synthetic"), SceneDetector(scene))
     results = list(concept.track(frames, concepts=["shape"]))
     assert [r.frame_index for r in results] == list(range(spec.num_frames))
 
@@ -136,7 +136,7 @@ def test_every_object_becomes_one_track_with_a_stable_id() -> None:
 def test_a_track_removed_in_hotstart_never_reaches_the_output(decisive: Tracker) -> None:
     # A confident detection on frame 1 only: the track it starts is unmatched from frame 2 on, removed on frame 9.
     script = {1: [(rect(8, 8, 24, 24), 0.9, 0)]}
-    concept = ConceptTracker(decisive, ScriptedDetector(script, H, W))
+    concept = ConceptLoop(decisive, ScriptedDetector(script, H, W))
     bank = decisive.new_bank(num_frames=14)
     results = list(concept.track(gray_frames(14), concepts=["shape"], bank=bank))
     log = {entry.frame_index: entry for entry in concept.last_log}
@@ -150,9 +150,7 @@ def test_a_track_removed_in_hotstart_never_reaches_the_output(decisive: Tracker)
 def test_without_hotstart_delay_rows_come_out_at_once(decisive: Tracker) -> None:
     script = {1: [(rect(8, 8, 24, 24), 0.9, 0)]}
     config = TrackPlanningConfig(hotstart_delay=0)
-    results = list(
-        ConceptTracker(decisive, ScriptedDetector(script, H, W), config).track(gray_frames(4), concepts=["x"])
-    )
+    results = list(ConceptLoop(decisive, ScriptedDetector(script, H, W), config).track(gray_frames(4), concepts=["x"]))
     assert [r.object_ids for r in results] == [[], [0], [0], [0]]
 
 
@@ -161,7 +159,7 @@ def test_rows_name_their_concept_and_visual_prompts_keep_theirs(decisive: Tracke
     script = {t: [(box, 0.9, 0), (disc, 0.85, 1)] for t in range(20)}
     prompts = [Prompt(frame_index=0, object_id=5, box=np.array([40.0, 2.0, 60.0, 14.0], dtype=np.float32))]
     config = TrackPlanningConfig(hotstart_delay=2, hotstart_unmatched=2, hotstart_duplicate=2)
-    concept = ConceptTracker(decisive, ScriptedDetector(script, H, W), config)
+    concept = ConceptLoop(decisive, ScriptedDetector(script, H, W), config)
     results: list[ConceptFrameResult] = list(concept.track(gray_frames(6), prompts, concepts=["box", "disc"]))
     assert [r.frame_index for r in results] == list(range(6))
     named = {o: c for r in results for o, c in zip(r.object_ids, r.concepts, strict=True)}
@@ -175,11 +173,11 @@ def test_detector_sees_every_frame_with_the_concepts(decisive: Tracker) -> None:
     scene = Scene.from_spec(spec)
     detector = SceneDetector(scene)
     frames = [(t, render_frame(scene, t).image) for t in range(5)]
-    list(ConceptTracker(decisive, detector).track(frames, concepts=["shape", "car"]))
+    list(ConceptLoop(decisive, detector).track(frames, concepts=["shape", "car"]))
     assert detector.calls == [(t, ("shape", "car")) for t in range(5)]
 
 
 def test_concept_mode_needs_noun_phrases(decisive: Tracker) -> None:
-    concept = ConceptTracker(decisive, ScriptedDetector({}, H, W))
+    concept = ConceptLoop(decisive, ScriptedDetector({}, H, W))
     with pytest.raises(ConfigError, match="non-empty noun phrases"):
         list(concept.track(gray_frames(2), concepts=[" "]))

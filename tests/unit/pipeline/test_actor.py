@@ -165,9 +165,7 @@ def test_several_short_videos_share_one_file_per_table(video: Path, tmp_path: Pa
 def test_a_mask_prompt_is_decoded_at_video_resolution(video: Path, tmp_path: Path) -> None:
     mask = np.zeros((48, 64), dtype=bool)
     mask[10:20, 10:30] = True
-    record = PromptRecord(
-        video="v", frame=0, object_id=1, mask=RleMask(size=(48, 64), counts=encode_mask(mask))
-    )
+    record = PromptRecord(video="v", frame=0, object_id=1, mask=RleMask(size=(48, 64), counts=encode_mask(mask)))
     seen: list[Prompt] = []
 
     class Recorder(BoxPainter):
@@ -221,7 +219,9 @@ def test_a_tracker_error_fails_the_clip_it_happened_in_and_the_later_ones(video:
     _processor(tmp_path, tracker).process(unit)
     clips = _clips(tmp_path, unit)
     assert [(c.status, c.error_stage, c.error_class) for c in clips] == [
-        ("ok", None, None), ("failed", "track", "ValueError"), ("failed", "track", "ValueError")
+        ("ok", None, None),
+        ("failed", "track", "ValueError"),
+        ("failed", "track", "ValueError"),
     ]
     assert clips[1].error_message == "bad shapes in frame"
     masks = pq.read_table(tmp_path / unit_file("masks", unit.unit_id))
@@ -313,10 +313,74 @@ def test_committed_units_pass_through_an_actor_without_loading_the_model(video: 
     settings = ActorSettings(model=ModelConfig(name="sam2.1_hiera_tiny"), output=str(tmp_path))
     actor = UnitTracker(settings)
     unit = _one(video, [_box(0, 1, (2, 3, 20, 30))])
-    batch = {"unit": np.asarray([unit.to_json()], dtype=object), "committed": np.asarray([True]),
-             "was_failed": np.asarray([False])}
+    batch = {
+        "unit": np.asarray([unit.to_json()], dtype=object),
+        "committed": np.asarray([True]),
+        "was_failed": np.asarray([False]),
+    }
     [summary] = actor(batch)["summary"].tolist()
     assert '"resumed":true' in summary and unit.unit_id in summary
     batch["committed"] = np.asarray([False])
     with pytest.raises(ConfigError, match="--checkpoint"):
         actor(batch)
+
+
+class _CountingGroundTruth:
+    """SAM 3's detector interface (`encode_text`, `detect_concepts`) answered from a synthetic scene's ground truth:
+    the n-th call is frame n (the concept loop detects on every frame, in order)."""
+
+    def __init__(self, spec: SceneSpec) -> None:
+        from batchtrack.synthetic.scene import Scene
+
+        self.scene = Scene.from_spec(spec)
+        self.calls = 0
+
+    def encode_text(self, phrases: Sequence[str]) -> tuple[str, ...]:
+        return tuple(phrases)
+
+    def detect_concepts(self, frame: np.ndarray, text: tuple[str, ...]) -> tuple[object, None]:
+        from types import SimpleNamespace
+
+        from batchtrack.synthetic.render import render_frame
+
+        truth = render_frame(self.scene, self.calls)
+        self.calls += 1
+        masks = torch.from_numpy(truth.masks).float() * 20.0 - 10.0  # (D, H, W)
+        d = masks.shape[0]
+        concept = torch.full((d,), text.index("shape") if "shape" in text else 0, dtype=torch.long)
+        scores = torch.full((d,), 0.9 if "shape" in text else 0.0)
+        return SimpleNamespace(concept=concept, boxes=torch.zeros(d, 4), scores=scores, mask_logits=masks), None
+
+
+def test_a_concept_video_writes_rows_naming_the_concept(tmp_path: Path) -> None:
+    from batchtrack.model.build import build_tracker
+
+    spec = SceneSpec(seed=3, width=64, height=48, num_frames=12, num_objects=2, occlusion=0.0, exit_prob=0.0)
+    video = write_synthetic_video(spec, tmp_path / "videos", "concept").video_path
+    tracker = build_tracker("tiny-synthetic")
+    truth = _CountingGroundTruth(spec)
+    tracker.encode_text = truth.encode_text  # type: ignore[method-assign]
+    tracker.detect_concepts = truth.detect_concepts  # type: ignore[attr-defined]
+    settings = PlanSettings(MODEL, ClipPlanConfig(length_frames=4), None, "off", concepts=("shape",))
+    [ref] = list_videos(str(video))
+    prompt = _box(0, 0, (40, 2, 60, 12))
+    unit = make_unit([plan_video(ref, [prompt], settings, concepts=["thing"])], settings)
+    assert unit.videos[0].mode == "concept"
+    out = tmp_path / "out"
+    summary = _processor(out, tracker).process(unit)  # type: ignore[arg-type]
+    assert (summary.clips, summary.ok) == (3, 3)
+    assert truth.calls == 12, "the detector saw every frame once"
+    masks = pq.read_table(out / unit_file("masks", unit.unit_id))
+    pointers = pq.read_table(out / unit_file("pointers", unit.unit_id))
+    assert masks.column("concept").to_pylist() == pointers.column("concept").to_pylist()
+    rows = masks.to_pylist()
+    by_object: dict[int, set[str | None]] = {}
+    for r in rows:
+        by_object.setdefault(r["object_id"], set()).add(r["concept"])
+    assert by_object.pop(0) == {None}, "the visual prompt keeps concept null"
+    assert len(by_object) == 2 and all(c == {"shape"} for c in by_object.values()), "one track per object"
+    assert min(by_object) > 0, "concept ids come after the prompted id"
+    keys = [(r["frame_index"], r["object_id"]) for r in rows]
+    assert len(set(keys)) == len(keys), "one row per (frame, object)"
+    clip_ids = {c.clip_id for c in _clips(out, unit)}
+    assert {r["clip_id"] for r in rows} <= clip_ids

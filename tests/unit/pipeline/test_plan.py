@@ -110,3 +110,35 @@ def test_units_group_consecutive_small_videos_and_put_a_large_one_alone() -> Non
 def test_a_unit_survives_its_json_form() -> None:
     unit = make_unit([plan_video(_ref(0), [_prompt(4)], AUTO), plan_video(_ref(1), [], NO_AUTO)], AUTO)
     assert WorkUnit.from_json(unit.to_json()) == unit
+
+
+def test_a_video_with_concepts_is_planned_in_concept_mode_and_its_ids_cover_the_concepts() -> None:
+    with_text = PlanSettings(MODEL, ClipPlanConfig(length_frames=30), None, "no auto", concepts=("person",))
+    task = plan_video(_ref(), [], with_text)
+    assert task.mode == "concept" and task.concepts == ("person",)
+    # The manifest's own concepts join the job's, canonically: order and repeats do not change the key.
+    both = plan_video(_ref(), [], with_text, concepts=["red car", "person"])
+    assert both.concepts == ("person", "red car")
+    assert plan_video(_ref(), [], with_text, concepts=["red car", " red car"]).key == both.key
+    # Other concepts, other clip ids: a rerun with another --text does not resume the old rows.
+    keys = {task.key, both.key, plan_video(_ref(), [], AUTO).key, plan_video(_ref(), [_prompt(0)], AUTO).key}
+    assert len(keys) == 4
+    assert make_clip_id(task.key, 0, 30) != make_clip_id(both.key, 0, 30)
+    # Visual prompts ride along in concept mode.
+    prompted = plan_video(_ref(), [_prompt(0)], with_text)
+    assert prompted.mode == "concept" and len(prompted.prompts) == 1 and prompted.key != task.key
+
+
+def test_concepts_survive_the_unit_round_trip() -> None:
+    with_text = PlanSettings(MODEL, ClipPlanConfig(length_frames=30), None, "no auto", concepts=("person",))
+    unit = make_unit([plan_video(_ref(), [], with_text, concepts=["dog"])], with_text)
+    again = WorkUnit.from_json(unit.to_json())
+    assert again == unit and again.videos[0].concepts == ("dog", "person")
+
+
+def test_videos_without_concepts_keep_their_keys() -> None:
+    # Adding concept mode must not change the ids of prompted and automatic videos (old outputs still resume):
+    # these are the keys the planner gave before concept mode existed.
+    assert plan_video(_ref(), [], AUTO).key == "929377d1371cb1ef"
+    assert plan_video(_ref(), [_prompt(0)], AUTO).key == "a1ddd754d930495d"
+    assert plan_video(_ref(), [], AUTO).concepts == ()
