@@ -102,11 +102,11 @@ def mask_nms(scores: torch.Tensor, masks: torch.Tensor, iou_threshold: float) ->
     flat = masks.flatten(1).float()  # (K, hw)
     inter = flat @ flat.T  # (K, K)
     area = flat.sum(dim=1)
-    iou = inter / (area[:, None] + area[None, :] - inter).clamp(min=1)
+    overlaps = (inter / (area[:, None] + area[None, :] - inter).clamp(min=1) > iou_threshold).cpu()  # (K, K)
     order = torch.argsort(scores, descending=True, stable=True).tolist()
     kept: list[int] = []
     for i in order:
-        if all(iou[i, j] <= iou_threshold for j in kept):
+        if not kept or not overlaps[i, kept].any():
             kept.append(i)
     return torch.tensor(kept, dtype=torch.long, device=scores.device)
 
