@@ -425,6 +425,23 @@ def test_detect_thresholds_the_official_score_and_keeps_its_boxes_and_masks(ours
     assert 0 < len(nms) <= len(found)
 
 
+def test_detect_keeps_the_queries_the_official_threshold_and_mask_nms_keep(ours: ConceptDetector) -> None:
+    """Per concept, the video model's post-processing: probabilities > threshold, then `nms_masks` (IoU 0.1)."""
+    nms_masks = importlib.import_module("sam3.perflib.nms").nms_masks
+    features, text = _features(1, seed=9), _text(3, seed=10)
+    with torch.no_grad():
+        raw = ours(features, text)
+    probs = raw.scores.sigmoid()
+    threshold = probs.quantile(0.7).item()  # random weights: a threshold some queries pass
+    found = ours.detect(features, text, score_threshold=threshold, nms_iou_threshold=0.1)
+    total_passing = 0
+    for c in range(3):
+        keep = nms_masks(probs[c], raw.mask_logits[c], prob_threshold=threshold, iou_threshold=0.1)
+        total_passing += int((probs[c] > threshold).sum())
+        assert sorted(found.for_concept(c).query.tolist()) == torch.nonzero(keep)[:, 0].tolist(), c
+    assert 0 < len(found) < total_passing  # NMS removed some, kept some
+
+
 def test_detector_head_size_of_sam3_builds_with_the_official_key_set(oracle: SimpleNamespace) -> None:
     """Full-size head (6 + 6 layers, 2048-wide MLPs, 3 geometry layers): same keys and shapes as the official one."""
     full = DetectorConfig()
