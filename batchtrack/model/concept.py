@@ -13,7 +13,9 @@ as bits, so while held the memory is O(delay x objects x H x W / 8) bytes, indep
 video's length; a held frame's `mask_logits` come out as +1 / -1 (the mask is `logits > 0`, as
 for every FrameResult).
 
-The detector is anything with `detect(frame_index, frame, concepts) -> FrameDetections` (`FrameDetector`).
+The detector is anything with `detect(frame_index, frame, concepts)` returning per-detection `concept`,
+`scores` and `mask_logits` (`FrameDetector`): SAM 3's is `model.concept_tracker.Sam3FrameDetector`, which
+reuses the tracker's trunk pass of the frame; tests use ground truth.
 
 Letters: D detections, N objects, h x w the detector's mask grid, H x W the video frame.
 """
@@ -23,7 +25,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -59,38 +61,22 @@ class FrameDetections:
         return cls(torch.zeros(0, dtype=torch.long), torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, height, width))
 
 
+class Detected(Protocol):
+    """What the loop reads of a frame's detections (FrameDetections; model.detector's Detections)."""
+
+    concept: torch.Tensor  # (D,) int64 index into the concepts asked for
+    scores: torch.Tensor  # (D,) probabilities
+    mask_logits: torch.Tensor  # (D, h, w)
+
+
 class FrameDetector(Protocol):
     """Finds every instance of each concept on a frame (SAM 3's detector, or a test's ground truth)."""
 
-    def detect(self, frame_index: int, frame: np.ndarray, concepts: Sequence[str]) -> FrameDetections:
+    def detect(self, frame_index: int, frame: np.ndarray, concepts: Sequence[str]) -> Detected:
         """frame: (H, W, 3) uint8 RGB, `frame_index` in the video; concepts: noun phrases.
 
         FrameDetections refer to concepts by their index in `concepts`."""
         ...
-
-
-class _DetectingModel(Protocol):
-    """A model with SAM 3's detector (batchtrack.model.concept_tracker): text encoder + detection on a frame."""
-
-    def encode_text(self, phrases: Sequence[str]) -> Any: ...
-
-    def detect_concepts(self, frame: np.ndarray, text: Any) -> tuple[Any, Any]: ...
-
-
-class ModelDetector:
-    """`FrameDetector` over a model's own detector; the concepts' text features are encoded once per set."""
-
-    def __init__(self, model: _DetectingModel) -> None:
-        self.model = model
-        self._concepts: tuple[str, ...] | None = None
-        self._text: Any = None
-
-    def detect(self, frame_index: int, frame: np.ndarray, concepts: Sequence[str]) -> FrameDetections:
-        if tuple(concepts) != self._concepts:
-            self._concepts = tuple(concepts)
-            self._text = self.model.encode_text(list(concepts))
-        found, _ = self.model.detect_concepts(frame, self._text)
-        return FrameDetections(found.concept, found.boxes, found.scores, found.mask_logits)
 
 
 @dataclass
@@ -314,4 +300,4 @@ def _drop_rows(result: FrameResult, object_ids: set[int]) -> FrameResult:
     )
 
 
-__all__ = ["ConceptFrameResult", "ConceptLoop", "FrameDetections", "FrameDetector", "FrameLog", "ModelDetector"]
+__all__ = ["ConceptFrameResult", "ConceptLoop", "Detected", "FrameDetections", "FrameDetector", "FrameLog"]

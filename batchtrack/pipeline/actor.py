@@ -80,6 +80,7 @@ class ActorSettings:
     num_gpus: float = 0.0
     prefetch_frames: int = 8
     auto: AutoConfig | None = None  # automatic-mode settings; None when the job has no automatic mode
+    detector: bool = False  # the job has concepts: load SAM 3 with its detector
     unit: UnitConfig = field(default_factory=UnitConfig)
 
 
@@ -422,6 +423,7 @@ class UnitProcessor:
         device: str,
         node_id: str | None,
         auto_tracker: FrameTracker | None = None,
+        concept_loop: ConceptLoop | None = None,
     ) -> None:
         self.tracker = tracker
         self.auto_tracker = auto_tracker  # tracks videos planned in mode `auto`; None: such videos fail
@@ -429,7 +431,7 @@ class UnitProcessor:
         self.device = device
         self.node_id = node_id
         self.decoder_threads = max(1, int(settings.num_cpus))
-        self._concept_loop: ConceptLoop | None = None
+        self._concept_loop = concept_loop  # None: made from `tracker` at the first concept video
 
     def concept_loop(self) -> ConceptLoop:
         """The concept-mode loop over this actor's tracker (its detector), made at the first concept video."""
@@ -617,7 +619,7 @@ class UnitTracker:
             settings = self.settings
             device = choose_device(settings.num_gpus)
             node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
-            tracker = load_tracker(settings.model, device, settings.storage_options)
+            tracker = load_tracker(settings.model, device, settings.storage_options, detector=settings.detector)
             auto = None
             if settings.auto is not None and supports_auto(settings.model.name):
                 auto = build_auto_tracker(tracker, settings.auto, settings.model.name, settings.storage_options)

@@ -210,7 +210,7 @@ def _unit_blocks() -> Iterator[None]:
         ctx.target_max_block_size, ctx.enable_progress_bars = saved
 
 
-def actor_settings(cfg: JobConfig) -> ActorSettings:
+def actor_settings(cfg: JobConfig, detector: bool = False) -> ActorSettings:
     return ActorSettings(
         model=cfg.model,
         output=cfg.output,
@@ -222,6 +222,7 @@ def actor_settings(cfg: JobConfig) -> ActorSettings:
         prefetch_frames=cfg.actors.prefetch_frames,
         auto=cfg.auto if auto_unavailable_reason(cfg.model.name, cfg.auto) is None else None,
         unit=cfg.unit,
+        detector=detector,
     )
 
 
@@ -250,7 +251,7 @@ def track_units(parts: Sequence[ListingPart], context: PlanContext, cfg: JobConf
             compute=pool,
             num_cpus=actors.num_cpus,
             num_gpus=actors.num_gpus,
-            fn_constructor_kwargs={"settings": actor_settings(cfg)},
+            fn_constructor_kwargs={"settings": actor_settings(cfg, detector=bool(cfg.text or context.concepts))},
             # Ray Data's default is to restart forever (-1); pass only another bound.
             **({} if actors.max_restarts == -1 else {"ray_remote_args": {"max_restarts": actors.max_restarts}}),
         )

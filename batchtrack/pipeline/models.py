@@ -135,13 +135,13 @@ def check_concepts(model_name: str, where: str) -> None:
 
 
 def build_concept_loop(tracker: FrameTracker) -> ConceptLoop:
-    """The concept-mode loop over a loaded tracker that carries SAM 3's detector (`detect_concepts`)."""
-    from batchtrack.model.concept import ConceptLoop, ModelDetector
-    from batchtrack.model.tracker import Tracker
+    """The concept-mode loop over a loaded SAM 3 model with its detector (a `ConceptTracker`)."""
+    from batchtrack.model.concept import ConceptLoop
+    from batchtrack.model.concept_tracker import ConceptTracker, Sam3FrameDetector
 
-    if not isinstance(tracker, Tracker) or not hasattr(tracker, "detect_concepts"):
+    if not isinstance(tracker, ConceptTracker):
         raise ConfigError(f"concept mode needs a tracker with a concept detector, got {type(tracker).__name__}")
-    return ConceptLoop(tracker, ModelDetector(tracker))  # type: ignore[arg-type]
+    return ConceptLoop(tracker, Sam3FrameDetector(tracker))
 
 
 def check_auto_config(auto: AutoConfig, model_name: str, storage_options: Mapping[str, Any] | None = None) -> None:
@@ -182,11 +182,18 @@ def fetch_model_checkpoint(
     return fetch_checkpoint(model_cfg.checkpoint, storage_options, model_cfg.cache_dir)
 
 
-def load_tracker(model_cfg: ModelConfig, device: str, storage_options: Mapping[str, Any] | None = None) -> FrameTracker:
+def load_tracker(
+    model_cfg: ModelConfig,
+    device: str,
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    detector: bool = False,
+) -> FrameTracker:
     """Build the configured tracker on `device`; `baseline-*` names resolve to the classical baselines.
 
     A checkpoint URI is read with `storage_options` (the job's) and cached on this node. image_size,
-    encoder_batch_size and max_cond_frames of `model_cfg` reach the tracker's config.
+    encoder_batch_size and max_cond_frames of `model_cfg` reach the tracker's config. `detector`: SAM 3 with
+    its text encoder and detector too (concept mode), read from the checkpoint or random with the rest.
     """
     check_model_weights(model_cfg)
     if model_cfg.name.startswith(BASELINE_PREFIX):
@@ -194,7 +201,7 @@ def load_tracker(model_cfg: ModelConfig, device: str, storage_options: Mapping[s
 
         return build_baseline(model_cfg.name)
     from batchtrack.model.build import build_tracker
-    from batchtrack.model.checkpoint import SAM3_BUILT_PARTS
+    from batchtrack.model.checkpoint import SAM3_PARTS, SAM3_TRACKER_PARTS
     from batchtrack.model.configs import PEViTConfig, tracker_config
 
     config = tracker_config(
@@ -204,14 +211,15 @@ def load_tracker(model_cfg: ModelConfig, device: str, storage_options: Mapping[s
         max_cond_frames=model_cfg.max_cond_frames,
     )
     local = fetch_model_checkpoint(model_cfg, storage_options)
-    # SAM 3: Meta's sam3.pt also holds the detector, which is not built; read its image side and tracker only.
-    sam3 = isinstance(config.image_encoder, PEViTConfig) and local is not None
+    # SAM 3: Meta's sam3.pt also holds the detector; it is built and read only for concept mode.
+    sam3 = isinstance(config.image_encoder, PEViTConfig)
+    parts = (SAM3_PARTS if detector else SAM3_TRACKER_PARTS) if sam3 and (local is not None or detector) else None
     return build_tracker(
         config,
         checkpoint=local.path if local is not None else None,
         device=device,
         random_weights=model_cfg.random_weights,
-        parts=SAM3_BUILT_PARTS if sam3 else None,
+        parts=parts,
     )
 
 

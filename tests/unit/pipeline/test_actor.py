@@ -21,6 +21,7 @@ from batchtrack.io.corpus import list_videos
 from batchtrack.io.prompts import PromptRecord, RleMask
 from batchtrack.io.rle import decode_mask, encode_mask
 from batchtrack.io.sink import unit_file
+from batchtrack.model.concept import ConceptLoop, FrameDetections
 from batchtrack.model.types import FrameResult, Prompt
 from batchtrack.pipeline.actor import ActorSettings, UnitProcessor, choose_device
 from batchtrack.pipeline.commit import Attempts, ClipStatus, read_attempts, scan_output, write_attempts
@@ -325,31 +326,24 @@ def test_committed_units_pass_through_an_actor_without_loading_the_model(video: 
         actor(batch)
 
 
-class _CountingGroundTruth:
-    """SAM 3's detector interface (`encode_text`, `detect_concepts`) answered from a synthetic scene's ground truth:
-    the n-th call is frame n (the concept loop detects on every frame, in order)."""
+class _GroundTruthDetector:
+    """Detections of the concept "shape": every visible object of a synthetic scene, from its ground truth."""
 
     def __init__(self, spec: SceneSpec) -> None:
         from batchtrack.synthetic.scene import Scene
 
         self.scene = Scene.from_spec(spec)
-        self.calls = 0
+        self.frames: list[int] = []
 
-    def encode_text(self, phrases: Sequence[str]) -> tuple[str, ...]:
-        return tuple(phrases)
-
-    def detect_concepts(self, frame: np.ndarray, text: tuple[str, ...]) -> tuple[object, None]:
-        from types import SimpleNamespace
-
+    def detect(self, frame_index: int, frame: np.ndarray, concepts: Sequence[str]) -> FrameDetections:
         from batchtrack.synthetic.render import render_frame
 
-        truth = render_frame(self.scene, self.calls)
-        self.calls += 1
+        self.frames.append(frame_index)
+        truth = render_frame(self.scene, frame_index)
         masks = torch.from_numpy(truth.masks).float() * 20.0 - 10.0  # (D, H, W)
         d = masks.shape[0]
-        concept = torch.full((d,), text.index("shape") if "shape" in text else 0, dtype=torch.long)
-        scores = torch.full((d,), 0.9 if "shape" in text else 0.0)
-        return SimpleNamespace(concept=concept, boxes=torch.zeros(d, 4), scores=scores, mask_logits=masks), None
+        concept = torch.full((d,), list(concepts).index("shape"), dtype=torch.long)
+        return FrameDetections(concept, torch.zeros(d, 4), torch.full((d,), 0.9), masks)
 
 
 def test_a_concept_video_writes_rows_naming_the_concept(tmp_path: Path) -> None:
@@ -358,18 +352,18 @@ def test_a_concept_video_writes_rows_naming_the_concept(tmp_path: Path) -> None:
     spec = SceneSpec(seed=3, width=64, height=48, num_frames=12, num_objects=2, occlusion=0.0, exit_prob=0.0)
     video = write_synthetic_video(spec, tmp_path / "videos", "concept").video_path
     tracker = build_tracker("tiny-synthetic")
-    truth = _CountingGroundTruth(spec)
-    tracker.encode_text = truth.encode_text  # type: ignore[method-assign]
-    tracker.detect_concepts = truth.detect_concepts  # type: ignore[attr-defined]
+    truth = _GroundTruthDetector(spec)
     settings = PlanSettings(MODEL, ClipPlanConfig(length_frames=4), None, "off", concepts=("shape",))
     [ref] = list_videos(str(video))
     prompt = _box(0, 0, (40, 2, 60, 12))
     unit = make_unit([plan_video(ref, [prompt], settings, concepts=["thing"])], settings)
     assert unit.videos[0].mode == "concept"
     out = tmp_path / "out"
-    summary = _processor(out, tracker).process(unit)  # type: ignore[arg-type]
+    settings_ = ActorSettings(model=ModelConfig(name="tiny-synthetic"), output=str(out))
+    processor = UnitProcessor(tracker, settings_, "cpu", None, concept_loop=ConceptLoop(tracker, truth))
+    summary = processor.process(unit)
     assert (summary.clips, summary.ok) == (3, 3)
-    assert truth.calls == 12, "the detector saw every frame once"
+    assert truth.frames == list(range(12)), "the detector saw every frame once, in order"
     masks = pq.read_table(out / unit_file("masks", unit.unit_id))
     pointers = pq.read_table(out / unit_file("pointers", unit.unit_id))
     assert masks.column("concept").to_pylist() == pointers.column("concept").to_pylist()

@@ -1,0 +1,93 @@
+"""Concept prompts (`--text`) through the batch job on the embedded local Ray: the run's shape, not quality.
+
+`sam3-test-tiny` with its detector, from a checkpoint in Meta's sam3.pt layout made here (tracker, text encoder
+and detector keys). Random weights detect nothing, so concept tracks are not expected; the videos' box prompts
+ride along in concept mode and give rows whose concept is null. What is checked: every clip ok, the concept
+column in masks/ and pointers/, one row per (video, frame, object), a rerun resumes everything, and other
+concepts make other clip ids (a rerun with them tracks again instead of resuming). Quality with a ground-truth
+detector is checked in tests/unit/model/test_concept.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import torch
+
+from batchtrack.cli import main
+from batchtrack.model.build import build_tracker
+from batchtrack.model.checkpoint import SAM3_PARTS, our_key_to_sam3
+from batchtrack.synthetic import make_demo_corpus
+
+from .conftest import read_table
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("local_ray")]
+
+MODEL = "sam3-test-tiny"
+NUM_FRAMES = 8
+CLIP_FRAMES = 4
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("concept") / "corpus"
+    make_demo_corpus(folder, num_videos=2, num_frames=NUM_FRAMES, width=96, height=64)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """sam3-test-tiny whole (tracker, text encoder, detector), saved as Meta saves sam3.pt."""
+    torch.manual_seed(0)
+    model = build_tracker(MODEL, device="cpu", parts=SAM3_PARTS)
+    state = {our_key_to_sam3(k): v.clone() for k, v in model.state_dict().items()}
+    path = tmp_path_factory.mktemp("weights") / "sam3.pt"
+    torch.save({"model": state}, path)
+    return path
+
+
+def _run(corpus: Path, output: Path, checkpoint: Path, *texts: str) -> int:
+    argv = ["run", str(corpus), str(output), "--prompts", str(corpus / "prompts.jsonl"), "--model", MODEL]
+    argv += ["--checkpoint", str(checkpoint), "--clip-frames", str(CLIP_FRAMES)]
+    for text in texts:
+        argv += ["--text", text]
+    return main(argv)
+
+
+def _sorted(table: pa.Table) -> pa.Table:
+    return table.sort_by([("video_id", "ascending"), ("frame_index", "ascending"), ("object_id", "ascending")])
+
+
+def test_concept_job_writes_the_concept_column_resumes_and_keys_clips_by_concepts(
+    corpus: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "out"
+    assert _run(corpus, output, checkpoint, "shape") == 0
+    clips = read_table(output, "clips").to_pylist()
+    assert len(clips) == 2 * (NUM_FRAMES // CLIP_FRAMES) and {c["status"] for c in clips} == {"ok"}, clips
+    masks, pointers = _sorted(read_table(output, "masks")), _sorted(read_table(output, "pointers"))
+    assert masks.schema.field("concept").type == pa.string()
+    assert masks.num_rows == pointers.num_rows == sum(c["mask_rows"] for c in clips) > 0
+    assert masks.column("concept").to_pylist() == pointers.column("concept").to_pylist()
+    keys = list(zip(*(masks.column(k).to_pylist() for k in ("video_id", "frame_index", "object_id")), strict=True))
+    assert len(set(keys)) == len(keys), "one row per (video, frame, object)"
+    prompted = {json.loads(line)["object_id"] for line in (corpus / "prompts.jsonl").read_text().splitlines()}
+    for row in masks.select(["object_id", "concept"]).to_pylist():
+        # Box prompts keep concept null; a concept track (none with random weights) would say "shape".
+        assert row["concept"] is None if row["object_id"] in prompted else row["concept"] == "shape"
+
+    # A rerun resumes every unit: nothing is written twice.
+    assert _run(corpus, output, checkpoint, "shape") == 0
+    assert read_table(output, "clips").num_rows == len(clips)
+    assert read_table(output, "masks").num_rows == masks.num_rows
+
+    # Other concepts are other clips: the run tracks again, and the first run's rows stay as they are.
+    assert _run(corpus, output, checkpoint, "shape", "circle") == 0
+    again = read_table(output, "clips").to_pylist()
+    first_ids = {c["clip_id"] for c in clips}
+    new_ids = {c["clip_id"] for c in again} - first_ids
+    assert len(again) == 2 * len(clips) and len(new_ids) == len(clips)
+    assert {c["status"] for c in again} == {"ok"}
