@@ -11,6 +11,13 @@ The geometric rules follow SAM 3's detect-and-track loop (reference/sam-trackers
   0.8, track object score logit > 0.8) is a *reconditioning* candidate: that proposal's mask becomes
   a new conditioning frame of the track.
 
+Concept mode (SAM 3's video loop, `track_planning.py` and `concept.py`) matches the detector's
+detections with SAM 3's exact per-frame rule instead: `select_detections` (score, mask NMS),
+`match_detections` (`_associate_det_trk`: tracks matched at one IoU, detections overlapping at
+another, many tracks to one detection, re-conditioning candidates) and `occlusion_suppression`
+(the more recently occluded of two overlapping tracks). These are stateless; what carries across
+frames (hot-start, keep-alive, last occlusion) is in track_planning.py.
+
 The learned head (`AssociationHead`) scores proposal embeddings against track object pointers with
 a "new object" column. SAM 3 only trains such a head (its inference uses the IoU rules); here it is
 an option of automatic mode. Its weights are not part of SAM 2.1 checkpoints, so it is a module of
