@@ -201,9 +201,36 @@ def sam3_state_dict_to_ours(
         )
     read = {k: v for k, v in state_dict.items() if sam3_part(k) in wanted or sam3_part(k) is None}
     expected = {k: v for k, v in expected.items() if sam3_part(k) in wanted}
+    read = _rope_tables_for_this_grid(expected, read)
     hint = "; a checkpoint without the detector loads with parts=('vision', 'tracker')" if "detector" in wanted else ""
     _raise_on_differences(expected, read, f"checkpoint {source} does not match SAM 3 ({', '.join(wanted)}){hint}")
     return {sam3_key_to_ours(k): v for k, v in read.items()}
+
+
+# The PE ViT's RoPE tables: state-dict keys, but computed from the token grid (image size / patch), not learned.
+SAM3_ROPE_TABLE_SUFFIX = ".attn.freqs_cis"
+
+
+def _rope_tables_for_this_grid(
+    expected: Mapping[str, torch.Tensor], read: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """`read` with each RoPE table computed for another grid replaced by the module's own (built for its size).
+
+    Meta's sam3.pt stores the trunk's `freqs_cis` for the 72 x 72 grid of 1008 px; a global block's table has
+    one row per token of the grid, so at another `image_size` its shape differs. The table is a function of
+    the grid alone (pe_vit.axial_rope_table), so the module's table, built for the configured size, is the right
+    one. Only a table with the same head dimension and a square row count is swapped: anything else (a
+    different trunk) stays for the strict check to name.
+    """
+    out = dict(read)
+    for key, stored in read.items():
+        own = expected.get(key)
+        if not key.endswith(SAM3_ROPE_TABLE_SUFFIX) or own is None or own.shape == stored.shape:
+            continue
+        rows = stored.shape[0] if stored.ndim == 2 else 0
+        if own.ndim == 2 and stored.shape[1] == own.shape[1] and rows > 0 and int(rows**0.5) ** 2 == rows:
+            out[key] = own
+    return out
 
 
 def load_sam3_strict(

@@ -96,3 +96,32 @@ def test_sam3_tracks_points_boxes_and_masks_with_288_style_low_res_grid(tiny: Tr
     assert results[1].mask_logits.shape == (3, 60, 80)
     assert results[-1].object_pointers.shape == (3, 256)
     assert tiny.config.feature_size == 8  # 112 px / patch 14; low-res masks are 4 x 8 = 32
+
+
+def test_rope_tables_of_another_grid_are_rebuilt_for_the_configured_image_size(tiny: Tracker, tmp_path: Path) -> None:
+    """A sam3.pt saved at one image size loads at another: the trunk's `freqs_cis` (not learned; a global
+    block's table has one row per grid token) are the ones built for the configured grid, everything else is
+    read from the file; a table of another head dimension is still a named mismatch."""
+    from batchtrack.model.configs import tracker_config
+
+    path = tmp_path / "sam3.pt"
+    sd = _meta_state_dict(tiny)
+    torch.save({"model": sd}, path)
+    config = tracker_config("sam3-test-tiny", image_size=224)  # grid 16 instead of 8
+    loaded = build_tracker(config, checkpoint=path, device="cpu", parts=("vision", "tracker"))
+    fresh = build_tracker(config, device="cpu", random_weights=True)
+    ours = {our_key_to_sam3(k): v for k, v in loaded.state_dict().items()}
+    tables = [k for k in ours if k.endswith(".attn.freqs_cis")]
+    regridded = [k for k in tables if ours[k].shape != sd[k].shape]
+    assert regridded, "the global blocks' tables depend on the grid"
+    for k in tables:
+        assert torch.equal(ours[k], fresh.state_dict()[sam3_key_to_ours(k)]), k
+    for k, v in sd.items():
+        if k not in regridded:
+            assert torch.equal(ours[k], v), k
+
+    bad = dict(sd)
+    bad[regridded[0]] = torch.zeros(sd[regridded[0]].shape[0], 3, dtype=torch.complex64)
+    torch.save({"model": bad}, path)
+    with pytest.raises(CheckpointError, match=r"mis-shaped keys: .*attn\.freqs_cis"):
+        build_tracker(config, checkpoint=path, device="cpu", parts=("vision", "tracker"))
