@@ -7,6 +7,13 @@ memory is written), `track_planning.plan_frame` decides, and the tracker execute
 mask as a conditioning frame, suppressed tracks are cleared before memory, removed tracks stop.
 The tracker stays the one `Tracker.track` with its bounded bank; nothing here holds the video.
 
+Re-conditioning changes the memory, not the frame's output: SAM 3 (`sam3_video_base.py`,
+`_recondition_masklets` then `build_outputs`) outputs the propagated mask of a re-conditioned track on
+that frame (the detection's mask overrides it only for `reconditioned_obj_ids`, which only the
+box-IoU trigger fills; it is off in SAM 3's builder). The tracker takes the detection as a mask
+prompt (so its row is the detection's), and this loop puts the propagated mask, and its object
+score, back into the frame's result.
+
 Rows are held back `hotstart_delay` frames (SAM 3's hot-start): a track removed on probation never
 reaches the output, not even on the frames before its removal. The held frames keep their masks
 as bits, so while held the memory is O(delay x objects x H x W / 8) bytes, independent of the
@@ -24,7 +31,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -33,6 +40,7 @@ import torch.nn.functional as F
 
 from batchtrack.errors import ConfigError
 from batchtrack.model.memory_bank import MemoryBank
+from batchtrack.model.postprocess import fill_small_holes
 from batchtrack.model.track_planning import FrameDecision, PlanningState, TrackPlanningConfig, plan_frame
 from batchtrack.model.tracker import FramePlan, KeyframeView, Tracker
 from batchtrack.model.types import FrameResult, Prompt
@@ -109,6 +117,8 @@ class _ConceptPlanner:
         self.frames: dict[int, np.ndarray] = {}  # pulled by the tracker, not planned yet (an encoder batch at most)
         self.removed_now: list[int] = []
         self.hidden: dict[int, set[int]] = {}  # frame -> objects without a row there (keep-alive)
+        # frame -> re-conditioned object -> its propagated (4h, 4w) mask logits and object-score logit there
+        self.propagated: dict[int, dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}
         self.log: list[FrameLog] = []
 
     def watch(self, frames: Iterable[tuple[int, np.ndarray]]) -> Iterator[tuple[int, np.ndarray]]:
@@ -146,9 +156,13 @@ class _ConceptPlanner:
             prompts.append(Prompt(view.frame_index, n.object_id, mask=video[n.detection]))
             self.concept_of[n.object_id] = self.concepts[n.concept]
             born.append(n.object_id)
+        row_of = {t: j for j, t in enumerate(view.object_ids)}
         for t, k in decision.recondition.items():
             if video[k].any():
                 prompts.append(Prompt(view.frame_index, t, mask=video[k]))
+                j = row_of[t]
+                kept = (view.low_res_logits[j].detach().clone(), view.object_score_logits[j].detach().clone())
+                self.propagated.setdefault(view.frame_index, {})[t] = kept
         self.state = state
         self.removed_now += decision.removed
         if decision.hidden:
@@ -257,6 +271,9 @@ class ConceptLoop:
         )
         for result in results:
             hidden = planner.hidden.pop(result.frame_index, set())
+            propagated = planner.propagated.pop(result.frame_index, None)
+            if propagated:
+                result = _with_propagated(result, propagated, self.tracker.config.fill_hole_area)
             if planner.removed_now:
                 gone = set(planner.removed_now)
                 planner.removed_now.clear()
@@ -284,6 +301,25 @@ class ConceptLoop:
             result.object_pointers,
             concepts=[planner.concept_of.get(o) for o in result.object_ids],
         )
+
+
+def _with_propagated(
+    result: FrameResult, propagated: dict[int, tuple[torch.Tensor, torch.Tensor]], fill_hole_area: int
+) -> FrameResult:
+    """`result` with the re-conditioned objects' rows showing their propagated masks (as the tracker outputs a
+    tracked mask: small holes filled, bilinear to the frame) and object scores instead of the detection's."""
+    mask_logits = result.mask_logits.clone()
+    scores = result.object_score_logits.clone()
+    height, width = mask_logits.shape[-2:]
+    for i, oid in enumerate(result.object_ids):
+        if oid not in propagated:
+            continue
+        low_res, score = propagated[oid]
+        filled = fill_small_holes(low_res[None, None].float(), fill_hole_area)  # (1, 1, 4h, 4w)
+        video = F.interpolate(filled, size=(height, width), mode="bilinear", align_corners=False)  # (1, 1, H, W)
+        mask_logits[i] = video[0, 0].to(mask_logits.device, mask_logits.dtype)
+        scores[i] = score.to(scores.device, scores.dtype)
+    return replace(result, mask_logits=mask_logits, object_score_logits=scores)
 
 
 def _drop_rows(result: FrameResult, object_ids: set[int]) -> FrameResult:

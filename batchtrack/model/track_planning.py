@@ -30,6 +30,18 @@ Rules, with SAM 3's defaults (`TrackPlanningConfig`):
 Concepts: SAM 3 runs one session per text prompt, so rules apply within a concept: a detection of
 one concept never matches, duplicates or suppresses a track of another. Object ids are shared.
 
+Visually prompted tracks (box/point/mask prompts of the manifest, tracked in the same clip) are
+live tracks the planner did not start: ids the tracker propagates that `PlanningState` does not
+hold. SAM 3's add-prompt path (`Sam3VideoInferenceWithInstanceInteractivity.add_tracker_new_points`)
+puts such an object into the same masklet metadata as detected ones, so the next frames' association
+sees it: a detection over it matches it and starts no new track. We do the same, for every concept
+(a prompted object has none, and a "person" detected over a box-prompted person is that object),
+and count it as older than any concept track, so a young concept track sharing a detection with it
+is a hot-start duplicate. The removal rules are the planner's for its own tracks only: a visual
+prompt is the user's object, and it is never removed, hidden, suppressed or re-conditioned here
+(SAM 3 would keep-alive-count it too, but with `suppress_unmatched_only_within_hotstart` on, the
+count changes nothing for a track that was never on probation).
+
 Letters: D detections, M tracks, H x W mask resolution (any: masks are compared at the smaller one).
 """
 
@@ -44,6 +56,9 @@ from batchtrack.errors import ConfigError
 from batchtrack.model.association import DetectionMatch, match_detections, occlusion_suppression, select_detections
 
 NEVER_OCCLUDED = -1
+# Where a visually prompted track sorts among concept tracks by birth: before every frame (after, in reverse).
+VISUAL_FIRST_FRAME = -(2**62)
+VISUAL_FIRST_FRAME_REVERSE = 2**62
 
 
 @dataclass(frozen=True)
@@ -149,8 +164,9 @@ def plan_frame(
 
     det_masks (D, H, W) logits, det_scores (D,) probabilities, det_concepts (D,) concept indices: the
     detector's raw output. track_ids / track_masks (M, H', W') logits / track_score_logits (M,): the
-    tracks propagated onto this frame, before memory. Tracks not in `state` (visual prompts) are never
-    matched, removed or suppressed by these rules.
+    tracks propagated onto this frame, before memory. Tracks not in `state` (visual prompts) are matched by
+    detections of every concept, so none of them starts a duplicate track, but they are never removed,
+    hidden, suppressed or re-conditioned by these rules (module docstring).
     """
     cfg = config
     decision = FrameDecision()
@@ -172,11 +188,12 @@ def plan_frame(
     decision.detections = sorted(k for members in by_concept.values() for k in members)
 
     row_of = {t: j for j, t in enumerate(ids)}
+    visual = [t for t in ids if t not in tracks]
     born: list[NewTrack] = []
     probation_start = frame_index + cfg.hotstart_delay if reverse else frame_index - cfg.hotstart_delay
     for c in sorted(set(by_concept) | {r.concept for t, r in tracks.items() if t in row_of}):
         dets = by_concept.get(c, [])
-        own = [t for t in ids if t in tracks and tracks[t].concept == c]
+        own = [t for t in ids if t in visual or tracks[t].concept == c]
         det_index = torch.tensor(dets, dtype=torch.long)
         trk_index = torch.tensor([row_of[t] for t in own], dtype=torch.long)
         match = match_detections(
@@ -200,11 +217,13 @@ def plan_frame(
         decision.matches[c] = match
         born += [NewTrack(-1, k, c) for k in match.new_detections]
 
-        # Keep-alive and hot-start counts.
-        matched = {t for members in match.det_to_tracks.values() for t in members}
+        # Keep-alive and hot-start counts (of the planner's own tracks).
+        matched = {t for members in match.det_to_tracks.values() for t in members if t in tracks}
         for t in matched:
             tracks[t] = replace(tracks[t], keep_alive=min(cfg.keep_alive_max, tracks[t].keep_alive + 1))
         for t in match.unmatched_tracks:
+            if t not in tracks:
+                continue
             r = tracks[t]
             tracks[t] = replace(
                 r, keep_alive=max(cfg.keep_alive_min, r.keep_alive - 1), unmatched_frames=r.unmatched_frames + 1
@@ -213,15 +232,17 @@ def plan_frame(
             if len(members) < 2:
                 continue
             pick = max if reverse else min
-            first = pick(members, key=lambda t: (tracks[t].first_frame, t))
+            # A visual prompt counts as born before the video (after it, in reverse): it is always the first.
+            before_all = VISUAL_FIRST_FRAME_REVERSE if reverse else VISUAL_FIRST_FRAME
+            first = pick(members, key=lambda t: (tracks[t].first_frame if t in tracks else before_all, t))
             for t in members:
-                if t != first:
+                if t != first and t in tracks:
                     duplicates[(first, t)] = duplicates.get((first, t), 0) + 1
 
         # Re-conditioning: periodic, on confident near-duplicates of confident tracks.
         if cfg.recondition_every > 0 and frame_index % cfg.recondition_every == 0:
             for t, k in match.recondition.items():
-                if float(track_score_logits[row_of[t]]) > cfg.recondition_min_track_logit:
+                if t in tracks and float(track_score_logits[row_of[t]]) > cfg.recondition_min_track_logit:
                     decision.recondition[t] = k
 
     def on_probation(t: int) -> bool:
@@ -276,7 +297,9 @@ def plan_frame(
         if not on_probation(t) and r.unmatched_frames:
             tracks[t] = replace(r, unmatched_frames=0)
     duplicates = {
-        pair: n for pair, n in duplicates.items() if pair[0] in tracks and pair[1] in tracks and on_probation(pair[1])
+        pair: n
+        for pair, n in duplicates.items()
+        if (pair[0] in tracks or pair[0] in visual) and pair[1] in tracks and on_probation(pair[1])
     }
     return decision, PlanningState(tracks=tracks, duplicate_frames=duplicates, next_id=next_id)
 

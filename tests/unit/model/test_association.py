@@ -469,3 +469,37 @@ def test_tracks_unknown_to_planning_are_left_alone() -> None:
     decision, state = plan(PlanningState(next_id=10), 1, [C], [0.9], {9: A})
     assert [n.object_id for n in decision.new_tracks] == [10]
     assert 9 not in state.tracks and decision.removed == [] and decision.suppressed == []
+
+
+def test_a_detection_over_a_visual_prompt_matches_it_for_every_concept_and_starts_no_track() -> None:
+    # Object 9 is a visual prompt: SAM 3's add-prompt path makes it a masklet that association sees.
+    for concept in (0, 1):
+        decision, state = plan(PlanningState(next_id=10), 1, [A, C], [0.9, 0.9], {9: A}, concepts=[concept, concept])
+        assert [n.detection for n in decision.new_tracks] == [1], "only the detection away from the prompt is new"
+        assert decision.matches[concept].det_to_tracks[0] == [9]
+        assert 9 not in state.tracks, "planning does not adopt the prompted object"
+    # A confident near-copy on a re-conditioning frame does not re-condition a visual prompt.
+    decision, _ = plan(PlanningState(next_id=10), 32, [box(0, 0, 10, 9)], [0.95], {9: A})
+    assert decision.new_tracks == [] and decision.recondition == {}
+
+
+def test_removal_rules_never_touch_a_visual_prompt() -> None:
+    # Unmatched for 20 frames, and overlapping a concept track that is occluded less recently: never removed,
+    # hidden or suppressed, and never counted.
+    strict = TrackPlanningConfig(suppress_unmatched_only_within_hotstart=False, keep_alive_init=1)
+    state = PlanningState(tracks={0: TrackRecord(0, first_frame=0, keep_alive=1, last_occluded=2)}, next_id=10)
+    for frame in range(1, 21):
+        decision, state = plan(state, frame, [], [], {9: A, 0: box(0, 0, 10, 9)}, strict)
+        assert 9 not in decision.removed + decision.hidden + decision.suppressed
+        assert 9 not in state.tracks
+
+
+def test_a_young_concept_track_sharing_a_detection_with_a_visual_prompt_is_a_hotstart_duplicate() -> None:
+    state = PlanningState(tracks={1: TrackRecord(0, first_frame=2, keep_alive=30)}, next_id=10)
+    tracks = {9: A, 1: box(0, 0, 10, 9)}  # the prompt (9) and a concept track (1) on the same object
+    removed = []
+    for frame in range(3, 12):
+        decision, state = plan(state, frame, [box(0, 0, 10, 8)], [0.9], tracks)
+        removed += [(frame, t) for t in decision.removed]
+        assert decision.new_tracks == []
+    assert removed == [(10, 1)], "the concept track goes on the 8th frame of sharing; the prompt stays"

@@ -156,8 +156,10 @@ def test_without_hotstart_delay_rows_come_out_at_once(decisive: Tracker) -> None
 
 def test_rows_name_their_concept_and_visual_prompts_keep_theirs(decisive: Tracker) -> None:
     box, disc = rect(4, 4, 20, 20), rect(36, 20, 60, 44)
-    script = {t: [(box, 0.9, 0), (disc, 0.85, 1)] for t in range(20)}
-    prompts = [Prompt(frame_index=0, object_id=5, box=np.array([40.0, 2.0, 60.0, 14.0], dtype=np.float32))]
+    # Detections on frame 0 only, and the prompt's mask (its output there) away from both: with random weights the
+    # propagated masks are large, and a detection over a prompted object matches it instead of starting a track.
+    script = {0: [(box, 0.9, 0), (disc, 0.85, 1)]}
+    prompts = [Prompt(frame_index=0, object_id=5, mask=rect(40, 2, 60, 14))]
     config = TrackPlanningConfig(hotstart_delay=2, hotstart_unmatched=2, hotstart_duplicate=2)
     concept = ConceptLoop(decisive, ScriptedDetector(script, H, W), config)
     results: list[ConceptFrameResult] = list(concept.track(gray_frames(6), prompts, concepts=["box", "disc"]))
@@ -181,3 +183,53 @@ def test_concept_mode_needs_noun_phrases(decisive: Tracker) -> None:
     concept = ConceptLoop(decisive, ScriptedDetector({}, H, W))
     with pytest.raises(ConfigError, match="non-empty noun phrases"):
         list(concept.track(gray_frames(2), concepts=[" "]))
+
+
+def test_a_reconditioned_frame_outputs_the_propagated_mask_and_conditions_memory_on_the_detection(
+    decisive: Tracker,
+) -> None:
+    """SAM 3 (`_recondition_masklets`, `build_outputs`): on a re-conditioning frame the track's output stays its
+    propagated mask; the detection only becomes a conditioning frame of its memory."""
+    config = TrackPlanningConfig(hotstart_delay=0, recondition_every=16)
+    born = {0: [(rect(8, 8, 40, 36), 0.9, 0)]}
+    frames = gray_frames(18)
+
+    def run(script: dict[int, list[tuple[np.ndarray, float, int]]]) -> tuple[list[ConceptFrameResult], ConceptLoop]:
+        loop = ConceptLoop(decisive, ScriptedDetector(script, H, W), config)
+        bank = decisive.new_bank(num_frames=len(frames))
+        results = list(loop.track(frames, concepts=["shape"], bank=bank))
+        assert (16 in bank.objects[0].cond) == (16 in script)
+        return results, loop
+
+    plain, _ = run(born)
+    propagated = plain[16].mask_logits[0] > 0
+    assert plain[16].object_ids == [0] and int(propagated.sum()) >= 40, "the track is alive and visible on frame 16"
+    # A confident detection close to the propagated mask (IoU >= 0.8) but not equal to it: a few pixels flipped.
+    detection = propagated.numpy().copy()
+    ys, xs = np.nonzero(detection)
+    flip = max(1, len(ys) // 20)
+    detection[ys[:flip], xs[:flip]] = False
+    reconditioned, loop = run({**born, 16: [(detection, 0.95, 0)]})
+    log = {entry.frame_index: entry for entry in loop.last_log}
+    assert log[16].decision.recondition == {0: 0}, "frame 16 re-conditions track 0 on the detection"
+    assert reconditioned[16].object_ids == [0]
+    assert torch.equal(reconditioned[16].mask_logits, plain[16].mask_logits), "the output stays the propagated mask"
+    assert torch.equal(reconditioned[16].object_score_logits, plain[16].object_score_logits)
+    assert not torch.equal(reconditioned[16].mask_logits[0] > 0, torch.from_numpy(detection))
+    for before, after in zip(plain[:16], reconditioned[:16], strict=True):
+        assert torch.equal(before.mask_logits, after.mask_logits)
+
+
+def test_a_detection_over_a_visually_prompted_object_starts_no_duplicate_track(decisive: Tracker) -> None:
+    """A mask prompt and a confident detection of the same pixels on the same frame: one object, the prompted
+    one (concept None); the detection matches it instead of starting a concept track."""
+    square, other = rect(8, 8, 28, 28), rect(40, 24, 60, 44)
+    script = {0: [(square, 0.95, 0), (other, 0.9, 0)]}
+    prompts = [Prompt(frame_index=0, object_id=3, mask=square)]
+    config = TrackPlanningConfig(hotstart_delay=0)
+    concept = ConceptLoop(decisive, ScriptedDetector(script, H, W), config)
+    results = list(concept.track(gray_frames(3), prompts, concepts=["shape"]))
+    log = {entry.frame_index: entry for entry in concept.last_log}
+    assert log[0].new_object_ids == [4], "only the detection away from the prompt starts a track"
+    assert log[0].decision.matches[0].det_to_tracks[0] == [3]
+    assert (results[0].object_ids, results[0].concepts) == ([3, 4], [None, "shape"])
