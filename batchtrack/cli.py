@@ -123,7 +123,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_demo_corpus(args: argparse.Namespace) -> int:
     from batchtrack.synthetic import make_demo_corpus
 
-    paths = make_demo_corpus(Path(args.directory), num_videos=args.videos, seed=args.seed)
+    paths = make_demo_corpus(Path(args.directory), num_videos=args.videos, seed=args.seed, num_frames=args.frames)
     for path in paths:
         print(path)
     print(f"wrote {len(paths)} videos, ground truth and prompts.jsonl to {args.directory}")
@@ -218,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     corpus.add_argument("directory")
     corpus.add_argument("--videos", type=int, default=3)
     corpus.add_argument("--seed", type=int, default=0)
+    corpus.add_argument("--frames", type=int, default=90, help="frames per video")
     corpus.set_defaults(func=_cmd_demo_corpus)
 
     demo = add_command("demo", "make a demo corpus, track it with the default model, summarise, draw")

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from batchtrack.cli import main
-from batchtrack.model.build import build_tracker
+from batchtrack.model.build import RANDOM_WEIGHTS_SEED, build_tracker
 from batchtrack.model.checkpoint import SAM3_PARTS, our_key_to_sam3
 from batchtrack.synthetic import make_demo_corpus
 
@@ -91,3 +91,18 @@ def test_concept_job_writes_the_concept_column_resumes_and_keys_clips_by_concept
     new_ids = {c["clip_id"] for c in again} - first_ids
     assert len(again) == 2 * len(clips) and len(new_ids) == len(clips)
     assert {c["status"] for c in again} == {"ok"}
+
+
+def test_concept_job_runs_on_random_weights_of_a_model_with_a_detector(corpus: Path, tmp_path: Path) -> None:
+    """`batchtrack run CORPUS OUT --model sam3-test-tiny --random-weights --text shape`: random weights build the
+    detector too (no checkpoint needed), every clip is ok and the rows carry the concept column."""
+    output = tmp_path / "out"
+    argv = ["run", str(corpus), str(output), "--prompts", str(corpus / "prompts.jsonl"), "--model", MODEL]
+    argv += ["--random-weights", "--clip-frames", str(CLIP_FRAMES), "--text", "shape"]
+    assert main(argv) == 0
+    clips = read_table(output, "clips").to_pylist()
+    assert len(clips) == 2 * (NUM_FRAMES // CLIP_FRAMES) and {c["status"] for c in clips} == {"ok"}, clips
+    assert {c["checkpoint_hash"] for c in clips} == {f"random-{RANDOM_WEIGHTS_SEED}"}
+    masks = read_table(output, "masks")
+    assert masks.schema.field("concept").type == pa.string()
+    assert masks.num_rows == sum(c["mask_rows"] for c in clips) > 0, "the box prompts' objects are tracked"

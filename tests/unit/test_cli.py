@@ -142,3 +142,11 @@ def test_text_without_a_detector_exits_2_naming_the_flag(tmp_path: Path, capsys:
 def test_empty_text_is_a_config_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "a", "b", "--text", " "]) == 2
     assert "key 'text'" in _one_error_line(capsys)
+
+
+def test_demo_corpus_frames_sets_the_video_length(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    assert main(["demo-corpus", str(tmp_path), "--videos", "1", "--frames", "5"]) == 0
+    truth = pq.read_table(tmp_path / "synthetic_000.gt.parquet")
+    assert sorted(set(truth.column("frame_index").to_pylist())) == list(range(5))
