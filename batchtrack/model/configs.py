@@ -209,6 +209,15 @@ class TrackerConfig:
     # objects first (each pixel kept by the highest logit, the others clamped to <= -10), as its predictor's
     # consolidation does unconditionally. SAM 2.1 encodes each object's own mask.
     non_overlap_prompted_memory: bool = False
+    # SAM 3's mask prompt (its add_new_mask): the frame's output and memory come from the mask at video resolution
+    # as +-1024 logits (a later mask prompt on the frame takes its pixels from earlier ones), downsampled with
+    # antialiasing to the low-res grid; the decoder pass that gives the pointer reads the mask resized, unthresholded,
+    # to 16 x feature grid (its input_mask_size). SAM 2.1: the mask thresholded at image_size, as +-10 logits.
+    mask_prompt_at_video_res: bool = False
+    # SAM 3's add_all_frames_to_correct_as_cond with its predictor's consolidation: a frame where an object that is
+    # already tracked gets a prompt again (a correction) becomes a conditioning frame of every live object, each
+    # encoded into memory from its binarised mask. SAM 2.1: only the prompted object is conditioned there.
+    correction_conditions_all_objects: bool = False
     # SAM 3's memory selection: a non-conditioning frame is read later (as memory and pointer) only when its
     # criterion passes: mean over the frame's tracked objects of the normalised object score (2 sigmoid - 1
     # where positive, else 0) times mean of their predicted IoU, > memory_selection_threshold. Frames are then
@@ -298,13 +307,16 @@ def _sam21(name: str, image_encoder: ImageEncoderConfig) -> TrackerConfig:
 
 
 # What SAM 3's tracker changes in SAM 2.1's (reference/sam3.md): stride-14 grids, 0.5 normalisation, the memory
-# encoder's mask resize, non-overlapping prompted memory, no hole filling, memory selection.
+# encoder's mask resize, non-overlapping prompted memory, mask prompts at video resolution, corrections that
+# condition every object, no hole filling, memory selection.
 _SAM3_TRACKER: dict[str, Any] = {
     "backbone_stride": 14,
     "image_mean": (0.5, 0.5, 0.5),
     "image_std": (0.5, 0.5, 0.5),
     "memory_mask_resize": True,
     "non_overlap_prompted_memory": True,
+    "mask_prompt_at_video_res": True,
+    "correction_conditions_all_objects": True,
     "fill_hole_area": 0,
     "memory_selection": True,
 }

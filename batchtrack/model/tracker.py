@@ -344,6 +344,7 @@ class Tracker(nn.Module):
         self, clip: _Clip, frame_index: int, feat: _FrameFeatures, plan: PromptPlan, planner: FramePlanner | None
     ) -> FrameResult:
         prompted = {oid: self._merge_prompts(ps, clip) for oid, ps in plan.at(frame_index).items()}
+        corrected = any(oid in clip.live for oid in prompted)
         for oid in sorted(prompted, key=lambda o: plan.order[o]):
             if oid not in clip.live:
                 clip.live.append(oid)
@@ -356,6 +357,8 @@ class Tracker(nn.Module):
         if not parts:
             return _empty_result(frame_index, clip.height, clip.width, self.config.d_model)
         rows = _Rows.cat(parts).reorder(clip.live)
+        if corrected and self.config.correction_conditions_all_objects:
+            rows = replace(rows, prompted=torch.ones_like(rows.prompted))
 
         fill = self.config.fill_hole_area
         filled = fill_small_holes(rows.low_res, fill) if fill > 0 else rows.low_res
@@ -501,17 +504,27 @@ class Tracker(nn.Module):
 
     def _mask_as_output(self, feat: _FrameFeatures, prompts: list[_ObjectPrompt]) -> _Rows:
         """Mask prompts bypass the decoder for the mask; a decoder pass on the raw features gives the pointer."""
-        masks = torch.stack([self._mask_to_input(p.mask) for p in prompts if p.mask is not None])  # (N, 1, S, S)
+        video_res = self.config.mask_prompt_at_video_res
+        # SAM 3 reads the mask at 4 x its low-res side, so the 4x mask_downsample lands on the decoder's mask grid.
+        side = 16 * self.config.feature_size if video_res else self.config.image_size
+        masks = torch.stack(
+            [self._mask_to_input(p.mask, side, binarise=not video_res) for p in prompts if p.mask is not None]
+        )  # (N, 1, side, side)
         n = masks.shape[0]
-        high = masks * MASK_PROMPT_SCALE + MASK_PROMPT_BIAS
         low_side = 4 * self.config.feature_size  # S / 4 for SAM 2.1; 288 for SAM 3 at 1008
         low_hw = (low_side, low_side)
-        low_res = F.interpolate(high, size=low_hw, mode="bilinear", align_corners=False, antialias=True)
+        if video_res:
+            low_res = F.interpolate(
+                self._video_res_mask_logits(prompts), size=low_hw, mode="bilinear", align_corners=False, antialias=True
+            )
+        else:
+            high = masks * MASK_PROMPT_SCALE + MASK_PROMPT_BIAS
+            low_res = F.interpolate(high, size=low_hw, mode="bilinear", align_corners=False, antialias=True)
         image = feat.vision.expand(n, -1, -1, -1)
         coords, labels = _no_points(n, image.device)
-        dense = self.mask_downsample(masks)  # (N, 1, S/4, S/4)
+        dense = self.mask_downsample(masks)  # (N, 1, side/4, side/4)
         if dense.shape[-1] != low_side:
-            # SAM 3 (stride 14): the official heads resize a mask prompt to the decoder's mask grid like this.
+            # SAM 2.1's rule at stride 14: the official heads resize a mask prompt to the decoder's mask grid like this.
             dense = F.interpolate(dense, size=low_hw, mode="bilinear", align_corners=False, antialias=True)
         chosen = self._decode(image, feat, coords, labels, dense, multimask=False)
         # SAM 2 gates this pointer twice: by the decoder's own object score, then by the mask being non-empty.
@@ -527,14 +540,26 @@ class Tracker(nn.Module):
             prompted=torch.ones(n, dtype=torch.bool, device=low_res.device),
         )
 
-    def _mask_to_input(self, mask: np.ndarray | None) -> torch.Tensor:
-        """(H, W) bool → (1, S, S) float {0, 1}, resized like SAM 2's add_new_mask."""
+    def _video_res_mask_logits(self, prompts: list[_ObjectPrompt]) -> torch.Tensor:
+        """SAM 3: mask prompts as +-1024 logits at video resolution, (N, 1, H, W); each pixel goes to the last mask
+        prompted on it, as the official add_new_mask takes a new mask's pixels from the masks added before it."""
+        masks = [torch.from_numpy(np.asarray(p.mask, dtype=bool)) for p in prompts if p.mask is not None]
+        video = torch.stack(masks).to(self.device)  # (N, H, W)
+        taken_later = torch.zeros_like(video[0])  # (H, W)
+        for i in range(video.shape[0] - 1, -1, -1):
+            video[i] &= ~taken_later
+            taken_later |= video[i]
+        return torch.where(video, -NO_OBJECT_LOGIT, NO_OBJECT_LOGIT)[:, None].float()
+
+    def _mask_to_input(self, mask: np.ndarray | None, side: int, binarise: bool) -> torch.Tensor:
+        """(H, W) bool → (1, side, side) float, resized (antialiased) like SAM 2's / SAM 3's add_new_mask;
+        SAM 2 thresholds the resized mask at 0.5, SAM 3 keeps it soft."""
         assert mask is not None
-        s = self.config.image_size
         m = torch.from_numpy(np.asarray(mask, dtype=bool)).to(self.device).float()[None, None]  # (1, 1, H, W)
-        if m.shape[-2:] != (s, s):
-            m = F.interpolate(m, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
-            m = (m >= 0.5).float()
+        if m.shape[-2:] != (side, side):
+            m = F.interpolate(m, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
+            if binarise:
+                m = (m >= 0.5).float()
         return m[0]
 
     def _memorise(

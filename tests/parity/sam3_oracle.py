@@ -28,6 +28,8 @@ from typing import Any
 import pytest
 import torch
 
+from batchtrack.model.configs import PEViTConfig
+
 
 class _UnavailableMeta(type):
     """Any attribute of a stub class is another stub class (enum members, nested helpers)."""
@@ -233,3 +235,129 @@ def cpu_patches(mp: pytest.MonkeyPatch) -> Iterator[None]:
 
     mp.setattr(torch.Tensor, "to", to)
     yield
+
+
+def official_tracker(ns: types.SimpleNamespace, image_size: int, trunk: PEViTConfig) -> torch.nn.Module:
+    """`build_tracker(with_backbone=True)`'s model (sam3==0.1.4) at `image_size` with the PE ViT trunk `trunk`;
+    build it under `cpu_patches`."""
+    grid = image_size // 14
+    vit = ns.vitdet.ViT(
+        img_size=image_size,
+        pretrain_img_size=trunk.pretrain_img_size,
+        patch_size=14,
+        embed_dim=trunk.embed_dim,
+        depth=trunk.depth,
+        num_heads=trunk.num_heads,
+        mlp_ratio=trunk.mlp_ratio,
+        norm_layer="LayerNorm",
+        drop_path_rate=0.0,
+        qkv_bias=True,
+        use_abs_pos=True,
+        tile_abs_pos=True,
+        global_att_blocks=trunk.global_att_blocks,
+        rel_pos_blocks=(),
+        use_rope=True,
+        use_interp_rope=True,
+        window_size=trunk.window_size,
+        pretrain_use_cls_token=True,
+        retain_cls_token=False,
+        ln_pre=True,
+        ln_post=False,
+        return_interm_layers=False,
+        bias_patch_embed=False,
+    )
+    pos = ns.pos.PositionEmbeddingSine(num_pos_feats=256, normalize=True, scale=None, temperature=10000)
+    neck = ns.necks.Sam3DualViTDetNeck(
+        trunk=vit, position_encoding=pos, d_model=256, scale_factors=[4.0, 2.0, 1.0, 0.5], add_sam2_neck=True
+    )
+    backbone = ns.vl.SAM3VLBackbone(scalp=1, visual=neck, text=None)
+    maskmem = ns.memory.SimpleMaskEncoder(
+        out_dim=64,
+        position_encoding=ns.pos.PositionEmbeddingSine(num_pos_feats=64, normalize=True, scale=None, temperature=10000),
+        mask_downsampler=ns.memory.SimpleMaskDownSampler(
+            kernel_size=3, stride=2, padding=1, interpol_size=[grid * 16, grid * 16]
+        ),
+        fuser=ns.memory.SimpleFuser(
+            layer=ns.memory.CXBlock(dim=256, kernel_size=7, padding=3, layer_scale_init_value=1e-6, use_dwconv=True),
+            num_layers=2,
+        ),
+    )
+    rope = {"rope_theta": 10000.0, "feat_sizes": [grid, grid], "use_fa3": False, "use_rope_real": False}
+    layer = ns.builder.TransformerDecoderLayerv2(
+        cross_attention_first=False,
+        activation="relu",
+        dim_feedforward=2048,
+        dropout=0.1,
+        pos_enc_at_attn=False,
+        pre_norm=True,
+        self_attention=ns.transformer.RoPEAttention(
+            embedding_dim=256, num_heads=1, downsample_rate=1, dropout=0.1, **rope
+        ),
+        d_model=256,
+        pos_enc_at_cross_attn_keys=True,
+        pos_enc_at_cross_attn_queries=False,
+        cross_attention=ns.transformer.RoPEAttention(
+            embedding_dim=256, num_heads=1, downsample_rate=1, dropout=0.1, kv_in_dim=64, rope_k_repeat=True, **rope
+        ),
+    )
+    encoder = ns.builder.TransformerEncoderCrossAttention(
+        remove_cross_attention_layers=[],
+        batch_first=True,
+        d_model=256,
+        frozen=False,
+        pos_enc_at_input=True,
+        layer=layer,
+        num_layers=4,
+        use_act_checkpoint=False,
+    )
+    transformer = ns.builder.TransformerWrapper(encoder=encoder, decoder=None, d_model=256)
+    return ns.predictor.Sam3TrackerPredictor(
+        image_size=image_size,
+        num_maskmem=7,
+        backbone=backbone,
+        backbone_stride=14,
+        transformer=transformer,
+        maskmem_backbone=maskmem,
+        multimask_output_in_sam=True,
+        forward_backbone_per_frame_for_eval=True,
+        trim_past_non_cond_mem_for_eval=False,
+        multimask_output_for_tracking=True,
+        multimask_min_pt_num=0,
+        multimask_max_pt_num=1,
+        always_start_from_first_ann_frame=False,
+        non_overlap_masks_for_mem_enc=False,
+        non_overlap_masks_for_output=False,
+        max_cond_frames_in_attn=4,
+        offload_output_to_cpu_for_eval=False,
+        sam_mask_decoder_extra_args={
+            "dynamic_multimask_via_stability": True,
+            "dynamic_multimask_stability_delta": 0.05,
+            "dynamic_multimask_stability_thresh": 0.98,
+        },
+        clear_non_cond_mem_around_input=True,
+        fill_hole_area=0,
+        use_memory_selection=False,
+    )
+
+
+def meta_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The oracle tracker's weights under the names Meta's sam3.pt uses."""
+    out = {}
+    for k, v in model.state_dict().items():
+        if k.startswith("backbone.vision_backbone."):
+            out["detector." + k] = v
+        elif not k.startswith("backbone."):
+            out["tracker." + k] = v
+    return out
+
+
+def perturb_for_comparison(model: torch.nn.Module, seed: int = 1) -> None:
+    """Make a freshly built oracle's random weights fit for comparison, in place."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        # Perturb the image side so every path (pos embed, norms, both necks) carries signal.
+        for p in model.backbone.parameters():
+            p.add_(0.02 * torch.randn(p.shape, generator=generator))
+        # Forced presence: random heads give object scores near 0 of either sign; a positive bias keeps every
+        # object present, so the compared masks are real predictions, not the -1024 "absent" fill.
+        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.add_(1.0)

@@ -11,10 +11,17 @@ Memory selection (`use_memory_selection`, SAM 3's default in `build_sam3_video_m
 fixture and in CONFIG; test_memory_selection_* turns it on on both sides with a threshold inside the range the
 criterion takes on its clip, so that tracked frames both pass and fail.
 
-Not compared: the detector (not built here); mask prompts,
-because SAM 3's `add_new_mask` differs from SAM 2.1's (its output on the prompted frame is the mask itself as
-+-1024 logits at video resolution, and it removes the mask's pixels from other objects prompted on that
-frame) and batchtrack keeps SAM 2.1's mask-as-output rule there.
+Mask prompts follow SAM 3's `add_new_mask` (config `mask_prompt_at_video_res`): the prompted frame's output and
+memory are the mask itself as +-1024 logits at video resolution (a later mask takes its pixels from earlier ones),
+and the pointer's decoder pass reads the unthresholded mask at 16 x the grid. A mask correction on a frame already
+tracked conditions every object there (`correction_conditions_all_objects`, SAM 3's add_all_frames_to_correct_as_cond
+with its consolidation). test_mask_prompts_* compares both against the official session tracking up to the
+correction frame, receiving the mask there, and resuming from it (what a streaming pass sees).
+`clear_non_cond_mem_around_input` (on in SAM 3, for sessions of one object) only empties the per-object output dicts,
+which neither the official batched propagation nor a mask prompt reads (only a point correction's decoder pass on a
+tracked frame does, a path streaming does not have), so it has no counterpart here.
+
+Not compared: the detector (not built here).
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ from batchtrack.model.image_encoder import preprocess_frames
 from batchtrack.model.tracker import Tracker
 from batchtrack.model.types import FrameResult, Prompt
 
-from .sam3_oracle import cpu_patches, oracle_modules
+from .sam3_oracle import cpu_patches, meta_state_dict, official_tracker, oracle_modules, perturb_for_comparison
 
 pytestmark = pytest.mark.parity
 
@@ -61,139 +68,20 @@ POINTER_ATOL = 1e-5
 NUM_FRAMES, HEIGHT, WIDTH = 6, 96, 128
 
 
-def _official_tracker(ns: SimpleNamespace) -> torch.nn.Module:
-    """`build_tracker(with_backbone=True)`'s model at IMAGE_SIZE with the small trunk."""
-    vit = ns.vitdet.ViT(
-        img_size=IMAGE_SIZE,
-        pretrain_img_size=TRUNK.pretrain_img_size,
-        patch_size=14,
-        embed_dim=TRUNK.embed_dim,
-        depth=TRUNK.depth,
-        num_heads=TRUNK.num_heads,
-        mlp_ratio=TRUNK.mlp_ratio,
-        norm_layer="LayerNorm",
-        drop_path_rate=0.0,
-        qkv_bias=True,
-        use_abs_pos=True,
-        tile_abs_pos=True,
-        global_att_blocks=TRUNK.global_att_blocks,
-        rel_pos_blocks=(),
-        use_rope=True,
-        use_interp_rope=True,
-        window_size=TRUNK.window_size,
-        pretrain_use_cls_token=True,
-        retain_cls_token=False,
-        ln_pre=True,
-        ln_post=False,
-        return_interm_layers=False,
-        bias_patch_embed=False,
-    )
-    pos = ns.pos.PositionEmbeddingSine(num_pos_feats=256, normalize=True, scale=None, temperature=10000)
-    neck = ns.necks.Sam3DualViTDetNeck(
-        trunk=vit, position_encoding=pos, d_model=256, scale_factors=[4.0, 2.0, 1.0, 0.5], add_sam2_neck=True
-    )
-    backbone = ns.vl.SAM3VLBackbone(scalp=1, visual=neck, text=None)
-    maskmem = ns.memory.SimpleMaskEncoder(
-        out_dim=64,
-        position_encoding=ns.pos.PositionEmbeddingSine(num_pos_feats=64, normalize=True, scale=None, temperature=10000),
-        mask_downsampler=ns.memory.SimpleMaskDownSampler(
-            kernel_size=3, stride=2, padding=1, interpol_size=[GRID * 16, GRID * 16]
-        ),
-        fuser=ns.memory.SimpleFuser(
-            layer=ns.memory.CXBlock(dim=256, kernel_size=7, padding=3, layer_scale_init_value=1e-6, use_dwconv=True),
-            num_layers=2,
-        ),
-    )
-    rope = {"rope_theta": 10000.0, "feat_sizes": [GRID, GRID], "use_fa3": False, "use_rope_real": False}
-    layer = ns.builder.TransformerDecoderLayerv2(
-        cross_attention_first=False,
-        activation="relu",
-        dim_feedforward=2048,
-        dropout=0.1,
-        pos_enc_at_attn=False,
-        pre_norm=True,
-        self_attention=ns.transformer.RoPEAttention(
-            embedding_dim=256, num_heads=1, downsample_rate=1, dropout=0.1, **rope
-        ),
-        d_model=256,
-        pos_enc_at_cross_attn_keys=True,
-        pos_enc_at_cross_attn_queries=False,
-        cross_attention=ns.transformer.RoPEAttention(
-            embedding_dim=256, num_heads=1, downsample_rate=1, dropout=0.1, kv_in_dim=64, rope_k_repeat=True, **rope
-        ),
-    )
-    encoder = ns.builder.TransformerEncoderCrossAttention(
-        remove_cross_attention_layers=[],
-        batch_first=True,
-        d_model=256,
-        frozen=False,
-        pos_enc_at_input=True,
-        layer=layer,
-        num_layers=4,
-        use_act_checkpoint=False,
-    )
-    transformer = ns.builder.TransformerWrapper(encoder=encoder, decoder=None, d_model=256)
-    return ns.predictor.Sam3TrackerPredictor(
-        image_size=IMAGE_SIZE,
-        num_maskmem=7,
-        backbone=backbone,
-        backbone_stride=14,
-        transformer=transformer,
-        maskmem_backbone=maskmem,
-        multimask_output_in_sam=True,
-        forward_backbone_per_frame_for_eval=True,
-        trim_past_non_cond_mem_for_eval=False,
-        multimask_output_for_tracking=True,
-        multimask_min_pt_num=0,
-        multimask_max_pt_num=1,
-        always_start_from_first_ann_frame=False,
-        non_overlap_masks_for_mem_enc=False,
-        non_overlap_masks_for_output=False,
-        max_cond_frames_in_attn=4,
-        offload_output_to_cpu_for_eval=False,
-        sam_mask_decoder_extra_args={
-            "dynamic_multimask_via_stability": True,
-            "dynamic_multimask_stability_delta": 0.05,
-            "dynamic_multimask_stability_thresh": 0.98,
-        },
-        clear_non_cond_mem_around_input=True,
-        fill_hole_area=0,
-        use_memory_selection=False,
-    )
-
-
-def _meta_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The oracle tracker's weights under the names Meta's sam3.pt uses."""
-    out = {}
-    for k, v in model.state_dict().items():
-        if k.startswith("backbone.vision_backbone."):
-            out["detector." + k] = v
-        elif not k.startswith("backbone."):
-            out["tracker." + k] = v
-    return out
-
-
 @pytest.fixture(scope="module")
 def oracle() -> SimpleNamespace:
     ns = oracle_modules()
     with pytest.MonkeyPatch.context() as mp, cpu_patches(mp):
         torch.manual_seed(0)
-        model = _official_tracker(ns).eval()
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        # Perturb the image side so every path (pos embed, norms, both necks) carries signal.
-        for p in model.backbone.parameters():
-            p.add_(0.02 * torch.randn(p.shape, generator=generator))
-        # Forced presence: random heads give object scores near 0 of either sign; a positive bias keeps every
-        # object present, so the compared masks are real predictions, not the -1024 "absent" fill.
-        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.add_(1.0)
+        model = official_tracker(ns, IMAGE_SIZE, TRUNK).eval()
+    perturb_for_comparison(model)
     return SimpleNamespace(ns=ns, model=model)
 
 
 @pytest.fixture(scope="module")
 def checkpoint(oracle: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("sam3") / "sam3_small.pt"
-    torch.save({"model": _meta_state_dict(oracle.model)}, path)
+    torch.save({"model": meta_state_dict(oracle.model)}, path)
     return path
 
 
@@ -266,41 +154,60 @@ def test_backbone_trunk_and_both_necks_match_official(oracle: SimpleNamespace, o
     assert max(diffs.values()) < FEATURE_ATOL, diffs
 
 
+def _add_oracle_prompts(pred: Any, state: dict[str, Any], prompts: list[Prompt]) -> None:
+    for p in prompts:
+        if p.mask is not None:
+            pred.add_new_mask(state, p.frame_index, p.object_id, torch.from_numpy(p.mask))
+        else:
+            # SAM 3's predictor takes coordinates relative to the frame (it ignores normalize_coords).
+            scale = np.array([WIDTH, HEIGHT], dtype=np.float32)
+            pts = None if p.points is None else np.asarray(p.points, dtype=np.float32) / scale
+            labels = None if p.point_labels is None else np.asarray(p.point_labels, dtype=np.int32)
+            box = None if p.box is None else np.asarray(p.box, dtype=np.float32) / np.tile(scale, 2)
+            pred.add_new_points_or_box(
+                state, p.frame_index, p.object_id, points=pts, labels=labels, box=box, rel_coordinates=True
+            )
+
+
+def _propagate_oracle(pred: Any, state: dict[str, Any], start: int, max_frames: int) -> dict[int, Any]:
+    out: dict[int, Any] = {}
+    for frame, ids, _, video_masks, obj_scores in pred.propagate_in_video(
+        state,
+        start_frame_idx=start,
+        max_frame_num_to_track=max_frames,
+        reverse=False,
+        tqdm_disable=True,
+        propagate_preflight=True,
+    ):
+        per = [state["output_dict_per_obj"][i] for i in range(len(ids))]
+        outs = [o["cond_frame_outputs"].get(frame) or o["non_cond_frame_outputs"][frame] for o in per]
+        pointers = torch.stack([o["obj_ptr"][0] for o in outs]).float()
+        out[frame] = (list(ids), video_masks[:, 0].float().clone(), obj_scores[:, 0].float().clone(), pointers)
+    return out
+
+
 def _run_oracle(
-    oracle: SimpleNamespace, images: torch.Tensor, prompts: list[Prompt], scores: dict[int, float] | None = None
+    oracle: SimpleNamespace,
+    images: torch.Tensor,
+    prompts: list[Prompt],
+    scores: dict[int, float] | None = None,
+    correction: Prompt | None = None,
 ) -> dict[int, Any]:
     """Per frame (ids, video-res logits, object scores, pointers); `scores` receives each tracked frame's
-    memory-selection criterion (`eff_iou_score`) when the oracle computes it."""
+    memory-selection criterion (`eff_iou_score`) when the oracle computes it. A `correction` is added once the
+    session has tracked up to its frame, and tracking resumes from that frame (what a streaming pass sees)."""
     pred = oracle.model
-    out: dict[int, Any] = {}
     num_frames = images.shape[0]
     with torch.inference_mode(), pytest.MonkeyPatch.context() as mp, cpu_patches(mp):
         state = pred.init_state(video_height=HEIGHT, video_width=WIDTH, num_frames=num_frames)
         state["images"] = images
-        for p in prompts:
-            if p.mask is not None:
-                pred.add_new_mask(state, p.frame_index, p.object_id, torch.from_numpy(p.mask))
-            else:
-                # SAM 3's predictor takes coordinates relative to the frame (it ignores normalize_coords).
-                scale = np.array([WIDTH, HEIGHT], dtype=np.float32)
-                pts = None if p.points is None else np.asarray(p.points, dtype=np.float32) / scale
-                labels = None if p.point_labels is None else np.asarray(p.point_labels, dtype=np.int32)
-                box = None if p.box is None else np.asarray(p.box, dtype=np.float32) / np.tile(scale, 2)
-                pred.add_new_points_or_box(
-                    state, p.frame_index, p.object_id, points=pts, labels=labels, box=box, rel_coordinates=True
-                )
-        for frame, ids, _, video_masks, obj_scores in pred.propagate_in_video(
-            state,
-            start_frame_idx=0,
-            max_frame_num_to_track=num_frames,
-            reverse=False,
-            tqdm_disable=True,
-            propagate_preflight=True,
-        ):
-            per = [state["output_dict_per_obj"][i] for i in range(len(ids))]
-            outs = [o["cond_frame_outputs"].get(frame) or o["non_cond_frame_outputs"][frame] for o in per]
-            pointers = torch.stack([o["obj_ptr"][0] for o in outs]).float()
-            out[frame] = (list(ids), video_masks[:, 0].float().clone(), obj_scores[:, 0].float().clone(), pointers)
+        _add_oracle_prompts(pred, state, prompts)
+        if correction is None:
+            out = _propagate_oracle(pred, state, 0, num_frames)
+        else:
+            out = _propagate_oracle(pred, state, 0, correction.frame_index)
+            _add_oracle_prompts(pred, state, [correction])
+            out.update(_propagate_oracle(pred, state, correction.frame_index, num_frames))
         if scores is not None:
             for frame, frame_out in state["output_dict"]["non_cond_frame_outputs"].items():
                 if "eff_iou_score" in frame_out:
@@ -308,15 +215,22 @@ def _run_oracle(
     return out
 
 
-def _max_differences(results: list[FrameResult], expected: dict[int, Any]) -> dict[str, float]:
-    """Largest |ours - official| of mask logits, object scores and pointers; asserts the objects are present."""
+def _max_differences(
+    results: list[FrameResult], expected: dict[int, Any], mask_prompted: frozenset[tuple[int, int]] = frozenset()
+) -> dict[str, float]:
+    """Largest |ours - official| of mask logits, object scores and pointers; asserts the objects are present.
+
+    mask_prompted: (frame, object) pairs whose output is a mask prompt itself (+-1024 logits by design)."""
     worst = {"logits": 0.0, "scores": 0.0, "pointers": 0.0}
     for r in results:
         ids, logits, scores, pointers = expected[r.frame_index]
         assert r.object_ids == ids == [1, 2, 3]
-        # Objects are present: the compared masks are not the -1024 "absent" fill.
+        # Objects are present: positive scores, non-empty masks, and predicted masks are not the -1024 "absent" fill.
         assert (r.object_score_logits > 0).all() and (scores > 0).all(), (r.frame_index, scores)
-        assert (r.mask_logits > -100).all()
+        assert (r.mask_logits.flatten(1) > 0).any(dim=1).all() and (logits.flatten(1) > 0).any(dim=1).all()
+        for i, oid in enumerate(r.object_ids):
+            if (r.frame_index, oid) not in mask_prompted:
+                assert (r.mask_logits[i] > -100).all(), (r.frame_index, oid)
         worst["logits"] = max(worst["logits"], (r.mask_logits - logits).abs().max().item())
         worst["scores"] = max(worst["scores"], (r.object_score_logits - scores).abs().max().item())
         worst["pointers"] = max(worst["pointers"], (r.object_pointers - pointers).abs().max().item())
@@ -370,4 +284,47 @@ def test_memory_selection_over_eight_frames_matches_official(oracle: SimpleNames
     assert passed and failed and min(failed) < SELECTION_FRAMES - 2 and min(passed) < SELECTION_FRAMES - 2, criterion
     worst = _max_differences(results, expected)
     print(f"SAM 3 tracker with memory selection, max |diff| over {SELECTION_FRAMES} frames x 3 objects:", worst)
+    assert worst["logits"] < LOGIT_ATOL and worst["scores"] < LOGIT_ATOL and worst["pointers"] < POINTER_ATOL, worst
+
+
+MASK_FRAMES, CORRECTION_FRAME = 8, 4
+
+
+def _rectangle(top: int, left: int, bottom: int, right: int) -> np.ndarray:
+    mask = np.zeros((HEIGHT, WIDTH), dtype=bool)
+    mask[top:bottom, left:right] = True
+    return mask
+
+
+def test_mask_prompts_and_a_mask_correction_match_official(oracle: SimpleNamespace, ours: Tracker) -> None:
+    """SAM 3's mask rule: two overlapping masks (the later takes the shared pixels) and a box on frame 0, then a
+    mask correction of object 1 on frame 4 after it was tracked there, which conditions all three objects."""
+    rng = np.random.default_rng(6)
+    base = rng.integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+    frames = [np.roll(base, shift=(2 * i, 3 * i), axis=(0, 1)) for i in range(MASK_FRAMES)]
+    first = [
+        Prompt(frame_index=0, object_id=1, mask=_rectangle(20, 20, 60, 70)),
+        Prompt(frame_index=0, object_id=2, mask=_rectangle(45, 50, 85, 115)),  # overlaps object 1's mask
+        Prompt(frame_index=0, object_id=3, box=np.array([5.0, 5.0, 40.0, 35.0])),
+    ]
+    shift = (2 * CORRECTION_FRAME, 3 * CORRECTION_FRAME)
+    correction = Prompt(
+        frame_index=CORRECTION_FRAME,
+        object_id=1,
+        mask=_rectangle(20 + shift[0], 24 + shift[1], 56 + shift[0], 60 + shift[1]),
+    )
+    images = preprocess_frames(np.stack(frames), IMAGE_SIZE, "cpu", CONFIG.image_mean, CONFIG.image_std)
+    expected = _run_oracle(oracle, images, first, correction=correction)
+    results = list(ours.track(list(enumerate(frames)), [*first, correction], num_frames=MASK_FRAMES))
+    assert sorted(expected) == [r.frame_index for r in results] == list(range(MASK_FRAMES))
+    # The prompted frames' outputs are the masks themselves: object 2 keeps the shared pixels, object 1 loses them.
+    on_frame0 = results[0].mask_logits > 0
+    assert on_frame0[1, 50, 60] and not on_frame0[0, 50, 60] and on_frame0[0, 30, 30]
+    # ... through the low-res grid and back (the official output is that round trip too), so up to its edges.
+    corrected = results[CORRECTION_FRAME].mask_logits[0] > 0
+    target = torch.from_numpy(correction.mask)
+    assert (corrected & target).sum() / (corrected | target).sum() > 0.9
+    prompted = frozenset({(0, 1), (0, 2), (CORRECTION_FRAME, 1)})
+    worst = _max_differences(results, expected, prompted)
+    print(f"SAM 3 tracker with mask prompts and a correction, max |diff| over {MASK_FRAMES} frames x 3 objects:", worst)
     assert worst["logits"] < LOGIT_ATOL and worst["scores"] < LOGIT_ATOL and worst["pointers"] < POINTER_ATOL, worst

@@ -215,3 +215,50 @@ def test_invalid_prompts_are_rejected_with_a_reason(tracker: Tracker, prompt: Pr
 def test_mask_prompt_of_the_wrong_size_is_rejected(tracker: Tracker) -> None:
     with pytest.raises(PromptError, match=r"mask shape \(10, 10\) differs from the frame size \(48, 64\)"):
         list(tracker.track(_frames(range(2)), [Prompt(0, 1, mask=np.ones((10, 10), bool))]))
+
+
+def _sam3_tiny(**changes: bool) -> Tracker:
+    from dataclasses import replace
+
+    from batchtrack.model.configs import get_config
+
+    torch.manual_seed(0)
+    return build_tracker(replace(get_config("sam3-test-tiny"), **changes), device="cpu")
+
+
+def _rect(top: int, left: int, bottom: int, right: int) -> np.ndarray:
+    mask = np.zeros((H, W), dtype=bool)
+    mask[top:bottom, left:right] = True
+    return mask
+
+
+@pytest.mark.parametrize("sam3_rule", [True, False])
+def test_sam3_mask_prompt_is_the_output_at_video_resolution_and_the_later_mask_takes_shared_pixels(
+    sam3_rule: bool,
+) -> None:
+    tracker = _sam3_tiny(mask_prompt_at_video_res=sam3_rule)
+    first, second = _rect(8, 8, 32, 40), _rect(20, 24, 44, 60)  # overlap: rows 20-32, columns 24-40
+    prompts = [Prompt(0, 1, mask=first), Prompt(0, 2, mask=second)]
+    result = next(iter(tracker.track([(0, _frame(0))], prompts, num_frames=1)))
+    fg = result.mask_logits > 0
+    assert torch.equal(result.object_score_logits, torch.tensor([10.0, 10.0]))  # mask prompts: present, +10
+    assert bool(fg[1, 26, 30])  # the later mask keeps the shared pixels ...
+    assert bool(fg[0, 26, 30]) != sam3_rule  # ... and takes them from the earlier one under SAM 3's rule only
+    own = torch.from_numpy(first & ~second if sam3_rule else first)
+    assert (fg[0] & own).sum() / (fg[0] | own).sum() > 0.8  # the prompt itself, through the low-res grid
+    if sam3_rule:
+        # +-1024 logits at video resolution (SAM 2.1's rule gives +-10 on the model's input grid).
+        assert result.mask_logits.max() == 1024.0 and result.mask_logits.min() == -1024.0
+
+
+@pytest.mark.parametrize("sam3_rule", [True, False])
+def test_sam3_mask_correction_conditions_every_live_object_on_that_frame(sam3_rule: bool) -> None:
+    tracker = _sam3_tiny(correction_conditions_all_objects=sam3_rule)
+    prompts = [Prompt(0, 1, mask=_rect(8, 8, 24, 24)), Prompt(0, 2, box=np.array([30.0, 20.0, 60.0, 44.0]))]
+    correction = Prompt(2, 1, mask=_rect(8, 12, 24, 28))
+    bank = tracker.new_bank(num_frames=4)
+    frames = [(t, _frame(t)) for t in range(4)]
+    results = list(tracker.track(frames, [*prompts, correction], num_frames=4, bank=bank))
+    assert [r.object_ids for r in results] == [[1, 2]] * 4
+    assert bank.num_cond_frames(1) == 2  # the corrected object: frames 0 and 2 either way
+    assert bank.num_cond_frames(2) == (2 if sam3_rule else 1)  # the other live object: frame 2 too under SAM 3
