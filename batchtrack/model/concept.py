@@ -14,6 +14,12 @@ box-IoU trigger fills; it is off in SAM 3's builder). The tracker takes the dete
 prompt (so its row is the detection's), and this loop puts the propagated mask, and its object
 score, back into the frame's result.
 
+Known difference in the memory (needs a re-conditioning entry in tracker.FramePlan): in SAM 3 the
+detection's mask (`add_new_mask`, mask used as output) makes the frame a conditioning frame and gives
+its object pointer, but `_tracker_update_memories` runs afterwards and overwrites that frame's memory
+features with the encoding of the propagated (possibly suppressed) masks; our mask prompt keeps the
+memory features encoded from the detection's mask.
+
 Rows are held back `hotstart_delay` frames (SAM 3's hot-start): a track removed on probation never
 reaches the output, not even on the frames before its removal. The held frames keep their masks
 as bits, so while held the memory is O(delay x objects x H x W / 8) bytes, independent of the
