@@ -1,4 +1,4 @@
-"""GPU frames/s and memory of the SAM 2.1 tracker, measured side by side in one run, printed as one table.
+"""GPU frames/s and memory of the SAM 2.1 or SAM 3 tracker, measured side by side in one run, as one table.
 
 Prepared for a machine with one CUDA GPU; it finishes in under 8 minutes (`--budget-s`, default 420 s:
 past it, the remaining rows print "skipped (budget)"). Random weights throughout (`random_weights=True`):
@@ -18,11 +18,17 @@ speed and memory do not depend on the values. Rows:
 Frames are synthetic (moving discs on a gradient, 480x640), generated as they are consumed, so a
 1,000-frame clip is never held in memory; objects are box prompts on frame 0.
 
-Without CUDA (or with `--cpu-smoke`) a reduced run checks the script itself on CPU: the unit-test model
-(test-tiny) for every row but the official comparison (sam2.1_hiera_tiny at 128 px), 1-2 objects, a few
-frames, no compile; tests/unit/model/test_bench_gpu.py runs it.
+`--model sam3`: the same rows for SAM 3's tracker at full size (1008 px, PE ViT-L+ trunk 32 x 1024 + the
+tracker's neck, heads and memory; random weights, no detector) at 1, 8 and 32 objects, bf16 autocast;
+encoder batch 1 vs 8 frames per call; peak GPU memory over 50 vs 200 frames. The official SAM 3 is not run
+here (bench/sam3.py compares ours with it on CPU at a reduced size, identical weights).
 
-Usage: python bench/gpu.py [--budget-s 420] [--cpu-smoke]
+Without CUDA (or with `--cpu-smoke`) a reduced run checks the script itself on CPU: the unit-test model
+(test-tiny, or sam3-test-tiny with `--model sam3`) for every row but the official comparison
+(sam2.1_hiera_tiny at 128 px), 1-2 objects, a few frames, no compile; tests/unit/model/test_bench_gpu.py
+runs it for both models.
+
+Usage: python bench/gpu.py [--model sam2.1|sam3] [--budget-s 420] [--cpu-smoke]
 """
 
 from __future__ import annotations
@@ -58,11 +64,12 @@ class Plan:
     objects: tuple[int, ...]
     frames: int  # timed frames per row
     warmup: int  # untimed frames before each timed run
-    image_size: int | None  # None: SAM 2.1's 1024
+    image_size: int | None  # None: the model config's own (1024 for SAM 2.1, 1008 for SAM 3)
     model: str  # model of the precision / compile / batch / memory rows
     compare_objects: int  # objects of those rows and of the official comparison
     memory_lengths: tuple[int, int]
     compile: bool
+    official: bool = True  # run sam2==1.1.0's predictor beside ours (SAM 2.1 plans only)
 
     @staticmethod
     def full() -> Plan:
@@ -72,6 +79,15 @@ class Plan:
     def smoke() -> Plan:
         # test-tiny keeps CI fast; the official comparison still runs sam2.1_hiera_tiny (at 128 px).
         return Plan("cpu", ("test-tiny",), (1, 2), 3, 1, None, "test-tiny", 2, (4, 8), False)
+
+    @staticmethod
+    def full_sam3() -> Plan:
+        # A 1008 px frame costs ~4x a SAM 2.1 large one in the trunk: fewer timed frames, shorter memory clips.
+        return Plan("cuda", ("sam3",), (1, 8, 32), 24, 2, None, "sam3", 8, (50, 200), True, official=False)
+
+    @staticmethod
+    def smoke_sam3() -> Plan:
+        return Plan("cpu", ("sam3-test-tiny",), (1, 2), 3, 1, None, "sam3-test-tiny", 2, (4, 8), False, official=False)
 
 
 @dataclass
@@ -205,7 +221,7 @@ def compile_rows(plan: Plan, budget: Budget) -> list[Row]:
     tracker = make_tracker(plan, plan.model)
     if budget.left() > 0:
         eager.fps = timed_track(tracker, plan, n, plan.frames)
-    if budget.left() > 120:  # compiling Hiera takes a minute or two
+    if budget.left() > 120:  # compiling the trunk (Hiera or PE ViT) takes a minute or two
         started = time.perf_counter()
         tracker.image_encoder = torch.compile(tracker.image_encoder)  # type: ignore[assignment]
         for _ in tracker.track(frame_stream(plan.warmup, n), box_prompts(n), num_frames=plan.warmup):
@@ -252,6 +268,9 @@ def _peak_memory(device: str) -> str:
 
 def official_rows(plan: Plan, budget: Budget) -> list[Row]:
     n = plan.compare_objects
+    if not plan.official:
+        note = "not run here: bench/sam3.py compares with sam3 0.1.4 on CPU (identical weights)"
+        return [Row("official vs ours", f"{plan.model} (official)", n, plan.frames, "-", note=note)]
     ours = Row("official vs ours", "sam2.1_hiera_tiny (ours)", n, plan.frames, "same frames and boxes")
     theirs = Row("official vs ours", "sam2.1_hiera_tiny (sam2 1.1.0)", n, plan.frames, "same frames and boxes")
     try:
@@ -309,7 +328,7 @@ def _free(device: str) -> None:
 
 
 def format_table(rows: list[Row], plan: Plan, seconds: float) -> str:
-    size = plan.image_size or 1024
+    size = plan.image_size or get_config(plan.model).image_size
     device = torch.cuda.get_device_name() if plan.device == "cuda" else "CPU (smoke run)"
     lines = [
         f"bench/gpu.py on {device}, image size {size}, video {WIDTH}x{HEIGHT}, random weights, {seconds:.0f} s",
@@ -327,8 +346,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget-s", type=float, default=420.0, help="stop starting rows after this many seconds")
     parser.add_argument("--cpu-smoke", action="store_true", help="reduced CPU run (automatic without CUDA)")
+    parser.add_argument("--model", choices=["sam2.1", "sam3"], default="sam2.1", help="tracker family to measure")
     args = parser.parse_args(argv)
-    plan = Plan.smoke() if args.cpu_smoke or not torch.cuda.is_available() else Plan.full()
+    smoke = args.cpu_smoke or not torch.cuda.is_available()
+    if args.model == "sam3":
+        plan = Plan.smoke_sam3() if smoke else Plan.full_sam3()
+    else:
+        plan = Plan.smoke() if smoke else Plan.full()
     if plan.device == "cpu":
         torch.set_num_threads(1)  # tiny tensors: thread hand-off costs more than the maths
     started = time.monotonic()

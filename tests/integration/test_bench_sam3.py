@@ -1,0 +1,62 @@
+"""bench/sam3.py at its smallest setting, in process: both workers run the same weights on the same clip.
+
+Nothing here is about speed: the timings are checked for sense, never against wall-clock goals. The
+subprocess-per-run driver (for separate peak RSS) is the script's `main`; this test runs its workers and table
+in one process to stay short, with the official sam3 (the test-only oracle) required as in tests/parity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.integration
+
+if importlib.util.find_spec("sam3") is None and os.environ.get("PARITY_ALLOW_NO_ORACLE") == "1":
+    pytest.skip("sam3 (the test-only oracle) is not installed; PARITY_ALLOW_NO_ORACLE=1", allow_module_level=True)
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "sam3.py"
+
+
+def _load_script(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_sam3", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    for helper in ("bench_tracker", "sam3_oracle"):  # siblings the script registers by name: gone after the test
+        monkeypatch.setitem(sys.modules, helper, None)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_smallest_setting_runs_both_trackers_on_identical_weights(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    bench = _load_script(monkeypatch)
+    threads = torch.get_num_threads()
+    try:
+        meta, official = bench.make_checkpoints(tmp_path, 112)
+        args = argparse.Namespace(
+            length=2, image_size=112, height=120, width=160, threads=1, checkpoint=meta, official_state=official
+        )
+        torch.set_num_threads(1)
+        results = {("ours", 2): bench.run_ours(args), ("official", 2): bench.run_official(args)}
+    finally:
+        torch.set_num_threads(threads)
+    for r in results.values():
+        r["peak_rss_mib"] = 1.0  # measured per subprocess by `main`; not meaningful in one process
+        assert r["frames"] == 2 and r["seconds"] > 0 and r["cpu_seconds"] > 0
+    # Identical weights and prompts: the same foreground over the clip (the masks themselves are compared at
+    # tolerance in tests/parity/test_sam3_parity.py), and objects were tracked at all.
+    ours, theirs = results["ours", 2]["mask_pixels"], results["official", 2]["mask_pixels"]
+    assert ours > 0 and abs(ours - theirs) <= 0.01 * theirs, (ours, theirs)
+    table = bench.format_table(results, [2]).splitlines()
+    assert len(table) == 3 and table[2].startswith("| 2 |")
+    assert len(table[2].split("|")) == len(table[0].split("|"))
