@@ -11,6 +11,9 @@ detector is checked in tests/unit/model/test_concept.py.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -106,3 +109,28 @@ def test_concept_job_runs_on_random_weights_of_a_model_with_a_detector(corpus: P
     masks = read_table(output, "masks")
     assert masks.schema.field("concept").type == pa.string()
     assert masks.num_rows == sum(c["mask_rows"] for c in clips) > 0, "the box prompts' objects are tracked"
+
+
+def test_the_readme_sam3_block_runs_as_written_with_the_tiny_model_in_place_of_sam3_pt(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    """README "### SAM 3": its commands, with `--model sam3 --checkpoint sam3.pt` swapped for the tiny model's file.
+
+    The image-size override (336 px against the file's 112) also takes the RoPE tables' rebuild path.
+    """
+    from .test_readme_commands import readme_blocks
+
+    commands = [c for b in readme_blocks() if b.heading == "### SAM 3" for c in b.commands]
+    assert len(commands) == 2 and all("/tmp/sam3/" in c for c in commands), commands
+    assert "--model sam3 --checkpoint sam3.pt" in commands[1]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    for command in commands:
+        command = command.replace("/tmp/sam3/", f"{tmp_path}/").replace(
+            "--model sam3 --checkpoint sam3.pt", f"--model {MODEL} --checkpoint {checkpoint}"
+        )
+        result = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    clips = read_table(tmp_path / "out", "clips").to_pylist()
+    assert len(clips) == 2 and {c["status"] for c in clips} == {"ok"}, clips
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert "336" in json.dumps(manifest) and "person" in json.dumps(manifest)

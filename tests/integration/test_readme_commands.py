@@ -56,6 +56,7 @@ COVERAGE = {
     "### On a cluster": HERE,
     "## Reading the output": "tests/integration/test_dataset_demo.py",
     "### SAM 2.1 checkpoints": "tests/integration/test_checkpoint_uri.py",
+    "### SAM 3": "tests/integration/test_concept_job.py",  # run on sam3-test-tiny in Meta's sam3.pt layout
     "## Training the default model": HERE,  # parsed: a 37-minute run
 }
 RUN_HERE_IN_ORDER = ("## Running a job", "### On a cluster")
