@@ -237,10 +237,10 @@ def cpu_patches(mp: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
-def official_tracker(ns: types.SimpleNamespace, image_size: int, trunk: PEViTConfig) -> torch.nn.Module:
-    """`build_tracker(with_backbone=True)`'s model (sam3==0.1.4) at `image_size` with the PE ViT trunk `trunk`;
-    build it under `cpu_patches`."""
-    grid = image_size // 14
+def official_dual_neck(
+    ns: types.SimpleNamespace, image_size: int, trunk: PEViTConfig, d_model: int = 256
+) -> torch.nn.Module:
+    """The official PE ViT `trunk` at `image_size` inside `Sam3DualViTDetNeck` (detector and tracker branches)."""
     vit = ns.vitdet.ViT(
         img_size=image_size,
         pretrain_img_size=trunk.pretrain_img_size,
@@ -266,10 +266,17 @@ def official_tracker(ns: types.SimpleNamespace, image_size: int, trunk: PEViTCon
         return_interm_layers=False,
         bias_patch_embed=False,
     )
-    pos = ns.pos.PositionEmbeddingSine(num_pos_feats=256, normalize=True, scale=None, temperature=10000)
-    neck = ns.necks.Sam3DualViTDetNeck(
-        trunk=vit, position_encoding=pos, d_model=256, scale_factors=[4.0, 2.0, 1.0, 0.5], add_sam2_neck=True
+    pos = ns.pos.PositionEmbeddingSine(num_pos_feats=d_model, normalize=True, scale=None, temperature=10000)
+    return ns.necks.Sam3DualViTDetNeck(
+        trunk=vit, position_encoding=pos, d_model=d_model, scale_factors=[4.0, 2.0, 1.0, 0.5], add_sam2_neck=True
     )
+
+
+def official_tracker(ns: types.SimpleNamespace, image_size: int, trunk: PEViTConfig) -> torch.nn.Module:
+    """`build_tracker(with_backbone=True)`'s model (sam3==0.1.4) at `image_size` with the PE ViT trunk `trunk`;
+    build it under `cpu_patches`."""
+    grid = image_size // 14
+    neck = official_dual_neck(ns, image_size, trunk)
     backbone = ns.vl.SAM3VLBackbone(scalp=1, visual=neck, text=None)
     maskmem = ns.memory.SimpleMaskEncoder(
         out_dim=64,

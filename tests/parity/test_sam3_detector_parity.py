@@ -44,7 +44,7 @@ from batchtrack.model.image_encoder import ImageFeatures
 from batchtrack.model.position_encoding import SinePositionEncoding
 from batchtrack.model.text_encoder import TextFeatures
 
-from .sam3_oracle import cpu_patches, detector_modules, reference_roi_align
+from .sam3_oracle import cpu_patches, detector_modules, official_dual_neck, reference_roi_align
 
 pytestmark = pytest.mark.parity
 
@@ -481,35 +481,7 @@ PHRASES = ["a dog", "the red car on the left", "tree"]
 
 def _official_detector(ns: SimpleNamespace) -> nn.Module:
     """`build_sam3_video_model`'s detector: the head above plus a small PE ViT + dual neck and text encoder."""
-    vit = ns.vitdet.ViT(
-        img_size=IMAGE_SIZE,
-        pretrain_img_size=TRUNK.pretrain_img_size,
-        patch_size=14,
-        embed_dim=TRUNK.embed_dim,
-        depth=TRUNK.depth,
-        num_heads=TRUNK.num_heads,
-        mlp_ratio=TRUNK.mlp_ratio,
-        norm_layer="LayerNorm",
-        drop_path_rate=0.0,
-        qkv_bias=True,
-        use_abs_pos=True,
-        tile_abs_pos=True,
-        global_att_blocks=TRUNK.global_att_blocks,
-        rel_pos_blocks=(),
-        use_rope=True,
-        use_interp_rope=True,
-        window_size=TRUNK.window_size,
-        pretrain_use_cls_token=True,
-        retain_cls_token=False,
-        ln_pre=True,
-        ln_post=False,
-        return_interm_layers=False,
-        bias_patch_embed=False,
-    )
-    pos = ns.pos.PositionEmbeddingSine(num_pos_feats=D_MODEL, normalize=True, scale=None, temperature=10000)
-    neck = ns.necks.Sam3DualViTDetNeck(
-        trunk=vit, position_encoding=pos, d_model=D_MODEL, scale_factors=[4.0, 2.0, 1.0, 0.5], add_sam2_neck=True
-    )
+    neck = official_dual_neck(ns, IMAGE_SIZE, TRUNK, D_MODEL)
     tokenizer = ns.tokenizer.SimpleTokenizer(bpe_path=str(VOCAB))
     text = ns.text.VETextEncoder(
         tokenizer=tokenizer,
