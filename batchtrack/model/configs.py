@@ -218,6 +218,10 @@ class TrackerConfig:
     # already tracked gets a prompt again (a correction) becomes a conditioning frame of every live object, each
     # encoded into memory from its binarised mask. SAM 2.1: only the prompted object is conditioned there.
     correction_conditions_all_objects: bool = False
+    # SAM 3's add_new_points on a frame already tracked (is_init_cond_frame False): the clicks (or box) are decoded
+    # without memory (its use_prev_mem_frame=False), but with the object's tracked low-res logits on that frame,
+    # clamped to +-32, as the decoder's mask input (iter_use_prev_mask_pred). SAM 2.1 here: the prompt alone.
+    correction_reads_tracked_mask: bool = False
     # SAM 3's memory selection: a non-conditioning frame is read later (as memory and pointer) only when its
     # criterion passes: mean over the frame's tracked objects of the normalised object score (2 sigmoid - 1
     # where positive, else 0) times mean of their predicted IoU, > memory_selection_threshold. Frames are then
@@ -317,6 +321,7 @@ _SAM3_TRACKER: dict[str, Any] = {
     "non_overlap_prompted_memory": True,
     "mask_prompt_at_video_res": True,
     "correction_conditions_all_objects": True,
+    "correction_reads_tracked_mask": True,
     "fill_hole_area": 0,
     "memory_selection": True,
 }

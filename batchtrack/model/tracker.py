@@ -52,6 +52,8 @@ MASK_PROMPT_SCALE, MASK_PROMPT_BIAS = 20.0, -10.0
 # A mask suppressed by a FramePlanner is clamped to at most this logit (SAM 3's area-shrink suppression).
 SUPPRESSED_LOGIT = -10.0
 BOX_LABELS = (2, 3)
+# SAM 3 clamps a tracked mask to +-32 before feeding it back as the mask input of a click correction.
+TRACKED_MASK_INPUT_LIMIT = 32.0
 MEMORY_MASK_STRIDE = 2**MASK_DOWNSAMPLE_LAYERS
 
 
@@ -148,9 +150,14 @@ class KeyframeView:
 class FramePlan:
     """A planner's changes to one frame (automatic mode)."""
 
-    prompts: list[Prompt] = field(default_factory=list)  # mask prompts: new objects join, live ones re-condition
+    prompts: list[Prompt] = field(default_factory=list)  # mask prompts: new objects join (or live ones restart)
     suppress: list[int] = field(default_factory=list)  # live objects whose mask here is cleared (output and memory)
     remove: list[int] = field(default_factory=list)  # live objects that stop here: no row, memory dropped
+    # Mask prompts of live objects that re-condition them (SAM 3's _recondition_masklets then
+    # _tracker_update_memories): the frame becomes a conditioning frame of the object with the mask's pointer,
+    # while its output, object score and memory features stay those of its propagated prediction (after
+    # `suppress`), encoded as a tracked frame's.
+    recondition: list[Prompt] = field(default_factory=list)
 
 
 class FramePlanner(Protocol):
@@ -345,32 +352,52 @@ class Tracker(nn.Module):
     ) -> FrameResult:
         prompted = {oid: self._merge_prompts(ps, clip) for oid, ps in plan.at(frame_index).items()}
         corrected = any(oid in clip.live for oid in prompted)
+        # SAM 3 decodes clicks on a tracked object with its tracked mask here as the decoder's mask input.
+        refined = (
+            [oid for oid in clip.live if oid in prompted and prompted[oid].mask is None]
+            if self.config.correction_reads_tracked_mask
+            else []
+        )
         for oid in sorted(prompted, key=lambda o: plan.order[o]):
             if oid not in clip.live:
                 clip.live.append(oid)
-        parts: list[_Rows] = []
-        parts += self._predict_prompted(feat, list(prompted.values()))
         tracked = [oid for oid in clip.live if oid not in prompted]
-        parts += self._predict_tracked(clip, frame_index, feat, tracked)
+        parts = self._predict_tracked(clip, frame_index, feat, tracked + refined)
+        previous: dict[int, torch.Tensor] = {}
+        if refined:
+            rows = _Rows.cat(parts)
+            previous = {
+                oid: rows.low_res[i].clamp(-TRACKED_MASK_INPUT_LIMIT, TRACKED_MASK_INPUT_LIMIT)
+                for i, oid in enumerate(rows.object_ids)
+                if oid in refined
+            }
+            parts = [rows.reorder(tracked)] if tracked else []
+        parts = self._predict_prompted(feat, list(prompted.values()), previous) + parts
+        reconditioned: set[int] = set()
         if planner is not None and planner.wants(frame_index):
-            parts = self._apply_planner(clip, frame_index, feat, parts, planner)
+            parts, reconditioned = self._apply_planner(clip, frame_index, feat, parts, planner)
         if not parts:
             return _empty_result(frame_index, clip.height, clip.width, self.config.d_model)
         rows = _Rows.cat(parts).reorder(clip.live)
         if corrected and self.config.correction_conditions_all_objects:
             rows = replace(rows, prompted=torch.ones_like(rows.prompted))
+        # Rows whose memory mask is a prompt's; a re-conditioned row is a conditioning frame memorised as tracked.
+        from_prompt = rows.prompted & torch.tensor(
+            [o not in reconditioned for o in rows.object_ids], dtype=torch.bool, device=rows.prompted.device
+        )
 
         fill = self.config.fill_hole_area
         filled = fill_small_holes(rows.low_res, fill) if fill > 0 else rows.low_res
         # SAM 2 encodes prompted frames from the stored (hole-filled) prediction, tracked frames from the raw one.
-        mem_source = torch.where(rows.prompted[:, None, None, None], filled, rows.low_res)
-        self._memorise(clip, frame_index, feat, rows, mem_source)
+        mem_source = torch.where(from_prompt[:, None, None, None], filled, rows.low_res)
+        self._memorise(clip, frame_index, feat, rows, mem_source, from_prompt)
         return self._result(clip, frame_index, rows, filled)
 
     def _apply_planner(
         self, clip: _Clip, frame_index: int, feat: _FrameFeatures, parts: list[_Rows], planner: FramePlanner
-    ) -> list[_Rows]:
-        """Let the planner add mask prompts and suppress objects on this frame; returns the new rows."""
+    ) -> tuple[list[_Rows], set[int]]:
+        """Let the planner add mask prompts, re-condition, suppress and remove objects on this frame; returns the
+        new rows and the re-conditioned objects."""
         rows = _Rows.cat(parts).reorder(clip.live) if parts else None
         n_pix = 4 * self.config.feature_size
         view = KeyframeView(
@@ -385,10 +412,15 @@ class Tracker(nn.Module):
             pointers=rows.pointers if rows is not None else feat.vision.new_zeros(0, self.config.d_model),
         )
         update = planner.plan(view)
-        for n, p in enumerate(update.prompts):
+        for n, p in enumerate([*update.prompts, *update.recondition]):
             _validate_prompt(p, n)
             if p.mask is None or p.frame_index != frame_index:
                 raise PromptError(f"planner prompt #{n} must be a mask on frame {frame_index}")
+        recondition = {int(p.object_id) for p in update.recondition}
+        kept_live = set(clip.live) - set(update.remove) - {int(p.object_id) for p in update.prompts}
+        if not recondition <= kept_live:
+            bad = sorted(recondition - kept_live)
+            raise PromptError(f"frame {frame_index}: re-conditioned objects {bad} are not live, or removed or prompted")
         if update.remove:
             gone = set(update.remove)
             clip.live = [o for o in clip.live if o not in gone]
@@ -400,33 +432,52 @@ class Tracker(nn.Module):
             hit = torch.tensor([o in update.suppress for o in rows.object_ids], device=rows.low_res.device)
             clamped = rows.low_res.clamp(max=SUPPRESSED_LOGIT)
             rows = replace(rows, low_res=torch.where(hit[:, None, None, None], clamped, rows.low_res))
+        if rows is not None and recondition:
+            rows = self._recondition(feat, rows, [self._merge_prompts([p], clip) for p in update.recondition])
         if not update.prompts:
-            return [rows] if rows is not None else []
+            return ([rows] if rows is not None else []), recondition
         replaced = {int(p.object_id) for p in update.prompts}
         for p in update.prompts:
             if int(p.object_id) not in clip.live:
                 clip.live.append(int(p.object_id))
         kept = [o for o in (rows.object_ids if rows is not None else []) if o not in replaced]
         new_parts = self._predict_prompted(feat, [self._merge_prompts([p], clip) for p in update.prompts])
-        return ([rows.reorder(kept)] if rows is not None and kept else []) + new_parts
+        return ([rows.reorder(kept)] if rows is not None and kept else []) + new_parts, recondition
 
-    def _predict_prompted(self, feat: _FrameFeatures, prompts: list[_ObjectPrompt]) -> list[_Rows]:
-        """Conditioning outputs: points/boxes through the decoder without memory, masks used as output."""
+    def _recondition(self, feat: _FrameFeatures, rows: _Rows, prompts: list[_ObjectPrompt]) -> _Rows:
+        """`rows` with the prompted objects turned conditioning, their pointers from the masks (SAM 3's add_new_mask);
+        masks, scores and IoUs stay the propagated ones."""
+        masked = self._mask_as_output(feat, prompts)
+        index = {o: i for i, o in enumerate(rows.object_ids)}
+        idx = torch.tensor([index[o] for o in masked.object_ids], dtype=torch.long, device=rows.pointers.device)
+        pointers = rows.pointers.index_copy(0, idx, masked.pointers.to(rows.pointers.dtype))
+        prompted = rows.prompted.index_fill(0, idx, True)
+        return replace(rows, pointers=pointers, prompted=prompted)
+
+    def _predict_prompted(
+        self, feat: _FrameFeatures, prompts: list[_ObjectPrompt], previous: dict[int, torch.Tensor] | None = None
+    ) -> list[_Rows]:
+        """Conditioning outputs: points/boxes through the decoder without memory, masks used as output.
+
+        previous: object id -> (1, 4h, 4w) low-res logits given to the decoder as mask input with its points."""
+        previous = previous or {}
         parts = []
         masks = [p for p in prompts if p.mask is not None]
         if masks:
             parts.append(self._mask_as_output(feat, masks))
-        by_count: dict[int, list[_ObjectPrompt]] = {}
+        groups: dict[tuple[int, bool], list[_ObjectPrompt]] = {}
         for p in prompts:
             if p.mask is None:
-                by_count.setdefault(p.num_points, []).append(p)
-        # Objects with different point counts cannot share a batch: padding would change the tokens.
-        for count, group in by_count.items():
+                groups.setdefault((p.num_points, p.object_id in previous), []).append(p)
+        # Objects with different point counts cannot share a batch: padding would change the tokens; nor can
+        # objects with and without a mask input (the dense prompt is the mask's embedding or no_mask_embed).
+        for (count, with_mask), group in groups.items():
             n = len(group)
             image = (feat.vision + self.no_mem_embed.view(1, -1, 1, 1)).expand(n, -1, -1, -1)  # (N, C, h, w)
             coords = torch.stack([g.coords for g in group if g.coords is not None])  # (N, P, 2)
             labels = torch.stack([g.labels for g in group if g.labels is not None])  # (N, P)
-            chosen = self._decode(image, feat, coords, labels, None, self._multimask(count))
+            mask_input = torch.stack([previous[g.object_id] for g in group]) if with_mask else None  # (N, 1, 4h, 4w)
+            chosen = self._decode(image, feat, coords, labels, mask_input, self._multimask(count))
             parts.append(self._rows_from_decoder([g.object_id for g in group], chosen, prompted=True))
         return parts
 
@@ -563,18 +614,27 @@ class Tracker(nn.Module):
         return m[0]
 
     def _memorise(
-        self, clip: _Clip, frame_index: int, feat: _FrameFeatures, rows: _Rows, low_res: torch.Tensor
+        self,
+        clip: _Clip,
+        frame_index: int,
+        feat: _FrameFeatures,
+        rows: _Rows,
+        low_res: torch.Tensor,
+        from_prompt: torch.Tensor,
     ) -> None:
-        """Encode every object's prediction into memory in one batch and store it in the bank."""
+        """Encode every object's prediction into memory in one batch and store it in the bank.
+
+        from_prompt: (N,) bool, rows whose mask is a prompt's (binarised, made non-overlapping as configured);
+        the bank's conditioning flag is `rows.prompted`."""
         s = self.config.image_size
         n = len(rows.object_ids)
         high = F.interpolate(low_res, size=(s, s), mode="bilinear", align_corners=False)  # (N, 1, S, S)
-        if self.config.non_overlap_prompted_memory and n > 1 and bool(rows.prompted.any()):
+        if self.config.non_overlap_prompted_memory and n > 1 and bool(from_prompt.any()):
             owner = high.argmax(dim=0, keepdim=True)  # (1, 1, S, S) object with the highest logit per pixel
             own = owner == torch.arange(n, device=high.device)[:, None, None, None]  # (N, 1, S, S)
             high = torch.where(own, high, high.clamp(max=SUPPRESSED_LOGIT))
         binarise = self.config.binarize_mask_from_pts_for_mem_enc
-        hard = rows.prompted[:, None, None, None] if binarise else torch.zeros_like(rows.prompted)[:, None, None, None]
+        hard = from_prompt[:, None, None, None] if binarise else torch.zeros_like(from_prompt)[:, None, None, None]
         mask = torch.where(hard, (high > 0).float(), torch.sigmoid(high))
         mask = mask * self.config.sigmoid_scale_for_mem_enc + self.config.sigmoid_bias_for_mem_enc
         memory = self.memory_encoder(feat.vision.expand(n, -1, -1, -1), mask.to(feat.vision.dtype))

@@ -17,9 +17,13 @@ and the pointer's decoder pass reads the unthresholded mask at 16 x the grid. A 
 tracked conditions every object there (`correction_conditions_all_objects`, SAM 3's add_all_frames_to_correct_as_cond
 with its consolidation). test_mask_prompts_* compares both against the official session tracking up to the
 correction frame, receiving the mask there, and resuming from it (what a streaming pass sees).
+A point correction on a frame already tracked (test_point_correction_*) is decoded without memory (SAM 3's
+add_new_points has use_prev_mem_frame=False) but with the object's tracked low-res logits there, clamped to +-32, as
+the decoder's mask input (config `correction_reads_tracked_mask`); the frame then conditions every object.
 `clear_non_cond_mem_around_input` (on in SAM 3, for sessions of one object) only empties the per-object output dicts,
-which neither the official batched propagation nor a mask prompt reads (only a point correction's decoder pass on a
-tracked frame does, a path streaming does not have), so it has no counterpart here.
+which the official batched propagation and a mask prompt never read; a point correction reads its frame's tracked
+mask there, so in a one-object session a second correction within num_maskmem frames of an earlier prompt gets no
+mask input in SAM 3 but the tracked one here (not compared).
 
 Not compared: the detector (not built here).
 """
@@ -47,7 +51,7 @@ from batchtrack.model.build import build_tracker
 from batchtrack.model.checkpoint import load_state_dict_file, save_safetensors
 from batchtrack.model.configs import PEViTConfig, TrackerConfig, get_config
 from batchtrack.model.image_encoder import preprocess_frames
-from batchtrack.model.tracker import Tracker
+from batchtrack.model.tracker import FramePlan, KeyframeView, Tracker
 from batchtrack.model.types import FrameResult, Prompt
 
 from .sam3_oracle import cpu_patches, meta_state_dict, official_tracker, oracle_modules, perturb_for_comparison
@@ -328,3 +332,104 @@ def test_mask_prompts_and_a_mask_correction_match_official(oracle: SimpleNamespa
     worst = _max_differences(results, expected, prompted)
     print(f"SAM 3 tracker with mask prompts and a correction, max |diff| over {MASK_FRAMES} frames x 3 objects:", worst)
     assert worst["logits"] < LOGIT_ATOL and worst["scores"] < LOGIT_ATOL and worst["pointers"] < POINTER_ATOL, worst
+
+
+def test_point_correction_on_a_tracked_frame_matches_official(
+    oracle: SimpleNamespace, ours: Tracker, checkpoint: Path
+) -> None:
+    """SAM 3's add_new_points on a frame already tracked: the clicks are decoded without memory
+    (use_prev_mem_frame=False, SAM 3's default) but with the object's tracked low-res logits there, clamped to
+    +-32, as the decoder's mask input (iter_use_prev_mask_pred); the frame then conditions every object."""
+    rng = np.random.default_rng(7)
+    base = rng.integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+    frames = [np.roll(base, shift=(2 * i, 3 * i), axis=(0, 1)) for i in range(MASK_FRAMES)]
+    prompts = _prompts()
+    shift = np.array([3 * CORRECTION_FRAME, 2 * CORRECTION_FRAME], dtype=np.float64)  # (x, y) drift of the clip
+    correction = Prompt(
+        frame_index=CORRECTION_FRAME,
+        object_id=2,
+        points=np.array([[30.0, 40.0], [65.0, 75.0]]) + shift,
+        point_labels=np.array([1, 0]),
+    )
+    images = preprocess_frames(np.stack(frames), IMAGE_SIZE, "cpu", CONFIG.image_mean, CONFIG.image_std)
+    expected = _run_oracle(oracle, images, prompts, correction=correction)
+    results = list(ours.track(list(enumerate(frames)), [*prompts, correction], num_frames=MASK_FRAMES))
+    assert sorted(expected) == [r.frame_index for r in results] == list(range(MASK_FRAMES))
+    worst = _max_differences(results, expected)
+    print(f"SAM 3 tracker with a point correction on frame {CORRECTION_FRAME}, max |diff|:", worst)
+    assert worst["logits"] < LOGIT_ATOL and worst["scores"] < LOGIT_ATOL and worst["pointers"] < POINTER_ATOL, worst
+    # The tracked mask as mask input is what makes the difference (measured: logits 0.25, pointers 0.13 without).
+    plain = replace(CONFIG, correction_reads_tracked_mask=False)
+    tracker = build_tracker(plain, checkpoint=checkpoint, device="cpu", parts=("vision", "tracker"))
+    without = list(tracker.track(list(enumerate(frames)), [*prompts, correction], num_frames=MASK_FRAMES))
+    assert _max_differences(without, expected)["logits"] > 1e-2
+
+
+class _Recondition:
+    """A FramePlanner that re-conditions `object_id` on `frame_index` with `mask` (as concept mode does), or, with
+    `as_prompt`, gives the mask as a plain mask prompt (memory and output from the mask)."""
+
+    def __init__(self, frame_index: int, object_id: int, mask: np.ndarray, as_prompt: bool = False) -> None:
+        self.frame_index, self.object_id, self.mask, self.as_prompt = frame_index, object_id, mask, as_prompt
+
+    def wants(self, frame_index: int) -> bool:
+        return frame_index == self.frame_index
+
+    def plan(self, view: KeyframeView) -> FramePlan:
+        prompt = Prompt(frame_index=view.frame_index, object_id=self.object_id, mask=self.mask)
+        return FramePlan(prompts=[prompt]) if self.as_prompt else FramePlan(recondition=[prompt])
+
+
+def test_reconditioning_matches_official_add_new_mask_with_memory_from_the_propagated_mask(
+    oracle: SimpleNamespace, ours: Tracker
+) -> None:
+    """Concept mode's re-conditioning at the tracker level (a video-level run needs the detector, too slow on CPU):
+    the official session tracks one box-prompted object to frame 4, takes a detection's mask there with add_new_mask
+    + propagate_in_video_preflight (conditioning frame, pointer from the mask), then, as _tracker_update_memories
+    does, re-encodes that frame's memory from the propagated low-res masks (_run_memory_encoder, not from points,
+    with the propagated object score; here at the tracker's resize path, see concept.py) and tracks on. Outputs on
+    the frame are the propagated ones (SAM 3's build_outputs); the pointer is the mask's."""
+    rng = np.random.default_rng(8)
+    base = rng.integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+    frames = [np.roll(base, shift=(2 * i, 3 * i), axis=(0, 1)) for i in range(MASK_FRAMES)]
+    prompts = [Prompt(frame_index=0, object_id=1, box=np.array([10.0, 20.0, 70.0, 80.0]))]
+    detection = _rectangle(20 + 2 * CORRECTION_FRAME, 14 + 3 * CORRECTION_FRAME, 78, 84 + 3 * CORRECTION_FRAME)
+    images = preprocess_frames(np.stack(frames), IMAGE_SIZE, "cpu", CONFIG.image_mean, CONFIG.image_std)
+    pred = oracle.model
+    with torch.inference_mode(), pytest.MonkeyPatch.context() as mp, cpu_patches(mp):
+        state = pred.init_state(video_height=HEIGHT, video_width=WIDTH, num_frames=MASK_FRAMES)
+        state["images"] = images
+        _add_oracle_prompts(pred, state, prompts)
+        expected = _propagate_oracle(pred, state, 0, CORRECTION_FRAME)
+        tracked = state["output_dict"]["non_cond_frame_outputs"][CORRECTION_FRAME]
+        low_res, score = tracked["pred_masks"].clone(), tracked["object_score_logits"].clone()
+        pred.add_new_mask(state, CORRECTION_FRAME, 1, torch.from_numpy(detection))
+        pred.propagate_in_video_preflight(state, run_mem_encoder=True)
+        high = torch.nn.functional.interpolate(low_res, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear")
+        features, _ = pred._run_memory_encoder(state, CORRECTION_FRAME, 1, high, score, is_mask_from_pts=False)
+        state["output_dict"]["cond_frame_outputs"][CORRECTION_FRAME]["maskmem_features"] = features
+        after = _propagate_oracle(pred, state, CORRECTION_FRAME, MASK_FRAMES)
+    ids, logits, scores, _ = expected[CORRECTION_FRAME]
+    expected.update(after)
+    expected[CORRECTION_FRAME] = (ids, logits, scores, after[CORRECTION_FRAME][3])
+
+    def run(planner: _Recondition) -> list[FrameResult]:
+        return list(ours.track(list(enumerate(frames)), prompts, num_frames=MASK_FRAMES, planner=planner))
+
+    results = run(_Recondition(CORRECTION_FRAME, 1, detection))
+    worst = {"logits": 0.0, "scores": 0.0, "pointers": 0.0}
+    for r in results:
+        e_ids, e_logits, e_scores, e_pointers = expected[r.frame_index]
+        assert r.object_ids == e_ids == [1] and (r.object_score_logits > 0).all() and (e_scores > 0).all()
+        assert (r.mask_logits > 0).any() and (r.mask_logits > -100).all()
+        worst["logits"] = max(worst["logits"], (r.mask_logits - e_logits).abs().max().item())
+        worst["scores"] = max(worst["scores"], (r.object_score_logits - e_scores).abs().max().item())
+        worst["pointers"] = max(worst["pointers"], (r.object_pointers - e_pointers).abs().max().item())
+    print("SAM 3 re-conditioning on frame 4, max |diff| over 8 frames:", worst)
+    assert worst["logits"] < LOGIT_ATOL and worst["scores"] < LOGIT_ATOL and worst["pointers"] < POINTER_ATOL, worst
+    # The pointer changed on the frame, and memory from the propagated mask is what later frames read: with the
+    # detection as a plain mask prompt (memory from the mask), the frames after it differ.
+    assert (results[CORRECTION_FRAME].object_pointers - expected[CORRECTION_FRAME - 1][3]).abs().max() > 1e-2
+    plain = run(_Recondition(CORRECTION_FRAME, 1, detection, as_prompt=True))
+    later = max((a.mask_logits - b.mask_logits).abs().max().item() for a, b in zip(plain[5:], results[5:], strict=True))
+    assert later > 10 * LOGIT_ATOL, later  # measured 8e-3
