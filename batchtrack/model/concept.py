@@ -7,18 +7,20 @@ memory is written), `track_planning.plan_frame` decides, and the tracker execute
 mask as a conditioning frame, suppressed tracks are cleared before memory, removed tracks stop.
 The tracker stays the one `Tracker.track` with its bounded bank; nothing here holds the video.
 
-Re-conditioning changes the memory, not the frame's output: SAM 3 (`sam3_video_base.py`,
-`_recondition_masklets` then `build_outputs`) outputs the propagated mask of a re-conditioned track on
-that frame (the detection's mask overrides it only for `reconditioned_obj_ids`, which only the
-box-IoU trigger fills; it is off in SAM 3's builder). The tracker takes the detection as a mask
-prompt (so its row is the detection's), and this loop puts the propagated mask, and its object
-score, back into the frame's result.
+Re-conditioning (`FramePlan.recondition`) follows SAM 3 (`sam3_video_base.py`): `_recondition_masklets` adds the
+detection's mask with `add_new_mask`, so the frame becomes a conditioning frame of the track with the mask's object
+pointer; `build_outputs` still outputs the propagated mask and score (the detection overrides them only for
+`reconditioned_obj_ids`, which only the box-IoU trigger fills, off in SAM 3's builder); and
+`_tracker_update_memories` then re-encodes the frame's memory features from the propagated (possibly suppressed)
+masks. The tracker does all three for a re-conditioning entry (checked against the oracle's add_new_mask,
+propagate_in_video_preflight and _run_memory_encoder in tests/parity/test_sam3_parity.py).
 
-Known difference in the memory (needs a re-conditioning entry in tracker.FramePlan): in SAM 3 the
-detection's mask (`add_new_mask`, mask used as output) makes the frame a conditioning frame and gives
-its object pointer, but `_tracker_update_memories` runs afterwards and overwrites that frame's memory
-features with the encoding of the propagated (possibly suppressed) masks; our mask prompt keeps the
-memory features encoded from the detection's mask.
+Known differences that remain in the memory of concept mode (every frame, not only re-conditioned ones):
+`_tracker_update_memories` resizes the low-res masks straight to the memory encoder's input size (288 -> 1152 at
+1008 px; ours goes through the model input size, as the tracker's own memory encoding does), takes object scores
+from mask area (+-10) instead of the decoder's, and suppresses masks that shrink under pixel-wise non-overlap.
+SAM 3 also makes the re-conditioned frame a conditioning frame of every object born on the same frame as the track
+(they share one tracker inference state); here only the re-conditioned track's.
 
 Rows are held back `hotstart_delay` frames (SAM 3's hot-start): a track removed on probation never
 reaches the output, not even on the frames before its removal. The held frames keep their masks
@@ -37,7 +39,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -46,7 +48,6 @@ import torch.nn.functional as F
 
 from batchtrack.errors import ConfigError
 from batchtrack.model.memory_bank import MemoryBank
-from batchtrack.model.postprocess import fill_small_holes
 from batchtrack.model.track_planning import FrameDecision, PlanningState, TrackPlanningConfig, plan_frame
 from batchtrack.model.tracker import FramePlan, KeyframeView, Tracker
 from batchtrack.model.types import FrameResult, Prompt
@@ -123,8 +124,6 @@ class _ConceptPlanner:
         self.frames: dict[int, np.ndarray] = {}  # pulled by the tracker, not planned yet (an encoder batch at most)
         self.removed_now: list[int] = []
         self.hidden: dict[int, set[int]] = {}  # frame -> objects without a row there (keep-alive)
-        # frame -> re-conditioned object -> its propagated (4h, 4w) mask logits and object-score logit there
-        self.propagated: dict[int, dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}
         self.log: list[FrameLog] = []
 
     def watch(self, frames: Iterable[tuple[int, np.ndarray]]) -> Iterator[tuple[int, np.ndarray]]:
@@ -153,6 +152,7 @@ class _ConceptPlanner:
         wanted = [n.detection for n in decision.new_tracks] + list(decision.recondition.values())
         video = _video_masks(detections.mask_logits, wanted, view.height, view.width)
         prompts: list[Prompt] = []
+        recondition: list[Prompt] = []
         born: list[int] = []
         for n in decision.new_tracks:
             if not video[n.detection].any():
@@ -162,19 +162,17 @@ class _ConceptPlanner:
             prompts.append(Prompt(view.frame_index, n.object_id, mask=video[n.detection]))
             self.concept_of[n.object_id] = self.concepts[n.concept]
             born.append(n.object_id)
-        row_of = {t: j for j, t in enumerate(view.object_ids)}
         for t, k in decision.recondition.items():
-            if video[k].any():
-                prompts.append(Prompt(view.frame_index, t, mask=video[k]))
-                j = row_of[t]
-                kept = (view.low_res_logits[j].detach().clone(), view.object_score_logits[j].detach().clone())
-                self.propagated.setdefault(view.frame_index, {})[t] = kept
+            if video[k].any() and t not in decision.removed:
+                recondition.append(Prompt(view.frame_index, t, mask=video[k]))
         self.state = state
         self.removed_now += decision.removed
         if decision.hidden:
             self.hidden[view.frame_index] = set(decision.hidden)
         self.log.append(FrameLog(view.frame_index, len(decision.detections), decision, born))
-        return FramePlan(prompts=prompts, suppress=list(decision.suppressed), remove=list(decision.removed))
+        return FramePlan(
+            prompts=prompts, suppress=list(decision.suppressed), remove=list(decision.removed), recondition=recondition
+        )
 
 
 def _video_masks(masks: torch.Tensor, wanted: list[int], height: int, width: int) -> dict[int, np.ndarray]:
@@ -277,9 +275,6 @@ class ConceptLoop:
         )
         for result in results:
             hidden = planner.hidden.pop(result.frame_index, set())
-            propagated = planner.propagated.pop(result.frame_index, None)
-            if propagated:
-                result = _with_propagated(result, propagated, self.tracker.config.fill_hole_area)
             if planner.removed_now:
                 gone = set(planner.removed_now)
                 planner.removed_now.clear()
@@ -307,25 +302,6 @@ class ConceptLoop:
             result.object_pointers,
             concepts=[planner.concept_of.get(o) for o in result.object_ids],
         )
-
-
-def _with_propagated(
-    result: FrameResult, propagated: dict[int, tuple[torch.Tensor, torch.Tensor]], fill_hole_area: int
-) -> FrameResult:
-    """`result` with the re-conditioned objects' rows showing their propagated masks (as the tracker outputs a
-    tracked mask: small holes filled, bilinear to the frame) and object scores instead of the detection's."""
-    mask_logits = result.mask_logits.clone()
-    scores = result.object_score_logits.clone()
-    height, width = mask_logits.shape[-2:]
-    for i, oid in enumerate(result.object_ids):
-        if oid not in propagated:
-            continue
-        low_res, score = propagated[oid]
-        filled = fill_small_holes(low_res[None, None].float(), fill_hole_area)  # (1, 1, 4h, 4w)
-        video = F.interpolate(filled, size=(height, width), mode="bilinear", align_corners=False)  # (1, 1, H, W)
-        mask_logits[i] = video[0, 0].to(mask_logits.device, mask_logits.dtype)
-        scores[i] = score.to(scores.device, scores.dtype)
-    return replace(result, mask_logits=mask_logits, object_score_logits=scores)
 
 
 def _drop_rows(result: FrameResult, object_ids: set[int]) -> FrameResult:

@@ -20,6 +20,7 @@ from batchtrack.model.association import mask_iou_matrix
 from batchtrack.model.build import build_tracker
 from batchtrack.model.concept import ConceptFrameResult, ConceptLoop, FrameDetections
 from batchtrack.model.configs import get_config
+from batchtrack.model.memory_bank import MemoryBank
 from batchtrack.model.track_planning import TrackPlanningConfig
 from batchtrack.model.tracker import Tracker
 from batchtrack.model.types import Prompt
@@ -185,23 +186,26 @@ def test_concept_mode_needs_noun_phrases(decisive: Tracker) -> None:
         list(concept.track(gray_frames(2), concepts=[" "]))
 
 
-def test_a_reconditioned_frame_outputs_the_propagated_mask_and_conditions_memory_on_the_detection(
+def test_a_reconditioned_frame_outputs_the_propagated_mask_and_memory_with_the_detections_pointer(
     decisive: Tracker,
 ) -> None:
-    """SAM 3 (`_recondition_masklets`, `build_outputs`): on a re-conditioning frame the track's output stays its
-    propagated mask; the detection only becomes a conditioning frame of its memory."""
+    """SAM 3 (`_recondition_masklets`, `build_outputs`, `_tracker_update_memories`): on a re-conditioning frame the
+    track's output and memory features stay its propagated mask's; the detection makes the frame a conditioning
+    frame of the track and gives its object pointer."""
     config = TrackPlanningConfig(hotstart_delay=0, recondition_every=16)
     born = {0: [(rect(8, 8, 40, 36), 0.9, 0)]}
     frames = gray_frames(18)
 
-    def run(script: dict[int, list[tuple[np.ndarray, float, int]]]) -> tuple[list[ConceptFrameResult], ConceptLoop]:
+    def run(
+        script: dict[int, list[tuple[np.ndarray, float, int]]],
+    ) -> tuple[list[ConceptFrameResult], ConceptLoop, MemoryBank]:
         loop = ConceptLoop(decisive, ScriptedDetector(script, H, W), config)
         bank = decisive.new_bank(num_frames=len(frames))
         results = list(loop.track(frames, concepts=["shape"], bank=bank))
         assert (16 in bank.objects[0].cond) == (16 in script)
-        return results, loop
+        return results, loop, bank
 
-    plain, _ = run(born)
+    plain, _, plain_bank = run(born)
     propagated = plain[16].mask_logits[0] > 0
     assert plain[16].object_ids == [0] and int(propagated.sum()) >= 40, "the track is alive and visible on frame 16"
     # A confident detection close to the propagated mask (IoU >= 0.8) but not equal to it: a few pixels flipped.
@@ -209,7 +213,7 @@ def test_a_reconditioned_frame_outputs_the_propagated_mask_and_conditions_memory
     ys, xs = np.nonzero(detection)
     flip = max(1, len(ys) // 20)
     detection[ys[:flip], xs[:flip]] = False
-    reconditioned, loop = run({**born, 16: [(detection, 0.95, 0)]})
+    reconditioned, loop, bank = run({**born, 16: [(detection, 0.95, 0)]})
     log = {entry.frame_index: entry for entry in loop.last_log}
     assert log[16].decision.recondition == {0: 0}, "frame 16 re-conditions track 0 on the detection"
     assert reconditioned[16].object_ids == [0]
@@ -218,6 +222,11 @@ def test_a_reconditioned_frame_outputs_the_propagated_mask_and_conditions_memory
     assert not torch.equal(reconditioned[16].mask_logits[0] > 0, torch.from_numpy(detection))
     for before, after in zip(plain[:16], reconditioned[:16], strict=True):
         assert torch.equal(before.mask_logits, after.mask_logits)
+    stored, tracked = bank.objects[0].cond[16], plain_bank.objects[0].recent[16]
+    assert stored.maskmem is not None and tracked.maskmem is not None
+    assert torch.equal(stored.maskmem, tracked.maskmem), "memory features are encoded from the propagated mask"
+    assert not torch.allclose(stored.pointer, tracked.pointer), "the pointer is the detection's"
+    assert torch.equal(reconditioned[16].object_pointers[0], stored.pointer.float().cpu())
 
 
 def test_a_detection_over_a_visually_prompted_object_starts_no_duplicate_track(decisive: Tracker) -> None:
