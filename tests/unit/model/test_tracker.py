@@ -10,7 +10,7 @@ import torch
 
 from batchtrack.errors import PromptError
 from batchtrack.model.build import build_tracker
-from batchtrack.model.tracker import NO_OBJECT_LOGIT, Tracker
+from batchtrack.model.tracker import NO_OBJECT_LOGIT, FramePlan, KeyframeView, Tracker
 from batchtrack.model.types import FrameResult, Prompt
 
 H, W = 48, 64
@@ -262,3 +262,43 @@ def test_sam3_mask_correction_conditions_every_live_object_on_that_frame(sam3_ru
     assert [r.object_ids for r in results] == [[1, 2]] * 4
     assert bank.num_cond_frames(1) == 2  # the corrected object: frames 0 and 2 either way
     assert bank.num_cond_frames(2) == (2 if sam3_rule else 1)  # the other live object: frame 2 too under SAM 3
+
+
+@pytest.mark.parametrize("sam3_rule", [True, False])
+def test_sam3_click_correction_on_a_tracked_frame_reads_the_tracked_mask(sam3_rule: bool) -> None:
+    """The correction's decoder pass gets the object's tracked logits as mask input under SAM 3's rule only, so
+    the corrected frame differs between the two rules and the frames before it do not."""
+    frames = [(t, _frame(t)) for t in range(4)]
+    correction = Prompt(2, 1, points=np.array([[20.0, 24.0]]), point_labels=np.array([1]))
+    runs = [
+        list(_sam3_tiny(correction_reads_tracked_mask=rule).track(frames, [_box(0), correction], num_frames=4))
+        for rule in (sam3_rule, not sam3_rule)
+    ]
+    assert all(torch.equal(a.mask_logits, b.mask_logits) for a, b in zip(runs[0][:2], runs[1][:2], strict=True))
+    assert not torch.equal(runs[0][2].mask_logits, runs[1][2].mask_logits)
+
+
+class _Planner:
+    def __init__(self, plan: FramePlan) -> None:
+        self.plan_ = plan
+
+    def wants(self, frame_index: int) -> bool:
+        return frame_index == 1
+
+    def plan(self, view: KeyframeView) -> FramePlan:
+        return self.plan_
+
+
+@pytest.mark.parametrize(
+    ("plan", "message"),
+    [
+        (FramePlan(recondition=[Prompt(1, 7, mask=np.ones((H, W), bool))]), r"re-conditioned objects \[7\] are not"),
+        (FramePlan(recondition=[Prompt(1, 1, mask=np.ones((H, W), bool))], remove=[1]), r"objects \[1\] are not"),
+        (FramePlan(recondition=[Prompt(1, 1, box=np.array([0.0, 0, 9, 9]))]), r"must be a mask on frame 1"),
+    ],
+)
+def test_a_reconditioning_entry_must_be_a_mask_of_a_live_kept_object(
+    tracker: Tracker, plan: FramePlan, message: str
+) -> None:
+    with pytest.raises(PromptError, match=message):
+        list(tracker.track(_frames(range(3)), [_box(0)], planner=_Planner(plan)))
