@@ -281,7 +281,9 @@ class Tracker(nn.Module):
         result and are not encoded. Streaming has one consequence: a conditioning frame is read from
         the moment the stream reaches it, whereas the official predictor, holding the whole video,
         also lets earlier frames attend to later prompted frames; the two agree whenever each object's
-        prompts are on the frame where it joins (checked in tests/parity). A reverse pass is a pass of
+        prompts are on the frame where it joins (checked in tests/parity). With `correction_reads_tracked_mask`
+        (SAM 3), clicks on an object already live are decoded with its tracked mask there as mask input, as the
+        official predictor does for a frame it has tracked. A reverse pass is a pass of
         its own: it does not reuse memory of an earlier forward pass.
 
         num_frames: the clip length. SAM 2 normalises pointer distances by min(length, 16) - 1; give it
@@ -290,7 +292,8 @@ class Tracker(nn.Module):
         bank: the clip's memory bank, from `new_bank` (default: a fresh one); pass one to inspect it.
 
         planner: automatic and concept mode's hook: on the frames it wants, it sees the live objects'
-        predictions and may add mask prompts (new objects, re-conditioning), suppress objects before memory
+        predictions and may add mask prompts (new objects), re-condition live objects (conditioning frame and
+        pointer from a mask, output and memory from the propagated prediction), suppress objects before memory
         is written, and remove objects (they stop there and their memory is dropped).
         """
         plan = PromptPlan(prompts)
