@@ -158,7 +158,7 @@ class TrainingUnroll(nn.Module):
                 # Inference outputs hole-filled masks, and encodes a prompted frame from its filled one.
                 frame.low_res = fill_small_holes(rows.low_res, tr.config.fill_hole_area)
                 mem_source = frame.low_res if t == 0 else rows.low_res
-            tr._memorise(state, t, feat, rows, mem_source)
+            tr._memorise(state, t, feat, rows, mem_source, rows.prompted)  # no re-conditioning in training
             bank.prune(t + 1)
             out.append(frame)
         return out, features
