@@ -461,6 +461,7 @@ def bench_prompts(
         model={"name": args.model},
         auto={"enabled": False},
         actors={"num_actors": args.actors, "num_cpus": 1},
+        unit={"max_videos": 1},  # a unit per video: the first one is committed before the last starts
         storage_options=backend.storage_options,
     )
     watch = WorkerWatch()
