@@ -172,8 +172,10 @@ def _parquet_entries(chunk: ManifestChunk, options: Mapping[str, Any]) -> Iterat
                 yield number, entry
 
 
-def _parse(data: Any, chunk: ManifestChunk, position: int, options: Mapping[str, Any]) -> PromptRecord | ConceptRecord:
-    if chunk.parquet:
+def _parse(
+    data: Any, chunk: ManifestChunk, parquet: bool, position: int, options: Mapping[str, Any]
+) -> PromptRecord | ConceptRecord:
+    if parquet:
         return parse_prompt(data, chunk.uri, f"row {position}")
     try:
         return parse_prompt(data, chunk.uri, "line")
@@ -189,10 +191,11 @@ def read_chunk(chunk: ManifestChunk, storage_options: Mapping[str, Any] | None =
     """
     options = dict(storage_options or {})
     base = parent_uri(chunk.uri)
-    entries = _parquet_entries(chunk, options) if chunk.parquet else _jsonl_entries(chunk, options)
+    parquet = chunk.parquet
+    entries = _parquet_entries(chunk, options) if parquet else _jsonl_entries(chunk, options)
     try:
         for position, data in entries:
-            record = _parse(data, chunk, position, options)
+            record = _parse(data, chunk, parquet, position, options)
             video = resolve_uri(record.video, base)
             record = record.model_copy(update={"video": video})
             yield PromptLine(

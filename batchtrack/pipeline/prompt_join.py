@@ -22,12 +22,14 @@ its clip ids) is complete only when the last line naming it has been read.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import ray
 
@@ -58,7 +60,7 @@ LINE_SCHEMA = pa.schema(
         ("record", pa.string()),
         ("concept", pa.bool_()),
         ("position", pa.int64()),
-        ("source", pa.string()),
+        ("source", pa.dictionary(pa.int32(), pa.string())),  # one value per chunk
     ]
 )
 LISTING_SCHEMA = pa.schema(
@@ -100,25 +102,48 @@ class ReadStats:
     error: str | None = None
 
 
-def bucket_lines(lines: Iterable[PromptLine], source: str, partitions: int) -> tuple[list[pa.Table], ReadStats]:
-    """Lines split by partition, one table each (LINE_SCHEMA); a PromptError ends up in the stats, not raised."""
-    columns: list[dict[str, list[Any]]] = [
-        {"video": [], "record": [], "concept": [], "position": []} for _ in range(partitions)
-    ]
+BLOCK_LINES = 16_384  # lines held as Python objects at once by a reader; the rest is already Arrow
+
+
+def _split_block(block: dict[str, list[Any]], source: str, partitions: int) -> list[pa.Table]:
+    """One block of lines as a table per partition (a stable sort by partition, then slices)."""
+    part = np.fromiter((partition_of(v, partitions) for v in block["video"]), dtype=np.int64, count=len(block["video"]))
+    order = np.argsort(part, kind="stable")
+    sources = pa.DictionaryArray.from_arrays(pa.array(np.zeros(len(part), dtype=np.int32)), pa.array([source]))
+    table = pa.table({**block, "source": sources}, schema=LINE_SCHEMA).take(order)
+    bounds = np.searchsorted(part[order], np.arange(partitions + 1))
+    return [table.slice(int(a), int(b - a)) for a, b in itertools.pairwise(bounds)]
+
+
+def bucket_lines(
+    lines: Iterable[PromptLine], source: str, partitions: int, block_lines: int = BLOCK_LINES
+) -> tuple[list[pa.Table], ReadStats]:
+    """Lines split by partition, one table each (LINE_SCHEMA); a PromptError ends up in the stats, not raised.
+
+    Lines are turned into Arrow a block at a time, so a reader holds its chunk as compact columns, not as
+    Python strings.
+    """
+    pieces: list[list[pa.Table]] = [[] for _ in range(partitions)]
+    block: dict[str, list[Any]] = {"video": [], "record": [], "concept": [], "position": []}
     stats = ReadStats()
     try:
         for line in lines:
-            bucket = columns[partition_of(line.video, partitions)]
-            bucket["video"].append(line.video)
-            bucket["record"].append(line.record)
-            bucket["concept"].append(line.concept)
-            bucket["position"].append(line.position)
+            block["video"].append(line.video)
+            block["record"].append(line.record)
+            block["concept"].append(line.concept)
+            block["position"].append(line.position)
             stats.lines += 1
             stats.concept_lines += line.concept
+            if len(block["video"]) >= block_lines:
+                for p, table in enumerate(_split_block(block, source, partitions)):
+                    pieces[p].append(table)
+                block = {name: [] for name in block}
+        for p, table in enumerate(_split_block(block, source, partitions)):
+            pieces[p].append(table)
     except PromptError as exc:
         stats.error = str(exc)
-        columns = [{name: [] for name in bucket} for bucket in columns]
-    tables = [pa.table({**bucket, "source": [source] * len(bucket["video"])}, schema=LINE_SCHEMA) for bucket in columns]
+        pieces = [[] for _ in range(partitions)]
+    tables = [pa.concat_tables(p) if p else LINE_SCHEMA.empty_table() for p in pieces]
     return tables, stats
 
 

@@ -30,20 +30,29 @@ def _box(video: str, frame: int, object_id: int) -> dict[str, Any]:
     return {"video": video, "frame": frame, "object_id": object_id, "box": [1, 2, 5, 6]}
 
 
-def _pieces(manifest: Path, partitions: int, chunk_bytes: int = 10**6) -> list[list[pa.Table]]:
+def _pieces(
+    manifest: Path, partitions: int, chunk_bytes: int = 10**6, block_lines: int = 16_384
+) -> list[list[pa.Table]]:
     """pieces[chunk][partition], as the readers return them."""
     out = []
     for chunk in chunk_shards(manifest_shards(str(manifest)), chunk_bytes):
-        tables, stats = bucket_lines(read_chunk(chunk), chunk.uri, partitions)
+        tables, stats = bucket_lines(read_chunk(chunk), chunk.uri, partitions, block_lines)
         assert stats.error is None
         out.append(tables)
     return out
 
 
-def test_every_line_lands_in_one_partition_and_a_video_in_only_one(tmp_path: Path) -> None:
+@pytest.mark.parametrize("block_lines", [1, 3, 1000])
+def test_every_line_lands_in_one_partition_and_a_video_in_only_one(tmp_path: Path, block_lines: int) -> None:
     lines = [_box(f"v{i % 7}.mp4", i, 1) for i in range(60)]
-    pieces = _pieces(_manifest(tmp_path / "p.jsonl", lines), partitions=4, chunk_bytes=300)
+    pieces = _pieces(_manifest(tmp_path / "p.jsonl", lines), partitions=4, chunk_bytes=300, block_lines=block_lines)
     assert len(pieces) > 3
+    frames = [json.loads(r)["frame"] for tables in pieces for t in tables for r in t.column("record").to_pylist()]
+    assert sorted(frames) == list(range(60))
+    for tables in pieces:  # file order within a partition, whatever the blocks
+        for table in tables:
+            positions = table.column("position").to_pylist()
+            assert positions == sorted(positions)
     where: dict[str, set[int]] = {}
     total = 0
     for tables in pieces:
