@@ -7,8 +7,8 @@ Each video is 96x64, 12 frames (one clip), with one box prompt on frame 0; the c
 synthetic video written once and copied under N names (a copy is a distinct video: its id hashes
 its URI, size and mtime/ETag), each with its own prompt line. The job runs with a cheap classical
 tracker (`--model baseline-homography`, no automatic mode) on one embedded local Ray
-(`ray.init(num_cpus=--cpus)`) shared by every run; the S3 backend is moto's threaded server on
-127.0.0.1, reached through `storage_options` and fake AWS_* credentials.
+(`ray.init(num_cpus=--cpus)`) shared by every run; the S3 backend is moto's server on
+127.0.0.1 (in a process of its own), reached through `storage_options` and fake AWS_* credentials.
 
 Per (backend, N) one row, all measured in this one invocation:
 - `wall s`: run_job's wall time; `unit s`: the units' own time in the actors, summed (JobSummary.unit_seconds);
@@ -48,9 +48,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -587,18 +587,45 @@ def run_prompt_axis(
 # -- backends -------------------------------------------------------------------------------------
 
 
+class MotoProcess:
+    """moto's S3 server in its own process on 127.0.0.1: what it stores and serves is not in the driver's RSS."""
+
+    def __init__(self) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+        self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=5) as reply:
+                    reply.read()
+                return
+            except OSError:
+                if time.monotonic() > deadline or self._process.poll() is not None:
+                    raise RuntimeError(f"moto's server did not start on {self.endpoint}") from None
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=30)
+
+
 @contextmanager
 def moto_backend() -> Iterator[Backend]:
     """A fresh moto S3 server on 127.0.0.1 with one bucket; AWS_* variables point at it for Ray's workers too."""
     import boto3
     import s3fs
-    from moto.server import ThreadedMotoServer
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
+    server = MotoProcess()
     server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
+    endpoint = server.endpoint
     saved = {
         name: os.environ.get(name)
         for name in (
