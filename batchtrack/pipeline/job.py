@@ -33,6 +33,7 @@ from ray.data import ActorPoolStrategy
 
 from batchtrack.config import JobConfig, UnitConfig
 from batchtrack.io.corpus import ListingPart, corpus_parts, corpus_scope, list_part
+from batchtrack.io.prompt_chunks import manifest_shards
 from batchtrack.pipeline.actor import ActorSettings, UnitSummary, UnitTracker
 from batchtrack.pipeline.commit import OutputState, package_versions, scan_output, write_manifest
 from batchtrack.pipeline.models import auto_unavailable_reason, check_auto_config, check_concepts, checkpoint_hash
@@ -316,7 +317,11 @@ def plan_settings(cfg: JobConfig, storage_options: Mapping[str, Any]) -> PlanSet
 
 
 def _joined_prompts(
-    cfg: JobConfig, parts: Sequence[ListingPart], settings: PlanSettings, summary: JobSummary
+    cfg: JobConfig,
+    shards: Sequence[tuple[str, int]],
+    parts: Sequence[ListingPart],
+    settings: PlanSettings,
+    summary: JobSummary,
 ) -> JoinedPrompts:
     """The prompt manifest read, checked and joined with the corpus on the cluster; its counts into `summary`.
 
@@ -327,7 +332,7 @@ def _joined_prompts(
     assert cfg.prompts is not None
     scope = corpus_scope(parts)
     manifest_drives = settings.no_auto_reason is not None and not settings.concepts and scope is not None
-    joined = join_prompts(cfg.prompts, dict(cfg.storage_options), None if manifest_drives else parts, scope)
+    joined = join_prompts(shards, dict(cfg.storage_options), None if manifest_drives else parts, scope)
     if joined.concept_lines:
         check_concepts(cfg.model.name, f"the text lines of the prompt manifest {cfg.prompts}")
     stats = joined.stats
@@ -352,10 +357,11 @@ def run_job(cfg: JobConfig) -> JobSummary:
     options = dict(cfg.storage_options)
     # Everything a user can get wrong is decided here, before Ray starts.
     parts = corpus_parts(cfg.corpus, options)
+    shards = manifest_shards(cfg.prompts, options) if cfg.prompts else []
     settings = plan_settings(cfg, options)
     ensure_ray()
     summary = JobSummary(output=cfg.output)
-    joined = _joined_prompts(cfg, parts, settings, summary) if cfg.prompts else None
+    joined = _joined_prompts(cfg, shards, parts, settings, summary) if shards else None
     summary.manifest_seconds = time.perf_counter() - started
     state = scan_output(cfg.output, options)
     context = PlanContext(settings, state, cfg.unit, cfg.retry_failed, options, joined.partitions if joined else ())

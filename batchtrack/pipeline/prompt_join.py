@@ -1,13 +1,13 @@
 """Prompts joined to their videos on the cluster: a partitioned hash join of the manifest with the corpus.
 
-The driver never reads the manifest. It lists the manifest's shards once, cuts them into chunks, and
-starts Ray tasks:
+The driver never reads the manifest. It lists the manifest's shards once, before Ray starts (a missing
+manifest is an error then), cuts them into chunks, and starts Ray tasks:
 
-1. one reader per chunk (`read_chunk_partitioned`): validates every line (a bad line is a PromptError
+1. one reader per chunk (`bucket_lines` over `read_chunk`): validates every line (a bad line is a PromptError
    naming file, line and field) and splits the lines by `partition_of(video)` into one Arrow table per
    partition;
 2. when the corpus must be listed (automatic mode on, `--text`, or a corpus that is a manifest of
-   videos), one lister per listing part (`list_part_partitioned`) splits the videos the same way: the
+   videos), one lister per listing part (`list_partitioned`) splits the videos the same way: the
    partition is the key the listing and the manifest share;
 3. one joiner per partition (`join_partition`): gathers that partition's pieces, and only those, groups
    prompts by video, finds duplicate (video, frame, object) prompts, and joins: with a listing, every
@@ -15,7 +15,7 @@ starts Ray tasks:
    videos inside the corpus's scope are kept. Videos outside the corpus are counted, with examples.
 
 The joined partitions stay in the object store; each is planned into work units by one task of the job's
-streaming pipeline (`plan_partition`). The driver holds object refs and a few counts: nothing per video or
+streaming pipeline (`job.plan_partition`). The driver holds object refs and a few counts: nothing per video or
 per prompt. Every line is read and checked before any unit is tracked, since a video's prompt set (part of
 its clip ids) is complete only when the last line naming it has been read.
 """
@@ -40,7 +40,6 @@ from batchtrack.io.prompt_chunks import (
     ManifestChunk,
     PromptLine,
     chunk_shards,
-    manifest_shards,
     partition_of,
     read_chunk,
     where,
@@ -325,17 +324,17 @@ def _refs_of(result: Any, count: int) -> list[ray.ObjectRef]:
 
 
 def join_prompts(
-    manifest: str,
+    shards: Sequence[tuple[str, int]],
     options: Mapping[str, Any],
     parts: Sequence[ListingPart] | None,
     scope: CorpusScope | None,
     chunk_bytes: int = CHUNK_BYTES,
 ) -> JoinedPrompts:
-    """Read, check and join a prompt manifest on the cluster (see the module); raises PromptError for a bad line.
+    """Read, check and join a prompt manifest (its `manifest_shards`) on the cluster (see the module); raises
+    PromptError for a bad line.
 
     `parts`: the corpus's listing parts when it must be listed, else None and `scope` says what it holds.
     """
-    shards = manifest_shards(manifest, options)
     partitions = partition_count(sum(size for _, size in shards))
     chunks = chunk_shards(shards, chunk_bytes_for(partitions, chunk_bytes))
     read = [
