@@ -134,3 +134,20 @@ def test_a_prompted_video_that_does_not_exist_is_planned_with_size_minus_one(tmp
 def test_partition_count_grows_in_powers_of_two_with_the_manifest() -> None:
     counts = [partition_count(n * 2**20) for n in (0, 1, 4, 5, 9, 100, 10_000)]
     assert counts == [1, 1, 1, 2, 4, 32, 256]
+
+
+def test_a_missing_prompt_manifest_stops_the_job_before_ray_starts(tmp_path: Path) -> None:
+    from batchtrack.config import load_config
+    from batchtrack.pipeline.job import run_job
+
+    (tmp_path / "corpus").mkdir()
+    cfg = load_config(
+        None,
+        corpus=str(tmp_path / "corpus"),
+        output=str(tmp_path / "out"),
+        prompts=str(tmp_path / "prompts.jsonl"),
+        model={"name": "baseline-flow"},
+    )
+    # The unit-test guard refuses ray.init: reaching it would fail with another error.
+    with pytest.raises(PromptError, match=r"prompts.jsonl: prompt manifest does not exist"):
+        run_job(cfg)
