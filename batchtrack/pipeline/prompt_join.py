@@ -77,13 +77,15 @@ JOINED_SCHEMA = pa.schema(
 )
 
 
-def partition_count(manifest_bytes: int) -> int:
-    """Partitions for a manifest of this size: a power of two, so a manifest that grows regroups rarely.
+def partition_count(manifest_bytes: int, listing_parts: int = 0) -> int:
+    """Partitions for a manifest of this size, and at least one per listing part when the corpus is listed (a
+    large archive has many folders; the manifest alone does not say how large it is). A power of two, so a
+    manifest that grows regroups units rarely.
 
-    >>> partition_count(1000), partition_count(5 * 2**20), partition_count(110 * 2**20)
-    (1, 2, 32)
+    >>> partition_count(1000), partition_count(5 * 2**20), partition_count(110 * 2**20), partition_count(10, 3)
+    (1, 2, 32, 4)
     """
-    wanted = max(1, math.ceil(manifest_bytes / PARTITION_BYTES))
+    wanted = max(1, math.ceil(manifest_bytes / PARTITION_BYTES), listing_parts)
     return min(MAX_PARTITIONS, 1 << (wanted - 1).bit_length())
 
 
@@ -335,7 +337,7 @@ def join_prompts(
 
     `parts`: the corpus's listing parts when it must be listed, else None and `scope` says what it holds.
     """
-    partitions = partition_count(sum(size for _, size in shards))
+    partitions = partition_count(sum(size for _, size in shards), listing_parts=len(parts or ()))
     chunks = chunk_shards(shards, chunk_bytes_for(partitions, chunk_bytes))
     read = [
         _refs_of(_read_task.options(num_returns=partitions + 1).remote(c, partitions, options), partitions + 1)
