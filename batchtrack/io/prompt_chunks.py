@@ -13,6 +13,7 @@ them with the corpus on the cluster.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from batchtrack.io.corpus import MANIFEST_EXTENSIONS, normalize_uri, parent_uri,
 from batchtrack.io.prompts import ConceptRecord, PromptRecord, parse_prompt
 
 _GLOB_CHARS = "*?["
+READ_BUFFER_BYTES = 2**20
 CHUNK_BYTES = 8 * 2**20  # a reader holds one chunk's lines: ~75k lines of a typical box manifest
 
 
@@ -139,7 +141,10 @@ def _jsonl_lines(handle: Any, chunk: ManifestChunk) -> Iterator[tuple[int, bytes
 
 
 def _jsonl_entries(chunk: ManifestChunk, options: Mapping[str, Any]) -> Iterator[tuple[int, Any]]:
-    with fsspec.open(chunk.uri, "rb", **options) as handle:
+    with fsspec.open(chunk.uri, "rb", **options) as raw_handle:
+        # fsspec's own readline reads a whole block per line on object stores (seconds per thousand lines);
+        # a buffered reader over it finds lines in memory and fetches the range in large reads.
+        handle = io.BufferedReader(raw_handle, buffer_size=READ_BUFFER_BYTES)
         for offset, raw in _jsonl_lines(handle, chunk):
             try:
                 text = raw.decode("utf-8").strip()
