@@ -141,7 +141,9 @@ def _jsonl_lines(handle: Any, chunk: ManifestChunk) -> Iterator[tuple[int, bytes
 
 
 def _jsonl_entries(chunk: ManifestChunk, options: Mapping[str, Any]) -> Iterator[tuple[int, Any]]:
-    with fsspec.open(chunk.uri, "rb", **options) as raw_handle:
+    # s3fs reads ahead 50 MiB blocks by default, more than a chunk: fetch 1 MiB at a time instead.
+    fs, path = fsspec.core.url_to_fs(chunk.uri, **options)
+    with fs.open(path, "rb", block_size=READ_BUFFER_BYTES) as raw_handle:
         # fsspec's own readline reads a whole block per line on object stores (seconds per thousand lines);
         # a buffered reader over it finds lines in memory and fetches the range in large reads.
         handle = io.BufferedReader(raw_handle, buffer_size=READ_BUFFER_BYTES)
