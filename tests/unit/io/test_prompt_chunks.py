@@ -30,7 +30,7 @@ def _read_all(uri: str, chunk_bytes: int) -> list[dict[str, Any]]:
     return [json.loads(line.record) for chunk in chunks for line in read_chunk(chunk)]
 
 
-@pytest.mark.parametrize("chunk_bytes", [1, 7, 61, 62, 63, 500, 10**6])
+@pytest.mark.parametrize("chunk_bytes", [5, 61, 62, 63, 500, 10**6])
 def test_chunks_of_any_size_read_every_line_once_in_file_order(tmp_path: Path, chunk_bytes: int) -> None:
     lines = [_line(f"v{i % 3}.mp4", i, i % 4) for i in range(40)]
     lines.insert(5, "")  # a blank line is skipped, as before
