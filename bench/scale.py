@@ -7,8 +7,8 @@ Each video is 96x64, 12 frames (one clip), with one box prompt on frame 0; the c
 synthetic video written once and copied under N names (a copy is a distinct video: its id hashes
 its URI, size and mtime/ETag), each with its own prompt line. The job runs with a cheap classical
 tracker (`--model baseline-homography`, no automatic mode) on one embedded local Ray
-(`ray.init(num_cpus=--cpus)`) shared by every run; the S3 backend is moto's threaded server on
-127.0.0.1, reached through `storage_options` and fake AWS_* credentials.
+(`ray.init(num_cpus=--cpus)`) shared by every run; the S3 backend is moto's server on
+127.0.0.1 (in a process of its own), reached through `storage_options` and fake AWS_* credentials.
 
 Per (backend, N) one row, all measured in this one invocation:
 - `wall s`: run_job's wall time; `unit s`: the units' own time in the actors, summed (JobSummary.unit_seconds);
@@ -24,6 +24,20 @@ Per (backend, N) one row, all measured in this one invocation:
 - `resume s` and `resume/first`: a second run_job on the finished output, and the units it
   tracked again (`retracked`, 0 when everything resumed).
 
+The prompts axis (`--prompts 10000 100000 1000000`): one corpus of `--prompt-videos` videos and a
+manifest of L lines: one box per corpus video, spread through the file, and L − K lines for L − K
+distinct videos of the archive outside the corpus (a manifest made for the whole archive, a job over
+one part of it). Automatic mode is off, so the manifest drives the job. Per (backend, L):
+- `driver +MB`: the driver's peak RSS minus its RSS before the run (every 20 ms);
+- `worker MB`: the largest RSS of any Ray worker during the run (the tracking actor included);
+  `reader +MB`: the largest growth of a worker while it runs a manifest task (read, list or join) over
+  its RSS when idle before it; `manifest MB`: the manifest's in-memory size, measured as the RSS growth
+  of reading it the old way (`load_manifest`, in a subprocess; extrapolated per line above
+  `--measure-manifest-up-to` lines, marked ~); `reader/manifest` their ratio (goal ≤ 0.10);
+- `read s`: from run_job's start to the manifest read, checked and joined; `first unit s` and `wall s`.
+Then the goals (driver growth from the smallest to the largest L ≤ 50 MB; reader growth ≤ 1/10 of the
+manifest; first unit before the manifest is read) and 10M lines on paper from the slope of the last two.
+
 A small warm-up job runs first, so the first row does not carry Ray Data's one-time start-up.
 Then, per backend, the issue's goals as ratios (overhead at the largest N vs the smallest, RSS
 growth between them) and, when both backends ran, S3 wall / local wall per N. Nothing is asserted;
@@ -34,9 +48,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -346,7 +361,260 @@ def warm_up(work: Path, data: bytes, box: list[float], args: argparse.Namespace)
     return run_job(cfg).wall_seconds
 
 
+# -- the prompts axis ---------------------------------------------------------------------------------
+
+
+@dataclass
+class PromptRow:
+    backend: str
+    lines: int
+    manifest_mb: float  # bytes of the JSONL file
+    manifest_memory_mb: float
+    memory_measured: bool  # False: extrapolated from a smaller manifest
+    partitions_videos: int  # videos tracked
+    unmatched_lines: int
+    ok: int
+    driver_before_mb: float
+    driver_peak_mb: float
+    driver_growth_mb: float
+    worker_peak_mb: float
+    reader_growth_mb: float
+    read_s: float
+    first_unit_s: float | None
+    wall_s: float
+
+
+def write_prompt_corpus(folder: Path, videos: int, data: bytes) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(videos):
+        (folder / f"v{index:06d}.mp4").write_bytes(data)
+
+
+def write_prompt_manifest(path: Path, lines: int, videos: int, box: list[float]) -> None:
+    """`lines` lines: one box per corpus video (`corpus/vNNNNNN.mp4`) spread through the file, the rest for
+    distinct videos outside the corpus (`archive/…`), written in blocks to keep this process small."""
+    every = max(1, lines // max(videos, 1))
+    with path.open("w") as handle:
+        block: list[str] = []
+        real = 0
+        for index in range(lines):
+            if index % every == 0 and real < videos:
+                video, real = f"corpus/v{real:06d}.mp4", real + 1
+            else:
+                video = f"archive/x{index:09d}.mp4"
+            block.append(json.dumps({"video": video, "frame": 0, "object_id": 1, "box": box}))
+            if len(block) >= 50_000:
+                handle.write("\n".join(block) + "\n")
+                block = []
+        if block:
+            handle.write("\n".join(block) + "\n")
+
+
+def manifest_memory_mb(path: Path) -> float:
+    """RSS growth of reading the manifest the way the driver did before (`load_manifest`), in a subprocess."""
+    code = (
+        "import sys, psutil; from batchtrack.io.prompts import load_manifest; p = psutil.Process(); "
+        "b = p.memory_info().rss; m = load_manifest(sys.argv[1]); print((p.memory_info().rss - b) / 2**20)"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+MANIFEST_TASKS = ("_read_task", "_join_task", "_list_task")
+
+
+class WorkerWatch:
+    """Ray workers' RSS: the largest of any, and the largest growth of one over its idle RSS while it runs a
+    manifest task (its title says which task it runs)."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self.growth = 0
+        self._idle: dict[int, int] = {}
+
+    def sample(self) -> bool:
+        for proc in psutil.Process().children(recursive=True):
+            try:
+                title = " ".join(proc.cmdline())
+                rss = proc.memory_info().rss
+            except psutil.Error:
+                continue
+            if not title.startswith("ray::") and "default_worker.py" not in title:
+                continue
+            self.peak = max(self.peak, rss)
+            if any(task in title for task in MANIFEST_TASKS):
+                self.growth = max(self.growth, rss - self._idle.get(proc.pid, rss))
+            elif "IDLE" in title or proc.pid not in self._idle:
+                self._idle[proc.pid] = rss
+        return False
+
+
+def bench_prompts(
+    backend: Backend, lines: int, corpus: str, manifest: str, memory: tuple[float, bool], args: argparse.Namespace
+) -> PromptRow:
+    output = f"{backend.root}/out-prompts-{lines}"
+    cfg = load_config(
+        None,
+        corpus=corpus,
+        output=output,
+        prompts=manifest,
+        model={"name": args.model},
+        auto={"enabled": False},
+        actors={"num_actors": args.actors, "num_cpus": 1},
+        unit={"max_videos": 1},  # a unit per video: the first one is committed before the last starts
+        storage_options=backend.storage_options,
+    )
+    watch = WorkerWatch()
+    watch.sample()
+    with Sampler(watch.sample, 0.05):
+        summary, before, peak, first = measured_run(cfg, backend)
+    size = backend.fs.size(backend.path(manifest)) / 2**20
+    return PromptRow(
+        backend=backend.name,
+        lines=lines,
+        manifest_mb=size,
+        manifest_memory_mb=memory[0],
+        memory_measured=memory[1],
+        partitions_videos=summary.videos,
+        unmatched_lines=summary.unmatched_lines,
+        ok=summary.ok,
+        driver_before_mb=before,
+        driver_peak_mb=peak,
+        driver_growth_mb=peak - before,
+        worker_peak_mb=watch.peak / 2**20,
+        reader_growth_mb=watch.growth / 2**20,
+        read_s=summary.manifest_seconds,
+        first_unit_s=first,
+        wall_s=summary.wall_seconds,
+    )
+
+
+PROMPT_COLUMNS: list[tuple[str, str, Callable[[PromptRow], str]]] = [
+    ("lines", ">9", lambda r: f"{r.lines}"),
+    ("file MB", ">7", lambda r: f"{r.manifest_mb:.1f}"),
+    ("manifest MB", ">11", lambda r: f"{'' if r.memory_measured else '~'}{r.manifest_memory_mb:.0f}"),
+    ("videos", ">6", lambda r: f"{r.partitions_videos}"),
+    ("unmatched", ">9", lambda r: f"{r.unmatched_lines}"),
+    ("driver MB", ">9", lambda r: f"{r.driver_peak_mb:.0f}"),
+    ("driver +MB", ">10", lambda r: f"{r.driver_growth_mb:.1f}"),
+    ("worker MB", ">9", lambda r: f"{r.worker_peak_mb:.0f}"),
+    ("reader +MB", ">10", lambda r: f"{r.reader_growth_mb:.1f}"),
+    ("reader/manifest", ">15", lambda r: f"{r.reader_growth_mb / max(r.manifest_memory_mb, 1e-9):.3f}"),
+    ("read s", ">6", lambda r: f"{r.read_s:.1f}"),
+    ("first unit s", ">12", lambda r: "-" if r.first_unit_s is None else f"{r.first_unit_s:.1f}"),
+    ("wall s", ">6", lambda r: f"{r.wall_s:.1f}"),
+]
+
+
+def prompt_table(rows: list[PromptRow]) -> str:
+    lines = ["  ".join(f"{name:{align}}" for name, align, _ in PROMPT_COLUMNS)]
+    lines += ["  ".join(f"{cell(row):{align}}" for _, align, cell in PROMPT_COLUMNS) for row in rows]
+    return "\n".join(lines)
+
+
+def prompt_goals(rows: list[PromptRow]) -> list[str]:
+    """The issue's goals for the prompts axis, and 10M lines on paper from the slope of the two largest runs."""
+    lines = []
+    for name in sorted({r.backend for r in rows}):
+        group = sorted((r for r in rows if r.backend == name), key=lambda r: r.lines)
+        small, large = group[0], group[-1]
+        if small is not large:
+            lines.append(
+                f"{name}: driver RSS growth {small.lines}→{large.lines} lines: "
+                f"{large.driver_growth_mb - small.driver_growth_mb:+.1f} MB (goal ≤ 50 MB)"
+            )
+        worst = max(group, key=lambda r: r.reader_growth_mb / max(r.manifest_memory_mb, 1e-9))
+        lines.append(
+            f"{name}: largest manifest-task worker growth {worst.reader_growth_mb:.1f} MB at {worst.lines} lines = "
+            f"{worst.reader_growth_mb / max(worst.manifest_memory_mb, 1e-9):.3f} of the manifest's "
+            f"{worst.manifest_memory_mb:.0f} MB in memory (goal ≤ 0.10)"
+        )
+        early = [r for r in group if r.first_unit_s is not None and r.first_unit_s < r.read_s]
+        lines.append(
+            f"{name}: first unit before the manifest was read in {len(early)} of {len(group)} runs (goal: all); "
+            + ", ".join(f"{r.lines}: first {r.first_unit_s or 0:.1f} s vs read {r.read_s:.1f} s" for r in group)
+        )
+        if len(group) >= 2:
+            a, b = group[-2], group[-1]
+
+            def at_10m(field: str, a: PromptRow = a, b: PromptRow = b) -> float:
+                slope = (getattr(b, field) - getattr(a, field)) / (b.lines - a.lines)
+                return getattr(b, field) + slope * (10_000_000 - b.lines)
+
+            lines.append(
+                f"{name}: 10M lines on paper (slope {a.lines}→{b.lines}): wall {at_10m('wall_s'):.0f} s, read "
+                f"{at_10m('read_s'):.0f} s, driver +{at_10m('driver_growth_mb'):.0f} MB, manifest task worker "
+                f"+{at_10m('reader_growth_mb'):.0f} MB, manifest in memory {at_10m('manifest_memory_mb'):.0f} MB"
+            )
+    return lines
+
+
+def run_prompt_axis(
+    work: Path, data: bytes, box: list[float], backends: dict[str, Backend], args: argparse.Namespace
+) -> list[PromptRow]:
+    corpus = work / "prompt-axis" / "corpus"
+    write_prompt_corpus(corpus, args.prompt_videos, data)
+    per_line: float | None = None
+    rows: list[PromptRow] = []
+    sizes = {name: sorted(args.s3_prompts if name == "s3" and args.s3_prompts else args.prompts) for name in backends}
+    for lines in sorted({n for group in sizes.values() for n in group}):
+        manifest = work / "prompt-axis" / f"prompts-{lines}.jsonl"
+        write_prompt_manifest(manifest, lines, args.prompt_videos, box)
+        if lines <= args.measure_manifest_up_to or per_line is None:
+            memory = (manifest_memory_mb(manifest), True)
+            per_line = memory[0] / lines
+        else:
+            memory = (per_line * lines, False)
+        for name, backend in backends.items():
+            if lines not in sizes[name]:
+                continue
+            if name == "local":
+                corpus_uri, manifest_uri = str(corpus), str(manifest)
+            else:
+                remote = f"{backend.path(backend.root)}/prompt-axis"
+                if not backend.fs.exists(f"{remote}/corpus"):
+                    files = sorted(corpus.iterdir())
+                    backend.fs.put([str(p) for p in files], [f"{remote}/corpus/{p.name}" for p in files])
+                backend.fs.put_file(str(manifest), f"{remote}/{manifest.name}")
+                corpus_uri, manifest_uri = f"s3://{remote}/corpus", f"s3://{remote}/{manifest.name}"
+            row = bench_prompts(backend, lines, corpus_uri, manifest_uri, memory, args)
+            rows.append(row)
+            print(f"[prompts {name} {lines}] {json.dumps(asdict(row))}", flush=True)
+        manifest.unlink()
+    return rows
+
+
 # -- backends -------------------------------------------------------------------------------------
+
+
+class MotoProcess:
+    """moto's S3 server in its own process on 127.0.0.1: what it stores and serves is not in the driver's RSS."""
+
+    def __init__(self) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+        self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=5) as reply:
+                    reply.read()
+                return
+            except OSError:
+                if time.monotonic() > deadline or self._process.poll() is not None:
+                    raise RuntimeError(f"moto's server did not start on {self.endpoint}") from None
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=30)
 
 
 @contextmanager
@@ -354,13 +622,10 @@ def moto_backend() -> Iterator[Backend]:
     """A fresh moto S3 server on 127.0.0.1 with one bucket; AWS_* variables point at it for Ray's workers too."""
     import boto3
     import s3fs
-    from moto.server import ThreadedMotoServer
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
+    server = MotoProcess()
     server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
+    endpoint = server.endpoint
     saved = {
         name: os.environ.get(name)
         for name in (
@@ -474,7 +739,7 @@ def goals(rows: list[Row]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--videos", type=int, nargs="+", default=[400, 4000])
+    parser.add_argument("--videos", type=int, nargs="*", default=[400, 4000], help="corpus sizes (none: skip)")
     parser.add_argument(
         "--s3-videos", type=int, nargs="+", default=None, help="corpus sizes on S3 (default: those of --videos)"
     )
@@ -484,6 +749,17 @@ def main() -> None:
     parser.add_argument("--actors", type=int, default=1)
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--workdir", default=None, help="where corpora and outputs go (default: a temp folder)")
+    parser.add_argument("--prompts", type=int, nargs="*", default=[], help="the prompts axis: manifest lines")
+    parser.add_argument(
+        "--s3-prompts", type=int, nargs="+", default=None, help="manifest lines on S3 (default: those of --prompts)"
+    )
+    parser.add_argument("--prompt-videos", type=int, default=8, help="corpus videos of the prompts axis")
+    parser.add_argument(
+        "--measure-manifest-up-to",
+        type=int,
+        default=100_000,
+        help="measure the manifest's in-memory size up to this many lines, extrapolate per line above",
+    )
     args = parser.parse_args()
     sizes = [40, 200] if args.quick else sorted(args.videos)
     s3_sizes = sorted(args.s3_videos) if args.s3_videos else sizes
@@ -497,6 +773,7 @@ def main() -> None:
         write_corpus(corpora[count], count, data, box)
 
     rows: list[Row] = []
+    prompt_rows: list[PromptRow] = []
     with moto_backend() if "s3" in args.backends else nullcontext() as s3:
         # Ray starts after the S3 variables are set, so its workers inherit them.
         ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
@@ -518,6 +795,10 @@ def main() -> None:
                     row = bench_one(backend, count, corpus, f"{corpus}/prompts.jsonl", args)
                     rows.append(row)
                     print(f"[{name} {count}] {json.dumps(asdict(row))}", flush=True)
+            if args.prompts:
+                local = Backend("local", str(work / "local"), fsspec.filesystem("file"), {})
+                chosen = {name: local if name == "local" else s3 for name in args.backends}
+                prompt_rows = run_prompt_axis(work, data, box, {k: v for k, v in chosen.items() if v}, args)
         finally:
             ray.shutdown()
     if not args.workdir:
@@ -529,10 +810,19 @@ def main() -> None:
     )
     for name in args.backends:
         group = [r for r in rows if r.backend == name]
-        print(f"\n{name}:")
-        print(table(group))
+        if group:
+            print(f"\n{name}:")
+            print(table(group))
     print()
     print("\n".join(goals(rows)))
+    if prompt_rows:
+        print(f"\nprompts axis: {args.prompt_videos} videos in the corpus, automatic mode off")
+        for name in args.backends:
+            print(f"\n{name} prompts:")
+            print(prompt_table([r for r in prompt_rows if r.backend == name]))
+        print()
+        print("\n".join(prompt_goals(prompt_rows)))
+        print("prompt rows: " + json.dumps([asdict(r) for r in prompt_rows]))
     print(json.dumps([asdict(r) for r in rows]))
 
 

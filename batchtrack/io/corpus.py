@@ -11,12 +11,14 @@ import hashlib
 import json
 import os
 import posixpath
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import fsspec
 import pyarrow.parquet as pq
+from fsspec.utils import glob_translate
 
 from batchtrack.errors import ConfigError
 
@@ -145,7 +147,8 @@ def _read_manifest_entries(uri: str, storage_options: Mapping[str, Any]) -> list
     return entries
 
 
-def _stat_many(uris: Iterable[str], storage_options: Mapping[str, Any]) -> list[VideoRef]:
+def stat_videos(uris: Iterable[str], storage_options: Mapping[str, Any]) -> list[VideoRef]:
+    """A VideoRef per URI, one `info` request each; a missing file gets size -1 (a failed clip row when probed)."""
     refs = []
     for uri in uris:
         fs, path = fsspec.core.url_to_fs(uri, **storage_options)
@@ -200,7 +203,7 @@ def list_part(part: ListingPart, storage_options: Mapping[str, Any] | None = Non
     if part.kind == "manifest":
         base = parent_uri(part.uri)
         uris = sorted({resolve_uri(entry, base) for entry in _read_manifest_entries(part.uri, options)})
-        return _stat_many(uris, options)
+        return stat_videos(uris, options)
     fs, path = fsspec.core.url_to_fs(part.uri, **options)
     if part.kind == "glob":
         found = fs.glob(path, detail=True)
@@ -226,3 +229,45 @@ def list_videos(corpus: str, storage_options: Mapping[str, Any] | None = None) -
     """
     parts = corpus_parts(corpus, storage_options)
     return sorted((ref for part in parts for ref in list_part(part, storage_options)), key=lambda ref: ref.uri)
+
+
+@dataclass(frozen=True)
+class CorpusScope:
+    """Which videos a corpus holds, decided from a URI alone, without listing: a folder's tree, a glob, a file."""
+
+    kind: Literal["folder", "glob", "file"]
+    uri: str
+
+    def contains(self, uri: str) -> bool:
+        """Whether the corpus would list `uri` (a normalised URI), were it there.
+
+        >>> CorpusScope("folder", "s3://b/videos").contains("s3://b/videos/x/a.mp4")
+        True
+        >>> CorpusScope("glob", "s3://b/videos/*.mp4").contains("s3://b/videos/x/a.mp4")
+        False
+        """
+        if not has_video_extension(uri):
+            return False
+        if self.kind == "folder":
+            return uri.startswith(self.uri.rstrip("/") + "/")
+        if self.kind == "glob":
+            return _glob_pattern(self.uri).match(_path_of(uri)) is not None
+        return uri == self.uri
+
+
+def _path_of(uri: str) -> str:
+    return uri.split("://", 1)[1] if "://" in uri else uri
+
+
+def _glob_pattern(glob: str) -> re.Pattern[str]:
+    return re.compile(glob_translate(_path_of(glob)))
+
+
+def corpus_scope(parts: Sequence[ListingPart]) -> CorpusScope | None:
+    """The scope of a corpus split by `corpus_parts`; None for a manifest of videos (only reading it says)."""
+    first = parts[0]
+    if first.kind == "manifest":
+        return None
+    if first.kind == "files":
+        return CorpusScope("folder", first.uri)
+    return CorpusScope("glob" if first.kind == "glob" else "file", first.uri)

@@ -32,12 +32,21 @@ import ray.data
 from ray.data import ActorPoolStrategy
 
 from batchtrack.config import JobConfig, UnitConfig
-from batchtrack.io.corpus import ListingPart, corpus_parts, list_part
-from batchtrack.io.prompts import PromptManifest, PromptRecord, load_manifest
+from batchtrack.io.corpus import ListingPart, corpus_parts, corpus_scope, list_part
+from batchtrack.io.prompt_chunks import manifest_shards
 from batchtrack.pipeline.actor import ActorSettings, UnitSummary, UnitTracker
 from batchtrack.pipeline.commit import OutputState, package_versions, scan_output, write_manifest
 from batchtrack.pipeline.models import auto_unavailable_reason, check_auto_config, check_concepts, checkpoint_hash
-from batchtrack.pipeline.plan import ModelKey, PlanSettings, auto_mode_key, group_units, make_unit, plan_video
+from batchtrack.pipeline.plan import (
+    ModelKey,
+    PlanSettings,
+    VideoTask,
+    auto_mode_key,
+    group_units,
+    make_unit,
+    plan_video,
+)
+from batchtrack.pipeline.prompt_join import JoinedPrompts, join_prompts, joined_videos
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +85,11 @@ class JobSummary:
     wall_seconds: float = 0.0
     unit_seconds: float = 0.0  # sum over this run's units of their time in an actor
     failures: list[Failure] = field(default_factory=list)
+    prompt_lines: int = 0  # lines of the prompt manifest
+    unmatched_videos: int = 0  # videos of the manifest that are not in the corpus: not tracked
+    unmatched_lines: int = 0
+    unmatched_examples: list[str] = field(default_factory=list)
+    manifest_seconds: float = 0.0  # from the start to the whole manifest read, checked and joined
 
     MAX_FAILURES = 100
 
@@ -108,6 +122,9 @@ class JobSummary:
         names = ("units", "resumed_units", "videos", "clips", "ok", "failed", "skipped", "frames", "objects")
         values: dict[str, Any] = {name: getattr(self, name) for name in names}
         values.update(
+            prompt_lines=self.prompt_lines,
+            unmatched_videos=self.unmatched_videos,
+            unmatched_lines=self.unmatched_lines,
             mask_rows=self.mask_rows,
             wall_seconds=round(self.wall_seconds, 3),
             unit_seconds=round(self.unit_seconds, 3),
@@ -130,6 +147,11 @@ class JobSummary:
             f"  wall time         {self.wall_seconds:>8.1f} s   (units' own time summed: {self.unit_seconds:.1f} s)",
             f"  throughput        {self.frames_per_second:>8.2f} frames/s",
         ]
+        if self.unmatched_lines:
+            lines.append(
+                f"  prompt lines for videos not in the corpus: {self.unmatched_lines} "
+                f"({self.unmatched_videos} videos, not tracked), e.g. {', '.join(self.unmatched_examples[:3])}"
+            )
         if self.failures:
             lines.append("  failures:")
             for failure in self.failures[:max_failures]:
@@ -143,15 +165,14 @@ class JobSummary:
 
 @dataclass(frozen=True)
 class PlanContext:
-    """What listing tasks need to plan units: shared once through the object store."""
+    """What planning tasks need to plan units: shared once through the object store."""
 
     settings: PlanSettings
-    prompts: Mapping[str, Sequence[PromptRecord]]
     state: OutputState
     units: UnitConfig
     retry_failed: bool
     storage_options: Mapping[str, Any]
-    concepts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # the manifest's text lines by video
+    joined: Sequence[ray.ObjectRef] = ()  # a prompt manifest joined with the corpus: one table per partition
 
 
 _CONTEXTS: dict[str, PlanContext] = {}  # per worker process: each context is fetched once
@@ -167,11 +188,23 @@ def _context(handle: list[ray.ObjectRef]) -> PlanContext:
 
 
 def plan_part(part: ListingPart, context: PlanContext) -> Iterator[dict[str, Any]]:
-    """List one part of the corpus and yield its work units, each marked committed or not."""
+    """List one part of the corpus (a job without a prompt manifest) and yield its work units."""
+    videos = (plan_video(ref, (), context.settings) for ref in list_part(part, context.storage_options))
+    yield from plan_units(videos, context)
+
+
+def plan_partition(partition: int, context: PlanContext) -> Iterator[dict[str, Any]]:
+    """Plan one partition of the joined prompts and corpus (`prompt_join`) and yield its work units."""
+    table = ray.get(context.joined[partition])
     videos = (
-        plan_video(ref, context.prompts.get(ref.uri, ()), context.settings, context.concepts.get(ref.uri, ()))
-        for ref in list_part(part, context.storage_options)
+        plan_video(ref, prompts, context.settings, concepts)
+        for ref, prompts, concepts in joined_videos(table, context.storage_options)
     )
+    yield from plan_units(videos, context)
+
+
+def plan_units(videos: Iterator[VideoTask], context: PlanContext) -> Iterator[dict[str, Any]]:
+    """Videos grouped into work units, each marked committed (by an earlier run) or not."""
     for group in group_units(videos, context.units):
         unit = make_unit(group, context.settings)
         yield {
@@ -183,8 +216,10 @@ def plan_part(part: ListingPart, context: PlanContext) -> Iterator[dict[str, Any
 
 
 def _plan_rows(row: dict[str, Any], context: list[ray.ObjectRef]) -> Iterator[dict[str, Any]]:
-    part = ListingPart(**json.loads(row["part"]))
-    yield from plan_part(part, _context(context))
+    if "partition" in row:
+        yield from plan_partition(int(row["partition"]), _context(context))
+    else:
+        yield from plan_part(ListingPart(**json.loads(row["part"])), _context(context))
 
 
 def ensure_ray() -> None:
@@ -226,8 +261,11 @@ def actor_settings(cfg: JobConfig, detector: bool = False) -> ActorSettings:
     )
 
 
-def track_units(parts: Sequence[ListingPart], context: PlanContext, cfg: JobConfig) -> Iterator[UnitSummary]:
-    """The streaming pipeline: listing parts → units → actor pool; yields one summary per unit as it finishes."""
+def track_units(
+    parts: Sequence[ListingPart], context: PlanContext, cfg: JobConfig, detector: bool = False
+) -> Iterator[UnitSummary]:
+    """The streaming pipeline: listing parts (or joined partitions) → units → actor pool; yields one summary per
+    unit as it finishes."""
     actors = cfg.actors
     pool = (
         ActorPoolStrategy(size=actors.num_actors, max_tasks_in_flight_per_actor=UNITS_IN_FLIGHT_PER_ACTOR)
@@ -239,7 +277,11 @@ def track_units(parts: Sequence[ListingPart], context: PlanContext, cfg: JobConf
         )
     )
     context_ref = ray.put(context)
-    items = [{"part": json.dumps({"kind": p.kind, "uri": p.uri})} for p in parts]
+    items: list[dict[str, Any]] = (
+        [{"partition": p} for p in range(len(context.joined))]
+        if context.joined
+        else [{"part": json.dumps({"kind": p.kind, "uri": p.uri})} for p in parts]
+    )
     with _unit_blocks():
         units = ray.data.from_items(items, override_num_blocks=len(items)).flat_map(
             _plan_rows, fn_kwargs={"context": [context_ref]}, num_cpus=0
@@ -251,7 +293,7 @@ def track_units(parts: Sequence[ListingPart], context: PlanContext, cfg: JobConf
             compute=pool,
             num_cpus=actors.num_cpus,
             num_gpus=actors.num_gpus,
-            fn_constructor_kwargs={"settings": actor_settings(cfg, detector=bool(cfg.text or context.concepts))},
+            fn_constructor_kwargs={"settings": actor_settings(cfg, detector=bool(cfg.text) or detector)},
             # Ray Data's default is to restart forever (-1); pass only another bound.
             **({} if actors.max_restarts == -1 else {"ray_remote_args": {"max_restarts": actors.max_restarts}}),
         )
@@ -274,6 +316,40 @@ def plan_settings(cfg: JobConfig, storage_options: Mapping[str, Any]) -> PlanSet
     )
 
 
+def _joined_prompts(
+    cfg: JobConfig,
+    shards: Sequence[tuple[str, int]],
+    parts: Sequence[ListingPart],
+    settings: PlanSettings,
+    summary: JobSummary,
+) -> JoinedPrompts:
+    """The prompt manifest read, checked and joined with the corpus on the cluster; its counts into `summary`.
+
+    With automatic mode unavailable and no job-wide concepts, only prompted videos are tracked, so the manifest
+    drives the job and the corpus is not listed (unless it is itself a manifest of videos: only reading it says
+    which videos it holds).
+    """
+    assert cfg.prompts is not None
+    scope = corpus_scope(parts)
+    manifest_drives = settings.no_auto_reason is not None and not settings.concepts and scope is not None
+    joined = join_prompts(shards, dict(cfg.storage_options), None if manifest_drives else parts, scope)
+    if joined.concept_lines:
+        check_concepts(cfg.model.name, f"the text lines of the prompt manifest {cfg.prompts}")
+    stats = joined.stats
+    summary.prompt_lines = stats.lines
+    summary.unmatched_videos, summary.unmatched_lines = stats.unmatched_videos, stats.unmatched_lines
+    summary.unmatched_examples = list(stats.examples)
+    if stats.unmatched_lines:
+        log.warning(
+            "%d prompt line(s) name %d video(s) that are not in the corpus %s; they are not tracked (e.g. %s)",
+            stats.unmatched_lines,
+            stats.unmatched_videos,
+            cfg.corpus,
+            ", ".join(stats.examples[:3]),
+        )
+    return joined
+
+
 def run_job(cfg: JobConfig) -> JobSummary:
     """Run the whole batch job described by `cfg` and return its summary (also in `_manifest.json`)."""
     started = time.perf_counter()
@@ -281,23 +357,21 @@ def run_job(cfg: JobConfig) -> JobSummary:
     options = dict(cfg.storage_options)
     # Everything a user can get wrong is decided here, before Ray starts.
     parts = corpus_parts(cfg.corpus, options)
-    manifest = load_manifest(cfg.prompts, options) if cfg.prompts else PromptManifest()
+    shards = manifest_shards(cfg.prompts, options) if cfg.prompts else []
     settings = plan_settings(cfg, options)
-    if manifest.concepts:
-        check_concepts(cfg.model.name, f"the text lines of the prompt manifest {cfg.prompts}")
     ensure_ray()
+    summary = JobSummary(output=cfg.output)
+    joined = _joined_prompts(cfg, shards, parts, settings, summary) if shards else None
+    summary.manifest_seconds = time.perf_counter() - started
     state = scan_output(cfg.output, options)
-    context = PlanContext(
-        settings, manifest.visual, state, cfg.unit, cfg.retry_failed, options, concepts=manifest.concepts
-    )
+    context = PlanContext(settings, state, cfg.unit, cfg.retry_failed, options, joined.partitions if joined else ())
     log.info(
         "%d listing part(s); %d unit(s) committed by earlier runs (%d with failures)",
         len(parts),
         len(state.committed),
         len(state.failed),
     )
-    summary = JobSummary(output=cfg.output)
-    for unit in track_units(parts, context, cfg):
+    for unit in track_units(parts, context, cfg, detector=bool(joined and joined.concept_lines)):
         summary.add(unit)
     summary.wall_seconds = time.perf_counter() - started
 
@@ -308,6 +382,12 @@ def run_job(cfg: JobConfig) -> JobSummary:
             "versions": package_versions(),
             "counts": summary.counts(),
             "model": {"name": settings.model.name, "checkpoint_hash": settings.model.checkpoint_hash},
+            "prompts": {
+                "lines": summary.prompt_lines,
+                "unmatched_videos": summary.unmatched_videos,
+                "unmatched_lines": summary.unmatched_lines,
+                "unmatched_examples": summary.unmatched_examples,
+            },
             "started_at": started_at,
             "finished_at": datetime.now(timezone.utc).isoformat(),
         },

@@ -25,13 +25,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("local_ray")]
 
 def _config(
     corpus: Corpus, output: Path, model: str = "baseline-flow", actors: int = 2, clip_frames: int = CLIP_FRAMES,
-    **extra: object,
+    prompts: Path | None = None, **extra: object,
 ) -> object:
     return load_config(
         None,
         corpus=str(corpus.folder),
         output=str(output),
-        prompts=str(corpus.prompts),
+        prompts=str(prompts or corpus.prompts),
         model={"name": model},
         clip={"length_frames": clip_frames},
         actors={"num_actors": actors, "num_cpus": 1},
@@ -45,9 +45,27 @@ def _uri_of(corpus: Corpus) -> Callable[[str], str]:
 
 
 @pytest.fixture(scope="module")
-def first_run(mixed_corpus: Corpus, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, JobSummary]:
+def sharded_prompts(mixed_corpus: Corpus, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The corpus's prompts split over two shards of a folder (a video's lines may be in both), and a third shard
+    of 3 lines for 2 videos outside the corpus: the manifest of an archive, run over a part of it."""
+    folder = tmp_path_factory.mktemp("prompts")
+    lines = [json.loads(line) for line in mixed_corpus.prompts.read_text().splitlines()]
+    absolute = [json.dumps({**line, "video": str(mixed_corpus.folder / line["video"])}) for line in lines]
+    (folder / "part-0.jsonl").write_text("".join(f"{line}\n" for line in absolute[1::2]))
+    (folder / "part-1.jsonl").write_text("".join(f"{line}\n" for line in absolute[0::2]))
+    outside = [("elsewhere/a.mp4", 1), ("elsewhere/a.mp4", 2), ("elsewhere/b.mp4", 1)]
+    (folder / "part-2.jsonl").write_text(
+        "".join(json.dumps({"video": v, "frame": 0, "object_id": o, "box": [1, 1, 9, 9]}) + "\n" for v, o in outside)
+    )
+    return folder
+
+
+@pytest.fixture(scope="module")
+def first_run(
+    mixed_corpus: Corpus, sharded_prompts: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, JobSummary]:
     output = tmp_path_factory.mktemp("local") / "out"
-    return output, run_job(_config(mixed_corpus, output, max_failed_fraction=0.5))
+    return output, run_job(_config(mixed_corpus, output, prompts=sharded_prompts, max_failed_fraction=0.5))
 
 
 def test_prompts_on_frame_0_are_tracked_through_every_clip_and_broken_files_are_failures(
@@ -64,6 +82,10 @@ def test_prompts_on_frame_0_are_tracked_through_every_clip_and_broken_files_are_
     assert len(ok) == 3 + 3 + 3
     assert (summary.ok, summary.failed, summary.videos, summary.units) == (9, 3, 6, 3)
     assert summary.exit_code(0.5) == 0 and summary.exit_code(0.0) == 1
+    # The manifest's lines for videos outside the corpus are counted, not tracked.
+    assert (summary.prompt_lines, summary.unmatched_videos, summary.unmatched_lines) == (
+        len(mixed_corpus.prompts.read_text().splitlines()) + 3, 2, 3
+    )
     masks = assert_complete_dataset(output, mixed_corpus.prompts, _uri_of(mixed_corpus))
     later = [f for f in masks.column("frame_index").to_pylist() if f >= CLIP_FRAMES]
     assert len(later) > masks.num_rows // 2, "rows stop at the first clip"
@@ -99,6 +121,9 @@ def test_manifest_is_written_last_with_redacted_config_versions_and_counts(first
     assert manifest["counts"]["ok"] == summary.ok
     assert manifest["config"]["model"]["name"] == "baseline-flow"
     assert manifest["versions"]["ray"] == ray.__version__
+    assert manifest["counts"]["unmatched_lines"] == 3
+    examples = manifest["prompts"]["unmatched_examples"]
+    assert [Path(e).name for e in examples] == ["a.mp4", "b.mp4"] and all("/elsewhere/" in e for e in examples)
     newest_data = max(p.stat().st_mtime for p in output.rglob("*.parquet"))
     assert (output / "_manifest.json").stat().st_mtime >= newest_data
 

@@ -15,6 +15,7 @@ import s3fs
 from moto.moto_api import recorder
 
 from batchtrack.config import load_config
+from batchtrack.errors import PromptError
 from batchtrack.pipeline.job import run_job
 
 from .conftest import CLIP_FRAMES, Corpus, assert_complete_dataset, read_table
@@ -49,18 +50,12 @@ def _gets_per_key(log: Path, prefix: str) -> Counter[str]:
     return gets
 
 
-def test_s3_corpus_to_s3_dataset_each_video_read_once_then_a_rerun_resumes_everything(
-    mixed_corpus: Corpus, s3_server: Any, requests_log: Path
-) -> None:
-    bucket = s3_server.create_bucket("archive")
-    fs = s3fs.S3FileSystem(**s3_server.storage_options)
-    for path in [*mixed_corpus.videos, *mixed_corpus.broken, mixed_corpus.prompts]:
-        fs.put_file(str(path), f"archive/corpus/{path.name}")
-    cfg = load_config(
+def _config(bucket: str, s3_server: Any, prompts: str) -> Any:
+    return load_config(
         None,
         corpus=f"{bucket}/corpus/",
         output=f"{bucket}/out",
-        prompts=f"{bucket}/corpus/prompts.jsonl",
+        prompts=prompts,
         model={"name": "baseline-flow"},
         clip={"length_frames": CLIP_FRAMES},
         actors={"num_actors": 2, "num_cpus": 1},
@@ -68,9 +63,34 @@ def test_s3_corpus_to_s3_dataset_each_video_read_once_then_a_rerun_resumes_every
         storage_options=s3_server.storage_options,
         max_failed_fraction=0.5,
     )
+
+
+def test_s3_corpus_to_s3_dataset_each_video_read_once_then_a_rerun_resumes_everything(
+    mixed_corpus: Corpus, s3_server: Any, requests_log: Path
+) -> None:
+    bucket = s3_server.create_bucket("archive")
+    fs = s3fs.S3FileSystem(**s3_server.storage_options)
+    for path in [*mixed_corpus.videos, *mixed_corpus.broken, mixed_corpus.prompts]:
+        fs.put_file(str(path), f"archive/corpus/{path.name}")
+    # A second shard: lines for a video of the archive outside the corpus, counted and not tracked.
+    outside = json.dumps({"video": "../elsewhere/x.mp4", "frame": 0, "object_id": 1, "box": [1, 1, 9, 9]})
+    fs.pipe_file("archive/corpus/prompts-2.jsonl", f"{outside}\n".encode())
+    # A bad line is found by the task that reads it, before anything is tracked.
+    first = mixed_corpus.prompts.read_text().splitlines()[0]
+    bad = json.dumps({**json.loads(first), "box": [9, 9, 1, 1]})
+    fs.pipe_file("archive/corpus/bad-prompts.jsonl", f"{first}\n{bad}\n".encode())
+    with pytest.raises(PromptError, match=r"s3://archive/corpus/bad-prompts.jsonl, line 2: field 'box'"):
+        run_job(_config(bucket, s3_server, prompts=f"{bucket}/corpus/bad-prompts.jsonl"))
+    assert not fs.exists("archive/out/clips")
+    cfg = _config(bucket, s3_server, prompts=f"{bucket}/corpus/prompts*.jsonl")
     recorder.reset_recording()
     summary = run_job(cfg)
     assert (summary.videos, summary.ok, summary.failed, summary.units) == (6, 9, 3, 3)
+    assert (summary.unmatched_videos, summary.unmatched_lines) == (1, 1)
+    assert json.loads(fs.cat_file("archive/out/_manifest.json"))["prompts"]["unmatched_examples"] == [
+        "s3://archive/elsewhere/x.mp4"
+    ]
+
     # Each video is downloaded once by its unit, whatever its number of clips; nothing reads it to plan.
     gets = _gets_per_key(requests_log, "/archive/corpus/")
     videos = {p.name for p in [*mixed_corpus.videos, *mixed_corpus.broken]} - {"zero.mp4"}  # empty: no GET needed
@@ -88,7 +108,7 @@ def test_s3_corpus_to_s3_dataset_each_video_read_once_then_a_rerun_resumes_every
     recorder.reset_recording()
     again = run_job(cfg)
     assert (again.units, again.resumed_units, again.frames) == (3, 3, 0)
-    assert not _gets_per_key(requests_log, "/archive/corpus/") - Counter({"prompts.jsonl": 1})  # no video read
+    assert not _gets_per_key(requests_log, "/archive/corpus/") - Counter({"prompts.jsonl": 1, "prompts-2.jsonl": 1})
     fs.invalidate_cache()
     assert len(read_table(f"{bucket}/out", "clips", fs)) == 12
     assert len(fs.ls("archive/out/masks")) == 2  # the broken files' unit has no rows
