@@ -130,7 +130,7 @@ def _read_manifest_entries(uri: str, storage_options: Mapping[str, Any]) -> list
             line = raw.strip()
             if not line or line.startswith("#"):
                 continue
-            if line[0] in "{\"":
+            if line[0] in '{"':
                 try:
                     value = json.loads(line)
                 except json.JSONDecodeError as exc:
@@ -140,7 +140,7 @@ def _read_manifest_entries(uri: str, storage_options: Mapping[str, Any]) -> list
                         raise ConfigError(f"{uri}, line {number}: field 'video' must be a string URI")
                     value = value["video"]
                 if not isinstance(value, str):
-                    raise ConfigError(f"{uri}, line {number}: expected a URI or {{\"video\": URI}}")
+                    raise ConfigError(f'{uri}, line {number}: expected a URI or {{"video": URI}}')
                 entries.append(value)
             else:
                 entries.append(line)

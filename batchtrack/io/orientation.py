@@ -57,10 +57,11 @@ class Orientation:
 
     @property
     def rotation(self) -> int:
-        """Counter-clockwise degrees (0, 90, 180, 270) a viewer sees, applied after the left-right mirror if any."""
+        """Counter-clockwise degrees (0, 90, 180, 270) a viewer sees; a mirror, if any, follows the turn
+        (FFmpeg's and PyAV's convention: a rotation of -90 with a mirror is this transpose)."""
         a, b, c, d = self._signed_map()
         if self.mirrored:
-            a, b = -a, -b  # undo the mirror x -> -x that acts first
+            a, c = -a, -c  # undo the mirror x' -> -x' that acts last
         return _ROTATIONS[(a, b, c, d)]
 
     def _signed_map(self) -> tuple[int, int, int, int]:
@@ -85,8 +86,8 @@ class Orientation:
         return np.ascontiguousarray(shown)
 
     def describe(self) -> str:
-        """E.g. 'rotate 90 (counter-clockwise)', 'mirror, rotate 180', 'none'."""
-        parts = (["mirror"] if self.mirrored else []) + ([f"rotate {self.rotation}"] if self.rotation else [])
+        """E.g. 'rotate 90', 'rotate 270, mirror', 'none' (rotations counter-clockwise)."""
+        parts = ([f"rotate {self.rotation}"] if self.rotation else []) + (["mirror"] if self.mirrored else [])
         return ", ".join(parts) or "none"
 
 

@@ -91,8 +91,9 @@ _STILL_CODECS = frozenset({"ansi", "png", "bmp", "tiff", "webp", "apng", "text",
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What a video holds: frame count (exact, from its packets), average rate, displayed size, and the
-    display orientation applied to its frames (counter-clockwise degrees, after a left-right mirror)."""
+    """What a video holds: frame count (exact, from its packets), average rate, displayed size, where its
+    last frame ends (seconds from its first), and the display orientation applied to its frames
+    (counter-clockwise degrees, then a left-right mirror when `mirrored`)."""
 
     uri: str
     num_frames: int
@@ -633,6 +634,13 @@ def _check_declared_length(probe: _Probe, reader: _Reader) -> None:
         )
 
 
+def _decord_converts_exactly(probe: _Probe) -> bool:
+    """decord's bundled FFmpeg turns samples of more than 8 bits (10-bit HEVC) into RGB differently
+    from FFmpeg's own conversion (up to 32 levels off on the codec matrix), so those go to PyAV."""
+    video_format = probe.stream.codec_context.format
+    return video_format is not None and all(component.bits <= 8 for component in video_format.components)
+
+
 def _decord_seeks_correctly(probe: _Probe) -> bool:
     """decord 0.6 numbers frames from timestamp 0: a stream that starts later (MPEG-TS starts at
     0.08 s, edit lists shift MP4s) makes its seeks land on the wrong frame, silently. PyAV's
@@ -659,6 +667,7 @@ def _open_reader(uri: str, storage_options: Mapping[str, Any] | None, backend: B
             and decord is not None
             and _decord_seeks_correctly(probe)
             and probe.orientation.is_identity
+            and _decord_converts_exactly(probe)
             and (source.local_path is not None or source.size <= DECORD_REMOTE_MAX_BYTES)
         )
         if backend == "decord" and not _decord_seeks_correctly(probe):
@@ -737,6 +746,11 @@ class VideoStream:
     _reader: _Reader
     _prefetch: int
     _prefetch_bytes: int | None = None
+
+    @property
+    def backend(self) -> str:
+        """The decoder that opened the video: decord or pyav."""
+        return "decord" if isinstance(self._reader, _DecordReader) else "pyav"
 
     @property
     def timestamps(self) -> np.ndarray:
