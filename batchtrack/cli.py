@@ -39,6 +39,7 @@ def _job_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "retry_failed": True if args.retry_failed else None,
         "model": {k: v for k, v in model.items() if v is not None} or None,
         "clip": {k: v for k, v in clip.items() if v is not None} or None,
+        "sample": {"fps": args.sample_fps} if args.sample_fps is not None else None,
         "actors": {k: v for k, v in actors.items() if v is not None} or None,
     }
 
@@ -85,6 +86,13 @@ def _add_job_flags(parser: argparse.ArgumentParser, positional: bool = True) -> 
         help="run a model that ships no weights (sam2.1_*) with random ones: tests and benchmarks only",
     )
     parser.add_argument("--clip-frames", type=int, help="clip length in frames")
+    parser.add_argument(
+        "--sample-fps",
+        type=float,
+        metavar="F",
+        help="track only the frames nearest to F per second (by timestamp; e.g. 6); prompts must be on sampled "
+        "frames; default: every frame",
+    )
     parser.add_argument("--actors", type=int, help="number of tracker actors (minimum when autoscaling)")
     parser.add_argument("--max-actors", type=int, help="upper bound of an autoscaling actor pool")
     parser.add_argument("--cpus-per-actor", type=float, help="CPUs per actor (torch threads follow)")

@@ -32,6 +32,18 @@ class ClipPlanConfig(_Section):
     length_frames: int | None = Field(None, gt=1, description="Clip length in frames; overrides length_s.")
 
 
+class SampleConfig(_Section):
+    """Which frames the tracker sees: every frame, or those nearest to a grid of `fps` per second."""
+
+    fps: float | None = Field(
+        None,
+        gt=0,
+        description="Track only the frames nearest to a grid of this many per second, chosen by each frame's "
+        "timestamp (6 = SA-V's annotation rate); rows keep absolute frame indices and true timestamps. A prompt "
+        "must sit on a sampled frame (the error names the nearest ones). None: every frame.",
+    )
+
+
 class UnitConfig(_Section):
     """How videos are grouped into work units: what one actor tracks in order and commits at once."""
 
@@ -98,6 +110,12 @@ class ActorConfig(_Section):
     num_gpus: float = Field(0.0, ge=0, description="GPUs per actor; 0 runs on CPU.")
     num_cpus: float = Field(1.0, gt=0, description="CPUs per actor; torch threads are sized to this.")
     prefetch_frames: int = Field(8, ge=1, description="Decoded frames queued ahead of the tracker.")
+    prefetch_mib: float = Field(
+        256.0,
+        gt=0,
+        description="Bound on the bytes of decoded frames queued ahead of the tracker (MiB): 4K frames "
+        "(24 MiB each) stop the decoder before prefetch_frames does; one frame always fits.",
+    )
     max_restarts: int = Field(
         -1, ge=-1, description="Times a dead actor is recreated (-1: forever; unit.max_attempts bounds a poison unit)."
     )
@@ -160,6 +178,7 @@ class JobConfig(BaseSettings):
         "concept detector (sam3).",
     )
     clip: ClipPlanConfig = Field(default_factory=ClipPlanConfig, description="Clip planning.")
+    sample: SampleConfig = Field(default_factory=SampleConfig, description="Frame sampling (--sample-fps).")
     unit: UnitConfig = Field(default_factory=UnitConfig, description="Work units.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="Tracker model.")
     actors: ActorConfig = Field(default_factory=ActorConfig, description="Tracker actor pool.")

@@ -31,7 +31,11 @@ _KEY_FIELDS = [
         "Deterministic 16-hex id of the clip (video, span, model, the video's prompts and concepts).",
     ),
     _field("frame_index", pa.int32(), "Frame index, absolute in the video."),
-    _field("timestamp_s", pa.float64(), "frame_index / fps, in seconds."),
+    _field(
+        "timestamp_s",
+        pa.float64(),
+        "The frame's own presentation time in seconds, from the stream's first frame (exact for variable rates).",
+    ),
     _field("object_id", pa.int32(), "Object id in the video (the prompt's object_id, or automatic mode's)."),
     _field("track_id", pa.int64(), "Video-level track id, final when written (= object_id: tracks span clips)."),
     _field(
@@ -79,7 +83,7 @@ CLIPS_SCHEMA = pa.schema(
         _field("start_frame", pa.int32(), "First frame of the clip (inclusive)."),
         _field("end_frame", pa.int32(), "End frame of the clip (exclusive)."),
         _field("status", pa.string(), "ok, failed or skipped."),
-        _field("frames", pa.int32(), "Frames tracked."),
+        _field("frames", pa.int32(), "Frames tracked (the sampled ones with --sample-fps)."),
         _field("objects", pa.int32(), "Objects tracked."),
         _field("mask_rows", pa.int64(), "Rows written to masks/ (= pointers/)."),
         _field("seconds", pa.float64(), "Wall time of the clip in its actor."),
@@ -95,6 +99,21 @@ CLIPS_SCHEMA = pa.schema(
         _field("pointers_file", pa.string(), "pointers/ file holding the clip's rows, relative to the output.", True),
         _field("device", pa.string(), "Device the clip was tracked on (cpu, cuda).", True),
         _field("node_id", pa.string(), "Ray node that tracked the clip.", True),
+        _field(
+            "rotation",
+            pa.int16(),
+            "Counter-clockwise degrees (0, 90, 180, 270) the video's display matrix turned its frames before "
+            "tracking; prompts and masks are in these displayed coordinates. Null when the video was not opened.",
+            True,
+        ),
+        _field("mirrored", pa.bool_(), "The display matrix also mirrored the frames left-right (after turning).", True),
+        _field(
+            "sample_fps",
+            pa.float64(),
+            "--sample-fps of the run: only the frames nearest to this rate's grid were tracked (`frames` counts "
+            "them); null: every frame.",
+            True,
+        ),
     ],
     metadata={"batchtrack.table": "clips"},
 )

@@ -60,6 +60,7 @@ from batchtrack.pipeline.models import (
     supports_auto,
 )
 from batchtrack.pipeline.plan import VideoTask, WorkUnit, clip_length, clip_spans, make_clip_id, video_clip_id
+from batchtrack.pipeline.sampling import FrameSample
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ class ActorSettings:
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     prefetch_frames: int = 8
+    prefetch_bytes: int | None = None  # bound on the bytes of frames decoded ahead (4K frames are 24 MiB)
     auto: AutoConfig | None = None  # automatic-mode settings; None when the job has no automatic mode
     detector: bool = False  # the job has concepts: load SAM 3 with its detector
     unit: UnitConfig = field(default_factory=UnitConfig)
@@ -194,7 +196,7 @@ class _ClipKeys:
     video_id: str
     video_uri: str
     clip_id: str
-    fps: float
+    timestamps: np.ndarray  # (num_frames,) each frame's presentation time from the stream's first, seconds
 
 
 class _ClipRows:
@@ -214,7 +216,8 @@ class _ClipRows:
         self.pointers: list[np.ndarray] = []
         self.concept: list[str | None] = []
 
-    def add(self, result: FrameResult) -> None:
+    def add(self, result: FrameResult, frame_index: int) -> None:
+        """Rows of one tracked frame; `frame_index` is its index in the video (the tracker numbers sampled frames)."""
         if not result.object_ids:
             return
         concepts = result.concepts if isinstance(result, ConceptFrameResult) else [None] * len(result.object_ids)
@@ -225,7 +228,7 @@ class _ClipRows:
         pointers = result.object_pointers.float().cpu().numpy()  # (N, 256)
         for row, object_id in enumerate(result.object_ids):
             mask = masks[row]
-            self.frame_index.append(result.frame_index)
+            self.frame_index.append(frame_index)
             self.object_id.append(int(object_id))
             self.score.append(float(scores[row]))
             self.iou.append(float(ious[row]))
@@ -253,7 +256,7 @@ class _ClipRows:
             "video_uri": pa.array([keys.video_uri] * n, pa.string()),
             "clip_id": pa.array([keys.clip_id] * n, pa.string()),
             "frame_index": pa.array(frame, pa.int32()),
-            "timestamp_s": pa.array(frame / keys.fps if keys.fps > 0 else np.zeros(n), pa.float64()),
+            "timestamp_s": pa.array(keys.timestamps[frame] if n else np.zeros(0), pa.float64()),
             "object_id": pa.array(object_id, pa.int32()),
             # A video is tracked in one pass, so an object's id is its track's id through the whole video.
             "track_id": pa.array(object_id.astype(np.int64), pa.int64()),
@@ -330,9 +333,11 @@ class _VideoRun:
             return
         try:
             local = local_copy()
+            settings = self.processor.settings
             stream = open_video(
                 local,
-                prefetch=self.processor.settings.prefetch_frames,
+                prefetch=settings.prefetch_frames,
+                prefetch_bytes=settings.prefetch_bytes,
                 threads=self.processor.decoder_threads,
             )
         except (MemoryError, TransientIOError):
@@ -341,10 +346,21 @@ class _VideoRun:
             self.whole_video("failed", "open", time.perf_counter() - began, **_error_fields("decode", exc))
             return
         with stream:
-            self.track(stream.info, stream.frames(), began)
+            sample = FrameSample.of(stream.timestamps, self.unit.sample_fps)
+            self.track(stream.info, stream.frames(keep=sample.keep), began, sample, stream.timestamps)
 
-    def track(self, info: VideoInfo, frames: Iterator[np.ndarray], began: float) -> None:
-        """Track the whole video in one pass, closing a clip's rows and status whenever its last frame is done."""
+    def track(
+        self,
+        info: VideoInfo,
+        frames: Iterator[np.ndarray],
+        began: float,
+        sample: FrameSample,
+        timestamps: np.ndarray,
+    ) -> None:
+        """Track the whole video in one pass, closing a clip's rows and status whenever its last frame is done.
+
+        `frames` are the sampled ones (`sample`), which the tracker numbers 0, 1, 2, ...; rows get their
+        absolute index and `timestamps`."""
         spans = clip_spans(info.num_frames, clip_length(self.unit.clip, info.fps))
         if not spans:
             error = DecodeError(self.video.ref.uri, DecodeErrorKind.EMPTY, "the video has no frames")
@@ -353,9 +369,10 @@ class _VideoRun:
         clip_ids = [make_clip_id(self.video.key, start, end) for start, end in spans]
         stage = "prompts"
         current = 0
-        timed = _TimedFrames(frames, info.num_frames)
+        timed = _TimedFrames(frames, len(sample))
         clip_began, decode_before = began, 0.0
-        rows = _ClipRows(_ClipKeys(self.video.video_id, self.video.ref.uri, clip_ids[0], info.fps))
+        display = {"rotation": info.rotation, "mirrored": info.mirrored, "sample_fps": sample.fps}
+        rows = _ClipRows(_ClipKeys(self.video.video_id, self.video.ref.uri, clip_ids[0], timestamps))
 
         def close_clip() -> None:
             nonlocal current, clip_began, decode_before, rows
@@ -368,12 +385,13 @@ class _VideoRun:
                     start,
                     end,
                     "ok",
-                    frames=end - start,
+                    frames=sample.count_in(start, end),
                     objects=rows.num_objects,
                     mask_rows=len(rows),
                     seconds=now - clip_began,
                     decode_seconds=decode,
                     track_seconds=now - clip_began - decode,
+                    **display,
                 )
             )
             if len(rows):
@@ -381,10 +399,10 @@ class _VideoRun:
             current += 1
             clip_began, decode_before = now, timed.seconds
             if current < len(spans):
-                rows = _ClipRows(_ClipKeys(self.video.video_id, self.video.ref.uri, clip_ids[current], info.fps))
+                rows = _ClipRows(_ClipKeys(self.video.video_id, self.video.ref.uri, clip_ids[current], timestamps))
 
         try:
-            prompts = self.processor.prompts_of(self.video, info)
+            prompts = self.processor.prompts_of(self.video, info, sample)
             stage = "track"
             tracker = self.processor.tracker_for(self.video)
             seed_everything(video_seed(self.unit.seed, self.video.video_id))
@@ -395,9 +413,10 @@ class _VideoRun:
             )
             with torch.inference_mode():
                 for result in results:
-                    while result.frame_index >= spans[current][1]:
+                    frame_index = sample.absolute(result.frame_index)
+                    while frame_index >= spans[current][1]:
                         close_clip()
-                    rows.add(result)
+                    rows.add(result, frame_index)
             while current < len(spans):
                 close_clip()
         except (MemoryError, torch.OutOfMemoryError):
@@ -410,7 +429,7 @@ class _VideoRun:
                 log.error("video %s failed in clip %d:\n%s", self.video.ref.uri, current, traceback.format_exc())
             failed = _error_fields(stage, exc)
             for (start, end), clip_id in list(zip(spans, clip_ids, strict=True))[current:]:
-                self.statuses.append(self.status(clip_id, start, end, "failed", **failed))
+                self.statuses.append(self.status(clip_id, start, end, "failed", **failed, **display))
 
 
 class UnitProcessor:
@@ -451,7 +470,11 @@ class UnitProcessor:
             )
         return self.auto_tracker
 
-    def prompts_of(self, video: VideoTask, info: VideoInfo) -> list[Prompt]:
+    def prompts_of(self, video: VideoTask, info: VideoInfo, sample: FrameSample | None = None) -> list[Prompt]:
+        """The video's prompts as the tracker's, numbered as the tracker sees the frames (`sample`); a prompt on
+        a frame sampling skips is a PromptError naming the nearest tracked frames."""
+        if sample is None:
+            sample = FrameSample.every_frame(info.num_frames)
         beyond = [p for p in video.prompts if p.frame >= info.num_frames]
         if beyond:
             log.warning(
@@ -462,7 +485,14 @@ class UnitProcessor:
                 beyond[0].object_id,
                 beyond[0].frame,
             )
-        return [to_model_prompt(p, info.height, info.width) for p in video.prompts if p.frame < info.num_frames]
+        prompts = []
+        for record in video.prompts:
+            if record.frame >= info.num_frames:
+                continue
+            prompt = to_model_prompt(record, info.height, info.width)
+            what = f"{video.ref.uri}: the prompt of object {record.object_id}"
+            prompts.append(replace(prompt, frame_index=sample.position(record.frame, what)))
+        return prompts
 
     def fetch(self, uri: str, workdir: str) -> str:
         """A local path of the video: itself on a local disk, else downloaded once (one GET) into `workdir`."""

@@ -69,6 +69,9 @@ class ClipStatus:
     pointers_file: str | None = None
     device: str | None = None
     node_id: str | None = None
+    rotation: int | None = None
+    mirrored: bool | None = None
+    sample_fps: float | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ClipStatus:
@@ -192,4 +195,3 @@ def write_manifest(output: str, manifest: Mapping[str, Any], storage_options: Ma
     uri = join(output, MANIFEST_NAME)
     write_bytes(uri, json.dumps(manifest, indent=2, sort_keys=True, default=str).encode(), storage_options)
     return uri
-

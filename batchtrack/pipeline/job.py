@@ -255,6 +255,7 @@ def actor_settings(cfg: JobConfig, detector: bool = False) -> ActorSettings:
         num_cpus=cfg.actors.num_cpus,
         num_gpus=cfg.actors.num_gpus,
         prefetch_frames=cfg.actors.prefetch_frames,
+        prefetch_bytes=int(cfg.actors.prefetch_mib * 2**20),
         auto=cfg.auto if auto_unavailable_reason(cfg.model.name, cfg.auto) is None else None,
         unit=cfg.unit,
         detector=detector,
@@ -312,7 +313,13 @@ def plan_settings(cfg: JobConfig, storage_options: Mapping[str, Any]) -> PlanSet
         check_auto_config(cfg.auto, cfg.model.name, storage_options)
     auto_key = auto_mode_key(cfg.auto) if no_auto is None else None
     return PlanSettings(
-        model=model, clip=cfg.clip, auto_key=auto_key, no_auto_reason=no_auto, seed=cfg.seed, concepts=cfg.text
+        model=model,
+        clip=cfg.clip,
+        auto_key=auto_key,
+        no_auto_reason=no_auto,
+        seed=cfg.seed,
+        concepts=cfg.text,
+        sample_fps=cfg.sample.fps,
     )
 
 

@@ -8,7 +8,7 @@ fixed-length spans of a video: the granularity of clips/ rows, timings and failu
 Every id is a hash of what determines the output, so a rerun of the same job finds the same ids:
 
 - `video_key`: the video, the model and its weights, the video's prompts, the mode (with the
-  automatic-mode settings, or the concept set), the clip length and the seed;
+  automatic-mode settings, or the concept set), the clip length, the seed and the sampling rate;
 - `unit_id`: the video keys of its videos;
 - `clip_id`: the video, the span, the model and the video's prompts and concepts (a prompt on any
   frame before the clip changes what the clip holds; other concepts make other rows, so a rerun with
@@ -50,6 +50,7 @@ class PlanSettings:
     no_auto_reason: str | None  # why a video without prompts is skipped, when it is
     seed: int = 0
     concepts: tuple[str, ...] = ()  # noun phrases tracked in every video (--text), canonical
+    sample_fps: float | None = None  # --sample-fps; None: every frame
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ class WorkUnit:
     model: ModelKey
     clip: ClipPlanConfig
     seed: int = 0
+    sample_fps: float | None = None  # track the frames nearest to this rate's grid; None: every frame
 
     def to_json(self) -> str:
         data = {
@@ -108,6 +110,7 @@ class WorkUnit:
             "model": [self.model.name, self.model.checkpoint_hash],
             "clip": self.clip.model_dump(mode="json"),
             "seed": self.seed,
+            "sample_fps": self.sample_fps,
         }
         return json.dumps(data, separators=(",", ":"))
 
@@ -120,6 +123,7 @@ class WorkUnit:
             model=ModelKey(*data["model"]),
             clip=ClipPlanConfig.model_validate(data["clip"]),
             seed=int(data["seed"]),
+            sample_fps=data.get("sample_fps"),
         )
 
 
@@ -187,6 +191,8 @@ def plan_video(
         parts.append(settings.auto_key)
     if mode == "concept":
         parts.append(json.dumps(wanted))
+    if settings.sample_fps is not None:  # absent at full rate, so full-rate ids stay as they were
+        parts.append(f"sample_fps={settings.sample_fps!r}")
     reason = f"no prompts and {settings.no_auto_reason}" if mode == "skipped" else None
     ordered = tuple(sorted(prompts, key=lambda p: (p.frame, p.object_id)))
     return VideoTask(ref=ref, prompts=ordered, mode=mode, key=stable_hash(*parts), reason=reason, concepts=wanted)
@@ -226,5 +232,10 @@ def group_units(videos: Iterable[VideoTask], cfg: UnitConfig) -> Iterator[list[V
 
 def make_unit(videos: Sequence[VideoTask], settings: PlanSettings) -> WorkUnit:
     return WorkUnit(
-        unit_id=unit_id_of(videos), videos=tuple(videos), model=settings.model, clip=settings.clip, seed=settings.seed
+        unit_id=unit_id_of(videos),
+        videos=tuple(videos),
+        model=settings.model,
+        clip=settings.clip,
+        seed=settings.seed,
+        sample_fps=settings.sample_fps,
     )

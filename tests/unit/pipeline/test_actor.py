@@ -25,7 +25,8 @@ from batchtrack.model.concept import ConceptLoop, FrameDetections
 from batchtrack.model.types import FrameResult, Prompt
 from batchtrack.pipeline.actor import ActorSettings, UnitProcessor, choose_device
 from batchtrack.pipeline.commit import Attempts, ClipStatus, read_attempts, scan_output, write_attempts
-from batchtrack.pipeline.plan import ModelKey, PlanSettings, WorkUnit, make_unit, plan_video
+from batchtrack.pipeline.plan import ModelKey, PlanSettings, WorkUnit, make_clip_id, make_unit, plan_video
+from batchtrack.synthetic.codecs import ARCHIVE_ENCODINGS, write_encoding
 from batchtrack.synthetic.corpus import write_synthetic_video
 from batchtrack.synthetic.scene import SceneSpec
 
@@ -71,15 +72,21 @@ def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_synthetic_video(spec, tmp_path_factory.mktemp("videos"), "clip").video_path
 
 
-def _unit(uris: list[str], prompts: dict[str, list[PromptRecord]], clip_frames: int = 4) -> WorkUnit:
-    settings = PlanSettings(MODEL, ClipPlanConfig(length_frames=clip_frames), None, "automatic mode is off")
+def _unit(
+    uris: list[str], prompts: dict[str, list[PromptRecord]], clip_frames: int = 4, sample_fps: float | None = None
+) -> WorkUnit:
+    settings = PlanSettings(
+        MODEL, ClipPlanConfig(length_frames=clip_frames), None, "automatic mode is off", sample_fps=sample_fps
+    )
     refs = [ref for uri in uris for ref in list_videos(uri)]
     return make_unit([plan_video(ref, prompts.get(ref.uri, []), settings) for ref in refs], settings)
 
 
-def _one(uri: str | Path, prompts: list[PromptRecord], clip_frames: int = 4) -> WorkUnit:
+def _one(
+    uri: str | Path, prompts: list[PromptRecord], clip_frames: int = 4, sample_fps: float | None = None
+) -> WorkUnit:
     [ref] = list_videos(str(uri))
-    return _unit([ref.uri], {ref.uri: prompts}, clip_frames)
+    return _unit([ref.uri], {ref.uri: prompts}, clip_frames, sample_fps)
 
 
 def _processor(
@@ -130,6 +137,63 @@ def test_the_tracker_sees_each_frame_once_in_one_pass(video: Path, tmp_path: Pat
     tracker = BoxPainter()
     _processor(tmp_path, tracker).process(_one(video, [_box(0, 1, (2, 3, 20, 30))], clip_frames=5))
     assert tracker.seen == list(range(12))
+
+
+def test_sampling_tracks_the_frames_nearest_its_grid_with_absolute_indices_and_times(
+    video: Path, tmp_path: Path
+) -> None:
+    """12 frames at 30 fps sampled at 10 fps: frames 0, 3, 6, 9, which the tracker numbers 0..3."""
+    tracker = BoxPainter()
+    unit = _one(video, [_box(3, 1, (2, 3, 20, 30))], clip_frames=6, sample_fps=10.0)
+    summary = _processor(tmp_path, tracker).process(unit)
+
+    assert tracker.seen == [0, 1, 2, 3]
+    masks = pq.read_table(tmp_path / unit_file("masks", unit.unit_id)).to_pylist()
+    assert [r["frame_index"] for r in masks] == [3, 6, 9]
+    assert [r["timestamp_s"] for r in masks] == pytest.approx([0.1, 0.2, 0.3])
+    clips = _clips(tmp_path, unit)
+    assert [(c.start_frame, c.end_frame, c.frames, c.sample_fps) for c in clips] == [(0, 6, 2, 10.0), (6, 12, 2, 10.0)]
+    assert summary.frames == 4
+    full = _one(video, [_box(3, 1, (2, 3, 20, 30))], clip_frames=6)
+    full_rate_ids = {make_clip_id(full.videos[0].key, c.start_frame, c.end_frame) for c in clips}
+    assert {c.clip_id for c in clips}.isdisjoint(full_rate_ids)  # the rate is part of the clip ids
+
+
+def test_a_prompt_on_a_frame_sampling_skips_fails_naming_the_nearest_tracked_frames(
+    video: Path, tmp_path: Path
+) -> None:
+    unit = _one(video, [_box(4, 1, (2, 3, 20, 30))], clip_frames=6, sample_fps=10.0)
+    _processor(tmp_path).process(unit)
+    clips = _clips(tmp_path, unit)
+    assert {(c.status, c.error_stage, c.error_class) for c in clips} == {("failed", "prompts", "PromptError")}
+    assert "frame 4, which --sample-fps 10 does not track" in (clips[0].error_message or "")
+    assert "nearest tracked frames are 3 and 6" in (clips[0].error_message or "")
+
+
+def test_a_rotated_video_is_tracked_and_recorded_as_displayed(tmp_path: Path) -> None:
+    """A 64x48 file a player shows turned 90°: prompts, masks and rows are 48 wide and 64 tall."""
+    encoding = next(e for e in ARCHIVE_ENCODINGS if e.name == "rotate-90")
+    path = write_encoding(encoding, tmp_path / "portrait.mp4")
+    unit = _one(path, [_box(0, 1, (2, 40, 30, 60))], clip_frames=6)
+    _processor(tmp_path / "out").process(unit)
+
+    [clip] = _clips(tmp_path / "out", unit)
+    assert (clip.status, clip.rotation, clip.mirrored, clip.frames) == ("ok", 90, False, 6)
+    first = pq.read_table(tmp_path / "out" / unit_file("masks", unit.unit_id)).to_pylist()[0]
+    assert (first["height"], first["width"]) == (64, 48)
+    assert first["bbox"] == [2.0, 40.0, 28.0, 20.0]  # the box is in displayed pixels (y up to 60 > 48)
+
+
+def test_rows_of_a_variable_rate_video_carry_each_frames_own_time(tmp_path: Path) -> None:
+    encoding = next(e for e in ARCHIVE_ENCODINGS if e.name == "vfr-mkv")
+    path = write_encoding(encoding, tmp_path / "screen.mkv")
+    unit = _one(path, [_box(0, 1, (2, 3, 20, 30))], clip_frames=8)
+    summary = _processor(tmp_path / "out").process(unit)
+
+    assert (summary.ok, summary.failed, summary.mask_rows) == (3, 0, 24)
+    masks = pq.read_table(tmp_path / "out" / unit_file("masks", unit.unit_id)).to_pylist()
+    gaps = np.diff([r["timestamp_s"] for r in masks])
+    assert gaps == pytest.approx([[0.033, 0.05, 0.017, 0.1][i % 4] for i in range(23)])
 
 
 def test_pointers_match_masks_row_for_row_in_the_configured_dtype(video: Path, tmp_path: Path) -> None:
