@@ -150,3 +150,22 @@ def test_demo_corpus_frames_sets_the_video_length(tmp_path: Path) -> None:
     assert main(["demo-corpus", str(tmp_path), "--videos", "1", "--frames", "5"]) == 0
     truth = pq.read_table(tmp_path / "synthetic_000.gt.parquet")
     assert sorted(set(truth.column("frame_index").to_pylist())) == list(range(5))
+
+
+def test_sample_fps_flag_env_and_yaml_reach_sample_fps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from batchtrack.cli import _job_overrides, build_parser
+    from batchtrack.config import load_config
+
+    assert load_config(None, corpus="c", output="o").sample.fps is None  # every frame by default
+    args = build_parser().parse_args(["run", "corpus", "out", "--sample-fps", "6"])
+    assert load_config(None, **_job_overrides(args)).sample.fps == 6.0
+    monkeypatch.setenv("BATCHTRACK_SAMPLE__FPS", "2.5")
+    assert load_config(None, corpus="c", output="o").sample.fps == 2.5
+
+
+def test_a_non_positive_sample_rate_is_a_config_error_naming_the_key() -> None:
+    from batchtrack.config import load_config
+    from batchtrack.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"key 'sample\.fps'"):
+        load_config(None, corpus="c", output="o", sample={"fps": 0})
