@@ -17,7 +17,7 @@ about one video never scans the whole output.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
@@ -43,11 +43,20 @@ class VideoSummary:
 
     video_id: str
     video_uri: str
-    num_frames: int  # end of its last ok clip: frames [0, num_frames) were tracked
+    num_frames: int  # end of its last ok clip: frames [0, num_frames) were tracked (or sampled)
     clips_ok: int
     clips_failed: int
     clips_skipped: int
     unit_ids: tuple[str, ...]
+    sample_fps: float | None = None  # the run tracked only frames nearest this rate's grid
+    tracked_frames: tuple[int, ...] | None = None  # with sample_fps: the tracked frames of its ok clips
+
+    def annotated_frames(self, num_frames: int | None = None) -> Sequence[int]:
+        """The frames an export or evaluation covers: the sampled ones, else every frame below `num_frames`
+        (default: the end of the last ok clip)."""
+        if self.tracked_frames is not None:
+            return self.tracked_frames
+        return range(self.num_frames if num_frames is None else num_frames)
 
 
 def _arrow_filesystem(files: OutputFiles) -> pafs.FileSystem | Any:
@@ -63,6 +72,19 @@ def _unit_id_column(dataset: ds.Dataset) -> pa.Table:
         unit = posixpath.basename(fragment.path).removesuffix(".parquet")
         tables.append(table.append_column("unit_id", pa.array([unit] * table.num_rows, pa.string())))
     return pa.concat_tables(tables, promote_options="default")
+
+
+def _sampled_frames(clips: pa.Table) -> dict[str, tuple[float, tuple[int, ...]]]:
+    """video_id -> (sample fps, tracked frames of its ok clips) for the videos a --sample-fps run tracked."""
+    if "sample_fps" not in clips.column_names or "tracked_frames" not in clips.column_names:
+        return {}  # written before sampling existed: every frame was tracked
+    sampled = clips.filter(pc.and_(pc.equal(clips.column("status"), "ok"), pc.is_valid(clips.column("sample_fps"))))
+    frames: dict[str, set[int]] = {}
+    rates: dict[str, float] = {}
+    for row in sampled.select(["video_id", "sample_fps", "tracked_frames"]).to_pylist():
+        frames.setdefault(row["video_id"], set()).update(row["tracked_frames"] or ())
+        rates[row["video_id"]] = float(row["sample_fps"])
+    return {video: (rates[video], tuple(sorted(found))) for video, found in frames.items()}
 
 
 class TrackedMaskDataset:
@@ -134,6 +156,7 @@ class TrackedMaskDataset:
             [("video_uri", "min"), ("unit_id", "distinct"), ("ok", "sum"), ("failed", "sum"), ("skipped", "sum"),
              ("ok_end", "max")]
         )
+        sampled = _sampled_frames(clips)
         summaries = [
             VideoSummary(
                 video_id=row["video_id"],
@@ -143,6 +166,8 @@ class TrackedMaskDataset:
                 clips_failed=int(row["failed_sum"]),
                 clips_skipped=int(row["skipped_sum"]),
                 unit_ids=tuple(sorted(row["unit_id_distinct"])),
+                sample_fps=sampled.get(row["video_id"], (None, None))[0],
+                tracked_frames=sampled.get(row["video_id"], (None, None))[1],
             )
             for row in grouped.to_pylist()
         ]

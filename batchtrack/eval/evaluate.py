@@ -4,7 +4,8 @@ Videos are matched by file stem: the prediction rows of `…/NAME.mp4` are score
 `NAME.gt.parquet`. Every ground-truth object is scored on every frame, a missing prediction row
 counting as an empty mask. When the ground-truth folder has a `prompts.jsonl`, as synthetic corpora
 do, only prompted objects are scored, and only on frames after their first prompt, as DAVIS leaves out
-the frame whose mask is given.
+the frame whose mask is given. An output tracked with --sample-fps is scored on the frames it tracked
+(its clips/ rows list them), as SA-V is evaluated on its 6 fps annotated frames.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import math
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
@@ -103,15 +104,19 @@ def score_video(
     predicted: PredictedMasks,
     first_frames: Mapping[int, int] | None = None,
     bound_th: float = BOUND_TH,
+    frames: Collection[int] | None = None,
 ) -> list[ObjectEval]:
-    """Score every ground-truth object (or, with `first_frames`, every prompted one after its prompt frame)."""
+    """Score every ground-truth object (or, with `first_frames`, every prompted one after its prompt frame),
+    on every frame or only on `frames` (those a sampled run tracked)."""
     empty = np.zeros((gt.height, gt.width), dtype=bool)
     results = []
     object_ids = gt.object_ids if first_frames is None else sorted(i for i in first_frames if i in gt.object_ids)
     for object_id in object_ids:
         start = 0 if first_frames is None else first_frames[object_id] + 1
         pairs = (
-            (gt.mask(t, object_id), predicted.get((t, object_id), empty)) for t in range(start, gt.num_frames)
+            (gt.mask(t, object_id), predicted.get((t, object_id), empty))
+            for t in range(start, gt.num_frames)
+            if frames is None or t in frames
         )
         score: SequenceScore = score_sequence(pairs, bound_th)
         if score.num_frames:
@@ -197,6 +202,21 @@ def _read_predictions(fs: fsspec.AbstractFileSystem, root: str) -> dict[str, dic
     }
 
 
+def _read_tracked_frames(fs: fsspec.AbstractFileSystem, root: str) -> dict[str, frozenset[int]]:
+    """stem -> the frames a --sample-fps run tracked, from clips/; videos tracked at full rate are absent."""
+    if not fs.exists(f"{root}/clips"):
+        return {}
+    dataset = ds.dataset(f"{root}/clips", filesystem=fs, format="parquet")
+    if not dataset.files or "tracked_frames" not in dataset.schema.names:
+        return {}
+    table = dataset.to_table(columns=["video_uri", "status", "tracked_frames"])
+    tracked: dict[str, set[int]] = defaultdict(set)
+    for row in table.to_pylist():
+        if row["status"] == "ok" and row["tracked_frames"] is not None:
+            tracked[video_stem(row["video_uri"])].update(row["tracked_frames"])
+    return {stem: frozenset(found) for stem, found in tracked.items()}
+
+
 def evaluate_output(
     output_uri: str,
     ground_truth_dir: str,
@@ -211,10 +231,11 @@ def evaluate_output(
     truths = _read_ground_truths(gt_fs, gt_root)
     first_frames = _read_first_prompt_frames(gt_fs, gt_root)
     predictions = _read_predictions(out_fs, out_root)
+    sampled = _read_tracked_frames(out_fs, out_root)
     objects: list[ObjectEval] = []
     for stem, gt in truths.items():
         video_first = None if first_frames is None else first_frames.get(stem, {})
-        objects.extend(score_video(stem, gt, predictions.get(stem, {}), video_first, bound_th))
+        objects.extend(score_video(stem, gt, predictions.get(stem, {}), video_first, bound_th, sampled.get(stem)))
     missing = [stem for stem in truths if stem not in predictions]
     unmatched = [stem for stem in predictions if stem not in truths]
     return build_report(objects, missing, unmatched)

@@ -114,6 +114,13 @@ CLIPS_SCHEMA = pa.schema(
             "them); null: every frame.",
             True,
         ),
+        _field(
+            "tracked_frames",
+            pa.list_(pa.int32()),
+            "With --sample-fps: the absolute indices of the clip's frames that were tracked (the only ones with "
+            "rows); null: every frame of [start_frame, end_frame).",
+            True,
+        ),
     ],
     metadata={"batchtrack.table": "clips"},
 )

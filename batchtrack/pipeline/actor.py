@@ -386,6 +386,7 @@ class _VideoRun:
                     end,
                     "ok",
                     frames=sample.count_in(start, end),
+                    tracked_frames=sample.listed_in(start, end),
                     objects=rows.num_objects,
                     mask_rows=len(rows),
                     seconds=now - clip_began,

@@ -72,6 +72,7 @@ class ClipStatus:
     rotation: int | None = None
     mirrored: bool | None = None
     sample_fps: float | None = None
+    tracked_frames: list[int] | None = None  # with sampling: the clip's tracked frames
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ClipStatus:

@@ -76,6 +76,12 @@ class FrameSample:
         """Sampled frames in [start, end)."""
         return int(np.searchsorted(self.frames, end) - np.searchsorted(self.frames, start))
 
+    def listed_in(self, start: int, end: int) -> list[int] | None:
+        """The sampled frames of [start, end) for a clips/ row; None when every frame is tracked."""
+        if self.fps is None:
+            return None
+        return [int(i) for i in self.frames[np.searchsorted(self.frames, start) : np.searchsorted(self.frames, end)]]
+
     def position(self, frame: int, what: str) -> int:
         """The tracker's number of absolute frame `frame`; PromptError naming the nearest sampled frames
         when it is not sampled (`what` says whose frame it is, for the message)."""

@@ -25,7 +25,9 @@ __all__ = ["FORMATS", "ExportFormat", "ExportSummary", "export_dataset"]
 
 
 class VideoWriter(Protocol):
-    def add_video(self, video: VideoSummary, rows: VideoRows, num_frames: int) -> None: ...
+    def add_video(self, video: VideoSummary, rows: VideoRows, frames: Sequence[int]) -> None:
+        """Write one video's annotations on `frames` (absolute indices, ascending: every frame, or the sampled)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -85,12 +87,12 @@ def export_dataset(
         if rows.num_rows == 0:
             skipped += 1
             continue
-        num_frames = max(video.num_frames, rows.last_frame + 1)
-        writer.add_video(video, rows, num_frames)
+        annotated_frames = video.annotated_frames(max(video.num_frames, rows.last_frame + 1))
+        writer.add_video(video, rows, annotated_frames)
         if frames:
-            images += write_frames(target, video.video_id, video.video_uri, num_frames, storage_options)
+            images += write_frames(target, video.video_id, video.video_uri, annotated_frames, storage_options)
         written += 1
         tracks += len(rows.track_ids)
-        annotated += num_frames
+        annotated += len(annotated_frames)
     writer.close()
     return ExportSummary(fmt, dest, written, skipped, tracks, annotated, images)

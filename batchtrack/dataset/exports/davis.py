@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
@@ -70,19 +71,19 @@ class DavisWriter:
         self.dest = dest
         self.objects: dict[str, dict[str, int]] = {}
 
-    def add_video(self, video: VideoSummary, rows: VideoRows, num_frames: int) -> None:
+    def add_video(self, video: VideoSummary, rows: VideoRows, frames: Sequence[int]) -> None:
         if len(rows.track_ids) > MAX_OBJECTS:
             raise BatchtrackError(
                 f"video {video.video_id} has {len(rows.track_ids)} tracks; DAVIS PNGs hold at most {MAX_OBJECTS}"
             )
         object_index = {track: index for index, track in enumerate(rows.track_ids, start=1)}
         height, width = rows.size
-        frames = rows.frames()
-        pending = next(frames, None)
-        for frame_index in range(num_frames):
+        tracked = rows.frames()
+        pending = next(tracked, None)
+        for frame_index in frames:
             if pending is not None and pending.frame_index == frame_index:
                 canvas = index_map(pending, object_index)
-                pending = next(frames, None)
+                pending = next(tracked, None)
             else:
                 canvas = np.zeros((height, width), dtype=np.uint8)
             name = frame_name(video.video_id, frame_index, "png")

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from batchtrack.dataset.exports.destination import Destination
-from batchtrack.io.video import iter_frames
+from batchtrack.io.video import open_video
 
 FRAMES_DIR = "JPEGImages"
 JPEG_QUALITY = 95
@@ -31,12 +31,17 @@ def write_frames(
     dest: Destination,
     video_id: str,
     video_uri: str,
-    num_frames: int,
+    frames: Sequence[int],
     storage_options: Mapping[str, Any] | None = None,
 ) -> int:
-    """Decode frames [0, num_frames) of `video_uri` and write them as JPEGs; returns how many were written."""
+    """Decode `frames` (ascending absolute indices) of `video_uri`, as a player shows them, and write them as
+    JPEGs named by their index; returns how many were written."""
+    if not len(frames):
+        return 0
     written = 0
-    for index, frame in enumerate(iter_frames(video_uri, 0, num_frames, storage_options=storage_options)):
-        dest.write_bytes(f"{FRAMES_DIR}/{frame_name(video_id, index, 'jpg')}", jpeg_bytes(frame))
-        written += 1
+    keep = None if list(frames) == list(range(len(frames))) else frozenset(frames)
+    with open_video(video_uri, storage_options=storage_options) as video:
+        for index, frame in zip(frames, video.frames(0, frames[-1] + 1, keep), strict=True):
+            dest.write_bytes(f"{FRAMES_DIR}/{frame_name(video_id, index, 'jpg')}", jpeg_bytes(frame))
+            written += 1
     return written

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Sequence
 from typing import IO, Any
 
 from batchtrack.dataset.exports.destination import Destination
@@ -45,7 +46,7 @@ class _JsonArraySpool:
         self.file.close()
 
 
-def video_entry(number: int, video: VideoSummary, rows: VideoRows, num_frames: int) -> dict[str, Any]:
+def video_entry(number: int, video: VideoSummary, rows: VideoRows, frames: Sequence[int]) -> dict[str, Any]:
     height, width = rows.size
     return {
         "id": number,
@@ -53,16 +54,16 @@ def video_entry(number: int, video: VideoSummary, rows: VideoRows, num_frames: i
         "video_uri": video.video_uri,
         "height": height,
         "width": width,
-        "length": num_frames,
-        "file_names": [frame_name(video.video_id, index, "jpg") for index in range(num_frames)],
+        "length": len(frames),
+        "file_names": [frame_name(video.video_id, index, "jpg") for index in frames],
     }
 
 
-def track_annotations(
-    first_id: int, video_number: int, rows: VideoRows, num_frames: int
-) -> list[dict[str, Any]]:
-    """One annotation per track of the video, ids counting up from `first_id`."""
+def track_annotations(first_id: int, video_number: int, rows: VideoRows, frames: Sequence[int]) -> list[dict[str, Any]]:
+    """One annotation per track of the video, ids counting up from `first_id`; list position i is frames[i]."""
     height, width = rows.size
+    num_frames = len(frames)
+    position = {frame: i for i, frame in enumerate(frames)}
     per_track: dict[int, dict[str, Any]] = {}
     for offset, track in enumerate(rows.track_ids):
         per_track[track] = {
@@ -82,11 +83,11 @@ def track_annotations(
         for track, rle, here, area, bbox in zip(
             frame.track_ids, frame.rles, frame.present, frame.areas, frame.bboxes, strict=True
         ):
-            if here:
-                entry = per_track[track]
-                entry["segmentations"][frame.frame_index] = {"size": [height, width], "counts": rle}
-                entry["areas"][frame.frame_index] = int(area)
-                entry["bboxes"][frame.frame_index] = [float(v) for v in bbox]
+            if here and frame.frame_index in position:
+                entry, at = per_track[track], position[frame.frame_index]
+                entry["segmentations"][at] = {"size": [height, width], "counts": rle}
+                entry["areas"][at] = int(area)
+                entry["bboxes"][at] = [float(v) for v in bbox]
     return list(per_track.values())
 
 
@@ -98,10 +99,10 @@ class YtvisWriter:
         self.videos = _JsonArraySpool()
         self.annotations = _JsonArraySpool()
 
-    def add_video(self, video: VideoSummary, rows: VideoRows, num_frames: int) -> None:
+    def add_video(self, video: VideoSummary, rows: VideoRows, frames: Sequence[int]) -> None:
         number = self.videos.count + 1
-        self.videos.add(video_entry(number, video, rows, num_frames))
-        for annotation in track_annotations(self.annotations.count + 1, number, rows, num_frames):
+        self.videos.add(video_entry(number, video, rows, frames))
+        for annotation in track_annotations(self.annotations.count + 1, number, rows, frames):
             self.annotations.add(annotation)
 
     def close(self) -> None:

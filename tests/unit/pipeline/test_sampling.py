@@ -45,6 +45,7 @@ def test_positions_number_the_sampled_frames_and_unsampled_ones_name_their_neigh
     assert [sample.position(f, "p") for f in (0, 4, 20)] == [0, 1, 5]
     assert sample.absolute(2) == 8
     assert sample.count_in(4, 13) == 3
+    assert sample.listed_in(4, 13) == [4, 8, 12]
     assert sample.keep == frozenset({0, 4, 8, 12, 16, 20})
     with pytest.raises(PromptError, match=r"frame 6, which --sample-fps 6 does not track; .* are 4 and 8"):
         sample.position(6, "the prompt of object 1")
