@@ -8,6 +8,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import av
 import duckdb
 import pyarrow.parquet as pq
 import pytest
@@ -17,6 +18,7 @@ from batchtrack.config import load_config
 from batchtrack.eval.evaluate import evaluate_output
 from batchtrack.io.rle import decode_mask
 from batchtrack.pipeline.job import JobSummary, run_job
+from batchtrack.synthetic.codecs import ARCHIVE_ENCODINGS, write_encoding
 
 from .conftest import CLIP_FRAMES, ActorKiller, Corpus, assert_complete_dataset, make_corpus, read_table
 
@@ -186,3 +188,44 @@ def test_a_video_cut_into_clips_scores_like_the_same_video_tracked_as_one_clip(t
         scores[clip_frames] = report.jf
     assert scores[64] > 0.2, scores  # the model tracks something: the comparison is not of two empty outputs
     assert abs(scores[8] - scores[64]) <= 0.03, scores
+
+
+def test_every_encoding_of_the_codec_matrix_ends_ok_with_one_row_per_frame(tmp_path: Path) -> None:
+    """The 23 files of the codec matrix (batchtrack.synthetic.codecs) in one job: every file is tracked whole,
+    rotated ones in displayed coordinates, each row with its frame's own presentation time."""
+    folder = tmp_path / "matrix"
+    folder.mkdir()
+    encodings = {f"{e.name}{e.suffix}": e for e in ARCHIVE_ENCODINGS}
+    lines = []
+    for name, encoding in encodings.items():
+        write_encoding(encoding, folder / name)
+        width, height = encoding.displayed_size
+        box = [1, 1, width // 2, height // 2]  # displayed pixels: inside every displayed frame
+        lines.append(json.dumps({"video": name, "frame": 0, "object_id": 1, "box": box}) + "\n")
+    (folder / "prompts.jsonl").write_text("".join(lines))
+    corpus = Corpus(folder, [folder / n for n in encodings], [], folder / "prompts.jsonl")
+    output = tmp_path / "out"
+    cfg = load_config(
+        None, corpus=str(folder), output=str(output), prompts=str(corpus.prompts), model={"name": "baseline-flow"},
+        actors={"num_actors": 1, "num_cpus": 1}, unit={"max_videos": 32},
+    )  # fmt: skip
+
+    summary = run_job(cfg)
+
+    clips = read_table(output, "clips").to_pylist()
+    by_name = {Path(c["video_uri"]).name: c for c in clips}
+    assert set(by_name) == set(encodings) and summary.failed == 0, [c for c in clips if c["status"] != "ok"]
+    masks = read_table(output, "masks").to_pylist()
+    for name, encoding in encodings.items():
+        clip = by_name[name]
+        rows = sorted((r for r in masks if Path(r["video_uri"]).name == name), key=lambda r: r["frame_index"])
+        assert (clip["status"], clip["frames"], clip["rotation"], clip["mirrored"]) == (
+            "ok", encoding.frames, encoding.rotation, encoding.mirror,
+        ), name  # fmt: skip
+        assert [r["frame_index"] for r in rows] == list(range(encoding.frames)), name
+        width, height = encoding.displayed_size
+        assert {(r["height"], r["width"]) for r in rows} == {(height, width)}, name
+        with av.open(str(folder / name)) as container:
+            times = [float(frame.time) for frame in container.decode(video=0)]
+        assert [r["timestamp_s"] for r in rows] == pytest.approx([t - times[0] for t in times], abs=1e-6), name
+    assert_complete_dataset(output, corpus.prompts, _uri_of(corpus))
