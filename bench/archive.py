@@ -1,0 +1,147 @@
+"""Real-archive costs, measured side by side in one run inside the tracker actor's own code (UnitProcessor,
+no Ray): what --sample-fps saves per second of video, and the peak memory of an actor on 4K against 1080p.
+
+    python bench/archive.py rate --model tiny-synthetic --seconds 4 --fps 30 --sample-fps 6
+    python bench/archive.py rss --model tiny-synthetic --frames 8
+
+`rate`: one synthetic 30 fps video, a box prompt on frame 0, tracked at full rate and at --sample-fps;
+prints seconds per video-second (decode + track, as the clips/ rows time them) and their ratio.
+`rss`: the same pattern video written at 1920x1080 and 3840x2160, each tracked in a fresh process (so
+peak RSS is that run's own), 4K once more with the prefetch queue bounded only in frames (the old
+behaviour, prefetch_mib unset); prints peak RSS per run and the 4K / 1080p ratio. Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from batchtrack.config import ClipPlanConfig, ModelConfig
+from batchtrack.io.corpus import list_videos
+from batchtrack.io.prompts import PromptRecord
+from batchtrack.pipeline.actor import ActorSettings, UnitProcessor
+from batchtrack.pipeline.models import load_tracker
+from batchtrack.pipeline.plan import ModelKey, PlanSettings, make_unit, plan_video
+from batchtrack.synthetic.codecs import Encoding, write_encoding
+from batchtrack.synthetic.corpus import write_synthetic_video
+from batchtrack.synthetic.scene import SceneSpec
+
+
+def track_once(
+    video: Path, box: list[float], model: str, out: Path, sample_fps: float | None, prefetch_bytes: int | None
+) -> dict[str, float]:
+    """Track `video` with one prompt in the actor's code; the summed clips/ times and the tracked frame count."""
+    settings = PlanSettings(ModelKey(model, "bench"), ClipPlanConfig(length_s=10.0), None, "off", sample_fps=sample_fps)
+    [ref] = list_videos(str(video))
+    record = PromptRecord(video=str(video), frame=0, object_id=1, box=tuple(box))
+    unit = make_unit([plan_video(ref, [record], settings)], settings)
+    actor = ActorSettings(
+        model=ModelConfig(name=model, random_weights=model.startswith("sam2")),
+        output=str(out),
+        prefetch_frames=8,
+        prefetch_bytes=prefetch_bytes,
+    )
+    tracker = load_tracker(actor.model, "cpu")
+    summary = UnitProcessor(tracker, actor, device="cpu", node_id=None).process(unit)
+    if summary.failed:
+        raise RuntimeError(f"tracking failed: {summary.failures}")
+    import pyarrow.dataset as ds
+
+    clips = ds.dataset(str(out / "clips"), format="parquet").to_table().to_pylist()
+    return {
+        "frames": float(sum(c["frames"] for c in clips)),
+        "decode_s": sum(c["decode_seconds"] for c in clips),
+        "track_s": sum(c["track_seconds"] for c in clips),
+    }
+
+
+def bench_rate(args: argparse.Namespace) -> None:
+    work = Path(tempfile.mkdtemp(prefix="bt-archive-"))
+    frames = round(args.seconds * args.fps)
+    spec = SceneSpec(seed=4, width=args.width, height=args.height, num_frames=frames, num_objects=1, fps=args.fps)
+    video = write_synthetic_video(spec, work / "corpus", "v")
+    [prompt] = video.prompts
+    assert prompt.frame_index == 0, "the bench prompts frame 0, which every rate samples"
+    rows = []
+    for label, rate in (("full rate", None), (f"{args.sample_fps:g} fps", args.sample_fps)):
+        times = track_once(video.video_path, list(prompt.box), args.model, work / label.replace(" ", "_"), rate, None)
+        total = times["decode_s"] + times["track_s"]
+        rows.append((label, times["frames"], times["decode_s"], times["track_s"], total / args.seconds))
+    print(f"{args.model}, {args.width}x{args.height}, {args.seconds:g} s at {args.fps:g} fps, one object, CPU")
+    print(f"{'run':<10} {'frames':>7} {'decode s':>9} {'track s':>8} {'s per video-s':>14}")
+    for label, count, decode, track, per_second in rows:
+        print(f"{label:<10} {count:>7.0f} {decode:>9.2f} {track:>8.2f} {per_second:>14.3f}")
+    print(f"full rate / {args.sample_fps:g} fps cost per video-second: {rows[0][4] / rows[1][4]:.2f}x")
+
+
+def _rss_child(args: argparse.Namespace) -> None:
+    """One run in its own process: prints its peak RSS (MiB) as JSON on the last line."""
+    video = Path(args.video)
+    times = track_once(video, args.box, args.model, Path(args.out), None, args.prefetch_bytes)
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    print(json.dumps({"peak_mib": peak_mib, **times}))
+
+
+def bench_rss(args: argparse.Namespace) -> None:
+    work = Path(tempfile.mkdtemp(prefix="bt-archive-rss-"))
+    runs = []
+    for label, (width, height), bound in (
+        ("1080p", (1920, 1080), 256 << 20),
+        ("4K", (3840, 2160), 256 << 20),
+        ("4K, frames-only bound", (3840, 2160), None),
+    ):
+        encoding = Encoding(
+            f"pattern-{width}", "libx264", ".mp4", width=width, height=height, frames=args.frames,
+            options={"g": "4", "threads": "2", "preset": "ultrafast"},
+        )  # fmt: skip
+        video = work / f"{encoding.name}.mp4"
+        if not video.exists():
+            write_encoding(encoding, video)
+        command = [
+            sys.executable, __file__, "rss-child", "--video", str(video), "--model", args.model,
+            "--out", str(work / f"out-{len(runs)}"), "--box", "8", "8", str(width // 2), str(height // 2),
+        ] + ([] if bound is None else ["--prefetch-bytes", str(bound)])  # fmt: skip
+        result = subprocess.run(command, capture_output=True, text=True, check=True)
+        measured = json.loads(result.stdout.strip().splitlines()[-1])
+        runs.append((label, bound, measured))
+    print(f"{args.model}, {args.frames} frames per video, one object, CPU, prefetch 8 frames")
+    print(f"{'video':<22} {'prefetch bytes':>15} {'peak RSS MiB':>13} {'decode s':>9} {'track s':>8}")
+    for label, bound, measured in runs:
+        bound_text = "-" if bound is None else f"{bound >> 20} MiB"
+        print(
+            f"{label:<22} {bound_text:>15} {measured['peak_mib']:>13.0f} {measured['decode_s']:>9.2f} "
+            f"{measured['track_s']:>8.2f}"
+        )
+    print(f"peak RSS 4K / 1080p: {runs[1][2]['peak_mib'] / runs[0][2]['peak_mib']:.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    rate = commands.add_parser("rate", help="cost per video-second at full rate against --sample-fps")
+    rate.add_argument("--model", default="tiny-synthetic")
+    rate.add_argument("--seconds", type=float, default=4.0)
+    rate.add_argument("--fps", type=float, default=30.0)
+    rate.add_argument("--sample-fps", type=float, default=6.0)
+    rate.add_argument("--width", type=int, default=160)
+    rate.add_argument("--height", type=int, default=120)
+    rss = commands.add_parser("rss", help="peak actor RSS on 4K against 1080p")
+    rss.add_argument("--model", default="tiny-synthetic")
+    rss.add_argument("--frames", type=int, default=8)
+    child = commands.add_parser("rss-child")
+    child.add_argument("--video", required=True)
+    child.add_argument("--model", required=True)
+    child.add_argument("--out", required=True)
+    child.add_argument("--box", type=float, nargs=4, required=True)
+    child.add_argument("--prefetch-bytes", type=int, default=None)
+    args = parser.parse_args()
+    {"rate": bench_rate, "rss": bench_rss, "rss-child": _rss_child}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
