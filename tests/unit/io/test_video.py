@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from batchtrack.errors import DecodeError, DecodeErrorKind
-from batchtrack.io.video import VideoInfo, iter_frames, probe_video
+from batchtrack.io.video import VideoInfo, _ByteBudget, iter_frames, open_video, probe_video
 
 BACKENDS = ("decord", "pyav")
 
@@ -362,3 +362,42 @@ def test_a_path_with_spaces_decodes(tmp_path: Path, bikes: Path, bikes_frames: n
     shutil.copyfile(bikes, copy)
 
     np.testing.assert_array_equal(np.stack(list(iter_frames(str(copy), 240, 250))), bikes_frames[240:])
+
+
+# ---------------------------------------------------------------- prefetch bounded in bytes
+
+MIB = 1 << 20
+
+
+def test_the_prefetch_budget_stops_a_frame_that_would_pass_its_bytes_until_one_is_taken() -> None:
+    budget = _ByteBudget(2 * MIB + 1)
+    stopped = threading.Event()
+    assert budget.reserve(MIB, stopped) and budget.reserve(MIB, stopped)
+    third = threading.Event()
+    producer = threading.Thread(target=lambda: budget.reserve(MIB, stopped) and third.set())
+    producer.start()
+
+    assert not third.wait(0.2)  # a third frame would pass 2 MiB: the decoder waits
+    budget.release(MIB)  # the tracker took one
+    assert third.wait(10)
+    producer.join()
+    assert budget.queued == 2 * MIB
+
+
+def test_one_frame_larger_than_the_budget_still_flows_and_a_stopped_consumer_frees_the_producer() -> None:
+    budget = _ByteBudget(MIB)
+    stopped = threading.Event()
+    assert budget.reserve(25 * MIB, stopped)  # a 4K frame into an empty queue
+    released: list[bool] = []
+    producer = threading.Thread(target=lambda: released.append(budget.reserve(MIB, stopped)))
+    producer.start()
+    stopped.set()
+    producer.join(10)
+    assert released == [False]
+
+
+def test_a_byte_bound_below_one_frame_still_delivers_every_frame(bikes: Path, bikes_frames: np.ndarray) -> None:
+    with open_video(str(bikes), prefetch=8, prefetch_bytes=1024) as video:
+        frames = list(video.frames(0, 20))
+    np.testing.assert_array_equal(np.stack(frames), bikes_frames[:20])
+    assert _decode_threads() == []
