@@ -15,8 +15,8 @@ import av
 import numpy as np
 import pytest
 
-from batchtrack.errors import ConfigError
-from batchtrack.io.video import open_video
+from batchtrack.errors import ConfigError, DecodeError, DecodeErrorKind
+from batchtrack.io.video import open_video, probe_video
 from batchtrack.synthetic.codecs import ARCHIVE_ENCODINGS, VFR_DURATIONS_MS, Encoding, write_encoding
 
 ENCODINGS = {encoding.name: encoding for encoding in ARCHIVE_ENCODINGS}
@@ -143,3 +143,16 @@ def test_rotated_frames_put_the_top_left_mark_where_a_player_shows_it(
             first = next(iter(video.frames(0, 1)))
         red, green = int(first[row, col, 0]), int(first[row, col, 1])
         assert red > 200 and green < 60, (name, first[row, col])
+
+
+@pytest.mark.parametrize("backend", ["auto", "pyav"])
+def test_a_cut_variable_rate_file_is_still_truncated(
+    matrix: dict[str, tuple[Path, Reference]], tmp_path: Path, backend: str
+) -> None:
+    data = matrix["vfr-mkv"][0].read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: len(data) * 6 // 10])
+
+    with pytest.raises(DecodeError, match=r"declares 1\.14 s but its video packets end at 0\.\d+ s") as failure:
+        probe_video(str(cut), backend=backend)  # type: ignore[arg-type]
+    assert failure.value.kind is DecodeErrorKind.TRUNCATED
