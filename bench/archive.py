@@ -5,7 +5,8 @@ no Ray): what --sample-fps saves per second of video, and the peak memory of an 
     python bench/archive.py rss --model tiny-synthetic --frames 8
 
 `rate`: one synthetic 30 fps video, a box prompt on frame 0, tracked at full rate and at --sample-fps;
-prints seconds per video-second (decode + track, as the clips/ rows time them) and their ratio.
+prints seconds per video-second, as wall time (decode + track, as the clips/ rows time them) and as the
+process's CPU time (all threads; what a busy shared machine does not distort), and their ratios.
 `rss`: the same pattern video written at 1920x1080 and 3840x2160, each tracked in a fresh process (so
 peak RSS is that run's own), 4K once more with the prefetch queue bounded only in frames (the old
 behaviour, prefetch_mib unset); prints peak RSS per run and the 4K / 1080p ratio. Nothing is asserted.
@@ -47,7 +48,9 @@ def track_once(
         prefetch_bytes=prefetch_bytes,
     )
     tracker = load_tracker(actor.model, "cpu")
+    cpu_before = _cpu_seconds()
     summary = UnitProcessor(tracker, actor, device="cpu", node_id=None).process(unit)
+    cpu = _cpu_seconds() - cpu_before
     if summary.failed:
         raise RuntimeError(f"tracking failed: {summary.failures}")
     import pyarrow.dataset as ds
@@ -57,7 +60,13 @@ def track_once(
         "frames": float(sum(c["frames"] for c in clips)),
         "decode_s": sum(c["decode_seconds"] for c in clips),
         "track_s": sum(c["track_seconds"] for c in clips),
+        "cpu_s": cpu,
     }
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def bench_rate(args: argparse.Namespace) -> None:
@@ -71,12 +80,19 @@ def bench_rate(args: argparse.Namespace) -> None:
     for label, rate in (("full rate", None), (f"{args.sample_fps:g} fps", args.sample_fps)):
         times = track_once(video.video_path, list(prompt.box), args.model, work / label.replace(" ", "_"), rate, None)
         total = times["decode_s"] + times["track_s"]
-        rows.append((label, times["frames"], times["decode_s"], times["track_s"], total / args.seconds))
+        rows.append((label, times["frames"], times["decode_s"], times["track_s"], total, times["cpu_s"]))
     print(f"{args.model}, {args.width}x{args.height}, {args.seconds:g} s at {args.fps:g} fps, one object, CPU")
-    print(f"{'run':<10} {'frames':>7} {'decode s':>9} {'track s':>8} {'s per video-s':>14}")
-    for label, count, decode, track, per_second in rows:
-        print(f"{label:<10} {count:>7.0f} {decode:>9.2f} {track:>8.2f} {per_second:>14.3f}")
-    print(f"full rate / {args.sample_fps:g} fps cost per video-second: {rows[0][4] / rows[1][4]:.2f}x")
+    print(f"{'run':<10} {'frames':>7} {'decode s':>9} {'track s':>8} {'wall s/video-s':>15} {'CPU s/video-s':>14}")
+    for label, count, decode, track, total, cpu in rows:
+        print(
+            f"{label:<10} {count:>7.0f} {decode:>9.2f} {track:>8.2f} {total / args.seconds:>15.3f} "
+            f"{cpu / args.seconds:>14.3f}"
+        )
+    full, sampled = rows
+    print(
+        f"full rate / {args.sample_fps:g} fps per video-second: wall {full[4] / sampled[4]:.2f}x, "
+        f"CPU {full[5] / sampled[5]:.2f}x (frames {full[1] / sampled[1]:.2f}x)"
+    )
 
 
 def _rss_child(args: argparse.Namespace) -> None:
