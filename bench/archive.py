@@ -3,13 +3,17 @@ no Ray): what --sample-fps saves per second of video, and the peak memory of an 
 
     python bench/archive.py rate --model tiny-synthetic --seconds 4 --fps 30 --sample-fps 6
     python bench/archive.py rss --model tiny-synthetic --frames 8
+    python bench/archive.py queue --frames 40 --prefetch 32
 
 `rate`: one synthetic 30 fps video, a box prompt on frame 0, tracked at full rate and at --sample-fps;
 prints seconds per video-second, as wall time (decode + track, as the clips/ rows time them) and as the
 process's CPU time (all threads; what a busy shared machine does not distort), and their ratios.
 `rss`: the same pattern video written at 1920x1080 and 3840x2160, each tracked in a fresh process (so
 peak RSS is that run's own), 4K once more with the prefetch queue bounded only in frames (the old
-behaviour, prefetch_mib unset); prints peak RSS per run and the 4K / 1080p ratio. Nothing is asserted.
+behaviour, prefetch_mib unset); prints peak RSS per run and the 4K / 1080p ratio.
+`queue`: the prefetch queue alone: a 4K video decoded ahead of a consumer slower than the decoder (a tracker),
+with --prefetch frame slots, once with no byte bound and once with actors.prefetch_mib's default; peak RSS of
+each run in its own process. Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -103,6 +107,47 @@ def _rss_child(args: argparse.Namespace) -> None:
     print(json.dumps({"peak_mib": peak_mib, **times}))
 
 
+def _queue_child(args: argparse.Namespace) -> None:
+    """Decode `args.video` ahead of a consumer that takes 250 ms a frame; prints peak RSS and the most bytes
+    the queue held (MiB) as JSON."""
+    import time
+
+    from batchtrack.io import video as video_module
+
+    most = [0]
+    reserve = video_module._ByteBudget.reserve
+
+    def watched(budget: video_module._ByteBudget, size: int, stopped: object) -> bool:
+        granted = reserve(budget, size, stopped)  # type: ignore[arg-type]
+        most[0] = max(most[0], budget.queued)
+        return granted
+
+    video_module._ByteBudget.reserve = watched  # type: ignore[method-assign]  # bench instrumentation only
+    with video_module.open_video(args.video, prefetch=args.prefetch, prefetch_bytes=args.prefetch_bytes) as video:
+        for _ in video.frames():
+            time.sleep(0.25)  # the tracker's share of a frame: the decoder gets ahead
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"peak_mib": peak, "queued_mib": most[0] / 2**20}))
+
+
+def bench_queue(args: argparse.Namespace) -> None:
+    work = Path(tempfile.mkdtemp(prefix="bt-archive-queue-"))
+    encoding = Encoding(
+        "pattern-4k", "libx264", ".mp4", width=3840, height=2160, frames=args.frames,
+        options={"g": "8", "threads": "2", "preset": "ultrafast"},
+    )  # fmt: skip
+    video = write_encoding(encoding, work / "pattern-4k.mp4")
+    print(f"4K (3840x2160, 24.9 MB a frame), {args.frames} frames, {args.prefetch} prefetch slots, slow consumer")
+    print(f"{'byte bound':>12} {'most queued MiB':>16} {'peak RSS MiB':>13}")
+    for bound in (None, 256 << 20):
+        command = [sys.executable, __file__, "queue-child", "--video", str(video), "--prefetch", str(args.prefetch)]
+        command += [] if bound is None else ["--prefetch-bytes", str(bound)]
+        result = subprocess.run(command, capture_output=True, text=True, check=True)
+        measured = json.loads(result.stdout.strip().splitlines()[-1])
+        bound_text = "-" if bound is None else f"{bound >> 20} MiB"
+        print(f"{bound_text:>12} {measured['queued_mib']:>16.0f} {measured['peak_mib']:>13.0f}")
+
+
 def bench_rss(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="bt-archive-rss-"))
     runs = []
@@ -155,8 +200,19 @@ def main() -> None:
     child.add_argument("--out", required=True)
     child.add_argument("--box", type=float, nargs=4, required=True)
     child.add_argument("--prefetch-bytes", type=int, default=None)
+    queue = commands.add_parser("queue", help="peak RSS of the 4K prefetch queue, bounded in bytes or not")
+    queue.add_argument("--frames", type=int, default=40)
+    queue.add_argument("--prefetch", type=int, default=32)
+    queue_child = commands.add_parser("queue-child")
+    queue_child.add_argument("--video", required=True)
+    queue_child.add_argument("--prefetch", type=int, required=True)
+    queue_child.add_argument("--prefetch-bytes", type=int, default=None)
     args = parser.parse_args()
-    {"rate": bench_rate, "rss": bench_rss, "rss-child": _rss_child}[args.command](args)
+    commands_by_name = {
+        "rate": bench_rate, "rss": bench_rss, "rss-child": _rss_child, "queue": bench_queue,
+        "queue-child": _queue_child,
+    }  # fmt: skip
+    commands_by_name[args.command](args)
 
 
 if __name__ == "__main__":
