@@ -343,7 +343,12 @@ def _read_orientation(probe: _Probe) -> Orientation:
             break
     except av.error.FFmpegError:
         pass
-    container.seek(0, backward=True)
+    try:
+        container.seek(0, backward=True)
+    except av.error.FFmpegError as exc:
+        raise DecodeError(
+            probe.source.uri, DecodeErrorKind.CORRUPT, f"cannot seek back to the start after the first frame: {exc}"
+        ) from exc
     return IDENTITY if matrix is None else Orientation.from_display_matrix(matrix)
 
 
