@@ -6,6 +6,7 @@ Heavy imports (torch, ray) happen inside the command that needs them so `batchtr
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -93,7 +94,12 @@ def _add_job_flags(parser: argparse.ArgumentParser, positional: bool = True) -> 
         help="track only the frames nearest to F per second (by timestamp; e.g. 6); prompts must be on sampled "
         "frames; default: every frame",
     )
-    parser.add_argument("--actors", type=int, help="number of tracker actors (minimum when autoscaling)")
+    parser.add_argument(
+        "--actors",
+        type=int,
+        help="number of tracker actors, the minimum with --max-actors (default: autoscale from 1 up to the "
+        "cluster's CPUs / --cpus-per-actor, or one per GPU)",
+    )
     parser.add_argument("--max-actors", type=int, help="upper bound of an autoscaling actor pool")
     parser.add_argument("--cpus-per-actor", type=float, help="CPUs per actor (torch threads follow)")
     parser.add_argument("--gpus-per-actor", type=float, help="GPUs per actor (0 = CPU)")
@@ -141,7 +147,8 @@ def _cmd_demo_corpus(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from batchtrack.demo import run_demo
 
-    return run_demo(Path(args.workdir), model=args.model)
+    actors = {"num_actors": args.actors, "max_actors": args.max_actors, "num_cpus": args.cpus_per_actor}
+    return run_demo(Path(args.workdir), model=args.model, actors={k: v for k, v in actors.items() if v is not None})
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -232,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = add_command("demo", "make a demo corpus, track it with the default model, summarise, draw")
     demo.add_argument("--workdir", default="demo")
     demo.add_argument("--model", default=None, help="model name (default: the shipped tiny-synthetic)")
+    demo.add_argument("--actors", type=int, help="number of tracker actors (default: autoscale to the CPUs)")
+    demo.add_argument("--max-actors", type=int, help="upper bound of an autoscaling actor pool")
+    demo.add_argument("--cpus-per-actor", type=float, help="CPUs per actor (torch threads follow)")
     demo.set_defaults(func=_cmd_demo)
 
     evaluate = add_command("eval", "J&F of a finished job's masks against synthetic ground truth")
@@ -268,11 +278,26 @@ def _one_line(message: str) -> str:
     return " ".join(message.split())
 
 
+EMBEDDED_RAY_COMMANDS = ("run", "demo")
+
+
+def _settle_ray_auth_mode(command: str) -> None:
+    """Say RAY_AUTH_MODE=token (Ray's default for a new local cluster) out loud for an embedded Ray, when unset.
+
+    Ray warns on every start of a local cluster whose auth mode is left implicit; the documented way to keep
+    the default without the warning is the environment variable, read once when Ray is imported, so it is set
+    here, before the command imports Ray, and never when Ray is already loaded (in-process callers).
+    """
+    if command in EMBEDDED_RAY_COMMANDS and "ray" not in sys.modules and not os.environ.get("RAY_ADDRESS"):
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command. A user error (BatchtrackError) is one line on stderr and exit code 2; `--debug` adds
     its traceback. Anything else is a bug and keeps its traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    _settle_ray_auth_mode(args.command)
     try:
         return int(args.func(args))
     except BatchtrackError as exc:

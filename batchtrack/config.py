@@ -105,10 +105,17 @@ class ModelConfig(_Section):
 class ActorConfig(_Section):
     """The pool of tracker actors."""
 
-    num_actors: int = Field(1, ge=1, description="Tracker actors in the pool (the minimum when autoscaling).")
+    num_actors: int | None = Field(
+        None,
+        ge=1,
+        description="Tracker actors in the pool (the minimum when autoscaling). Unset with max_actors unset: a pool "
+        "autoscaling from 1 up to what the Ray cluster offers when the job starts (CPUs / num_cpus, or its GPUs).",
+    )
     max_actors: int | None = Field(None, ge=1, description="Upper bound of an autoscaling pool.")
-    num_gpus: float = Field(0.0, ge=0, description="GPUs per actor; 0 runs on CPU.")
-    num_cpus: float = Field(1.0, gt=0, description="CPUs per actor; torch threads are sized to this.")
+    num_gpus: float | None = Field(
+        None, ge=0, description="GPUs per actor; 0 runs on CPU. Unset: 1 when the Ray cluster has GPUs, else 0."
+    )
+    num_cpus: float = Field(1.0, gt=0, description="CPUs per actor; torch and decoder threads are sized to this.")
     prefetch_frames: int = Field(8, ge=1, description="Decoded frames queued ahead of the tracker.")
     prefetch_mib: float = Field(
         256.0,
@@ -122,7 +129,7 @@ class ActorConfig(_Section):
 
     @model_validator(mode="after")
     def _pool_bounds(self) -> ActorConfig:
-        if self.max_actors is not None and self.max_actors < self.num_actors:
+        if self.max_actors is not None and self.num_actors is not None and self.max_actors < self.num_actors:
             raise ValueError(f"actors.max_actors={self.max_actors} is below actors.num_actors={self.num_actors}")
         return self
 
@@ -195,6 +202,9 @@ class JobConfig(BaseSettings):
     )
     retry_failed: bool = Field(
         False, description="Track again the units a previous run recorded as failed (default: keep their rows)."
+    )
+    progress_seconds: float = Field(
+        10.0, gt=0, description="Seconds between the driver's progress lines when its output is not a terminal."
     )
 
     @field_validator("corpus", "output")

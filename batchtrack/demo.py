@@ -6,15 +6,23 @@ the shipped default model → summary table → J&F against the synthetic ground
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+from fsspec import AbstractFileSystem
 
+from batchtrack.dataset.layout import OutputFiles
 from batchtrack.errors import ConfigError
 from batchtrack.io.rle import decode_mask
+from batchtrack.io.sink import MANIFEST_NAME
 
 
 def _dataset(output: str, table: str) -> ds.Dataset:
@@ -30,7 +38,7 @@ def describe_output(output: str) -> str:
 
     data = open_dataset(output)
     clips = data.clips
-    lines = [f"output: {output}", f"clips: {clips.num_rows}"]
+    lines = [f"output: {output}", _job_status(data.files, clips), f"clips: {clips.num_rows}"]
     for status in sorted(set(clips.column("status").to_pylist())):
         count = pc.sum(pc.equal(clips.column("status"), status)).as_py()
         lines.append(f"  {status}: {count}")
@@ -42,6 +50,35 @@ def describe_output(output: str) -> str:
     for row in failed:
         lines.append(f"  failed {row['video_uri']}: {row.get('error_class')}: {row.get('error_message')}")
     return "\n".join(lines)
+
+
+def _job_status(files: OutputFiles, clips: pa.Table) -> str:
+    """Finished (its `_manifest.json`, written last, is there) or still running: what the committed units did so far.
+
+    A job that is running, or that stopped before its end, shows its progress from the units committed so far.
+    """
+    frames = int(pc.sum(clips.column("frames")).as_py() or 0)
+    failed = int(pc.sum(pc.equal(clips.column("status"), "failed")).as_py() or 0)
+    done = f"{len(files.clips)} units committed, {frames} frames tracked, {failed} failed clip(s)"
+    manifest = f"{files.root}/{MANIFEST_NAME}"
+    if not files.fs.exists(manifest):
+        newest = max(_modified(files.fs, path) for path in files.clips.values())
+        ago = f", last commit {time.time() - newest:.0f} s ago" if newest > 0 else ""
+        return f"status: running, or stopped before its end (no {MANIFEST_NAME} yet): {done} so far{ago}"
+    with files.fs.open(manifest, "r") as handle:
+        finished = json.load(handle).get("finished_at", "?")
+    return f"status: finished at {finished}: {done}"
+
+
+def _modified(fs: AbstractFileSystem, path: str) -> float:
+    """A file's modification time in seconds since the epoch (local, S3, GCS alike); 0 when the store has none."""
+    info = fs.info(path)
+    stamp = info.get("mtime") or info.get("LastModified") or info.get("updated")
+    if isinstance(stamp, datetime):
+        return stamp.timestamp()
+    if isinstance(stamp, str):
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    return float(stamp or 0)
 
 
 DEMO_CLIP_FRAMES = 30  # 90-frame videos → 3 clips each, so the demo shows tracks crossing clip boundaries
@@ -171,9 +208,12 @@ def _contact_sheet(output: str, video_id: str, frames: list[int], picture: Path)
     return picture
 
 
-def run_demo(workdir: Path, model: str | None = None) -> int:
+def run_demo(workdir: Path, model: str | None = None, actors: dict[str, Any] | None = None) -> int:
     """Make the demo corpus, run the job, print the summary and J&F beside the shipped model's test-protocol
-    numbers, write `workdir/overlay.png` (4 frames) and `workdir/tracks.gif` (the whole first video)."""
+    numbers, write `workdir/overlay.png` (4 frames) and `workdir/tracks.gif` (the whole first video).
+
+    Each video is a work unit of its own, so the actor pool (`actors`: ActorConfig keys; default: the node's
+    CPUs) shares the few videos out instead of one actor tracking them all."""
     from batchtrack.config import load_config
     from batchtrack.eval.evaluate import evaluate_output
     from batchtrack.pipeline.job import run_job
@@ -189,6 +229,8 @@ def run_demo(workdir: Path, model: str | None = None) -> int:
         prompts=str(corpus / "prompts.jsonl"),
         model={"name": model} if model else None,
         clip={"length_frames": DEMO_CLIP_FRAMES},
+        unit={"max_videos": 1},
+        actors=actors or None,
     )
     summary = run_job(cfg)
     print(summary.to_table())

@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import socket
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -82,11 +83,56 @@ def fetch_checkpoint(
     return CachedCheckpoint(uri, blob, digest)
 
 
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and the exceptions it was raised from, outermost first (fsspec wraps its client's in its own)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def unreachable_reason(exc: BaseException) -> str | None:
+    """What stopped a request, in words a user can act on, read from the exception's causes; None if unknown.
+
+    fsspec's HTTP filesystem reports every failure of `info()` as FileNotFoundError; the client error it wraps
+    tells a refused connection, an unresolved host name and an HTTP status apart.
+    """
+    for cause in _causes(exc):
+        status = getattr(cause, "status", None)
+        if isinstance(status, int) and status >= 400:
+            meaning = {401: "Unauthorized", 403: "Forbidden", 404: "Not Found"}.get(status, "error")
+            hint = {
+                401: "the server wants credentials",
+                403: "the server refuses access: check credentials, bucket policy or the URL's signature",
+                404: "the server has no file at this URL",
+            }.get(status, "the server answered with an error")
+            return f"HTTP {status} {meaning}: {hint}"
+        if isinstance(cause, socket.gaierror):
+            return f"host name not resolved ({cause.strerror or cause}): check the URL's host"
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused: no server listens at that host and port"
+        if isinstance(cause, TimeoutError):
+            return "connection timed out: the host does not answer"
+    return None
+
+
 def _info(fs: fsspec.AbstractFileSystem, path: str, uri: str) -> dict[str, Any]:
     try:
         info = fs.info(path)
     except FileNotFoundError as exc:
-        raise ConfigError(f"model.checkpoint {uri} does not exist") from exc
+        reason = unreachable_reason(exc)
+        if reason is None or reason.startswith("HTTP 404"):
+            raise ConfigError(f"model.checkpoint {uri} does not exist{f' ({reason})' if reason else ''}") from exc
+        raise ConfigError(f"model.checkpoint {uri} cannot be read: {reason}") from exc
+    except PermissionError as exc:  # s3fs/gcsfs: 403
+        raise ConfigError(f"model.checkpoint {uri} cannot be read: access denied (HTTP 403): {exc}") from exc
+    except OSError as exc:
+        reason = unreachable_reason(exc)
+        if reason is None:
+            raise
+        raise ConfigError(f"model.checkpoint {uri} cannot be read: {reason}") from exc
     if info.get("type") == "directory":
         raise ConfigError(f"model.checkpoint {uri} is a directory, not a .pt or .safetensors file")
     return dict(info)

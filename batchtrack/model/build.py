@@ -12,9 +12,12 @@ from batchtrack.errors import ConfigError
 from batchtrack.model.checkpoint import (
     SAM3_PARTS,
     SAM3_TRACKER_PARTS,
+    check_sam3_state_dict,
+    check_state_dict,
     load_sam3_strict,
     load_state_dict_file,
     load_strict,
+    read_state_dict_shapes,
 )
 from batchtrack.model.configs import RANDOM_BY_DESIGN, PEViTConfig, TrackerConfig, get_config
 from batchtrack.model.image_encoder import ImageEncoder
@@ -102,6 +105,39 @@ def _builds_detector(config: TrackerConfig, path: Path | None, parts: Sequence[s
     return True
 
 
+def _tracker_factory(config: TrackerConfig, path: Path | None, parts: Sequence[str] | None) -> Callable[..., Tracker]:
+    from batchtrack.model.tracker import Tracker
+
+    sam3 = isinstance(config.image_encoder, PEViTConfig)
+    if parts is not None and not sam3:
+        raise ConfigError(f"model {config.name!r}: parts= applies to SAM 3 checkpoints only")
+    if sam3 and _builds_detector(config, path, parts):
+        from batchtrack.model.concept_tracker import ConceptTracker
+
+        return ConceptTracker
+    return Tracker
+
+
+def check_checkpoint(
+    config: TrackerConfig | str, checkpoint: str | Path, *, parts: Sequence[str] | None = None
+) -> None:
+    """Raise CheckpointError when `checkpoint` would not load into the tracker `build_tracker` makes of `config`.
+
+    Reads only names and shapes (`read_state_dict_shapes`) and builds the model on the meta device, so no
+    weight is read or allocated: a job's driver checks a checkpoint in about a second, before Ray starts.
+    """
+    config = get_config(config) if isinstance(config, str) else config
+    path = Path(checkpoint)
+    factory = _tracker_factory(config, path, parts)
+    shapes = read_state_dict_shapes(path)
+    with torch.device("meta"):
+        model = factory(config)
+    if isinstance(config.image_encoder, PEViTConfig):
+        check_sam3_state_dict(model, shapes, str(path), None if parts is None else list(parts))
+    else:
+        check_state_dict(model, shapes, str(path))
+
+
 def build_tracker(
     config: TrackerConfig | str,
     checkpoint: str | Path | None = None,
@@ -126,17 +162,9 @@ def build_tracker(
     names "detector". `parts` is an error for SAM 2.1 models.
     """
     config = get_config(config) if isinstance(config, str) else config
-    from batchtrack.model.tracker import Tracker
-
     path = _resolve_checkpoint(config.name, checkpoint, random_weights)
     sam3 = isinstance(config.image_encoder, PEViTConfig)
-    if parts is not None and not sam3:
-        raise ConfigError(f"model {config.name!r}: parts= applies to SAM 3 checkpoints only")
-    factory: Callable[[TrackerConfig], Tracker] = Tracker
-    if sam3 and _builds_detector(config, path, parts):
-        from batchtrack.model.concept_tracker import ConceptTracker
-
-        factory = ConceptTracker
+    factory = _tracker_factory(config, path, parts)
     model = _seeded(factory, config) if random_weights else factory(config)
     if path is not None and sam3:
         load_sam3_strict(model, load_state_dict_file(path), str(path), None if parts is None else list(parts))

@@ -20,8 +20,12 @@ from batchtrack.errors import CheckpointError
 _LISTED = 20  # keys named per category in an error message
 
 
-def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """The state dict stored in `path` (.pt/.pth as saved by SAM 2 — `{"model": state_dict}` — or .safetensors)."""
+def load_state_dict_file(path: str | Path, *, mmap: bool = False) -> dict[str, torch.Tensor]:
+    """The state dict stored in `path` (.pt/.pth as saved by SAM 2 — `{"model": state_dict}` — or .safetensors).
+
+    `mmap`: map a .pt's tensors from the file instead of reading them, so names and shapes cost no more
+    than the pickle's size (a file saved in torch's legacy format cannot be mapped and is read whole).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist or is not a file")
@@ -32,7 +36,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
         if suffix == ".safetensors":
             return _load_safetensors(str(path), device="cpu")
         # weights_only: a checkpoint is data; never run pickled code from it.
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = _torch_load(path, mmap)
     except MemoryError:
         raise
     except Exception as exc:
@@ -48,6 +52,53 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
             f"checkpoint {path} does not hold a state dict (a mapping of names to tensors, optionally under 'model')"
         )
     return dict(obj)
+
+
+def _torch_load(path: Path, mmap: bool) -> object:
+    if mmap:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):  # a legacy (non-zip) file cannot be mapped; anything else is the file's fault
+                raise
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def read_state_dict_shapes(path: str | Path) -> dict[str, torch.Tensor]:
+    """The names and shapes of the tensors in a checkpoint, without reading their data.
+
+    A .safetensors file gives them in its header (as meta tensors); a .pt is memory-mapped. The driver of a
+    job checks a multi-GB checkpoint against its model this way in about a second.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".safetensors" or not path.is_file():
+        return load_state_dict_file(path, mmap=True)
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {key: torch.empty(handle.get_slice(key).get_shape(), device="meta") for key in handle.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    except Exception as exc:  # a truncated or foreign file: safetensors raises its own SafetensorError
+        raise CheckpointError(f"checkpoint {path} cannot be read: {type(exc).__name__}: {exc}") from exc
+
+
+def describe_differences(error: CheckpointError, what: str, listed: int = 3) -> str:
+    """One line for a user: `what`, how many keys differ, the first `listed` of them, and how many more.
+
+    >>> error = CheckpointError("...", missing=["a.w", "b.w"], unexpected=["c.w"], mismatched=["d.w (...)"])
+    >>> describe_differences(error, "checkpoint x.pt does not fit model 'm'", listed=2)
+    "checkpoint x.pt does not fit model 'm': 4 keys differ: missing a.w, b.w and 2 more"
+    """
+    named = [("missing", k) for k in error.missing] + [("unexpected", k) for k in error.unexpected]
+    named += [("mis-shaped", k) for k in error.mismatched]
+    if not named:
+        return f"{what}: {error}"
+    parts: list[str] = []
+    for index, (label, key) in enumerate(named[:listed]):
+        parts.append(key if index and named[index - 1][0] == label else f"{label} {key}")
+    shown = ", ".join(parts)
+    rest = len(named) - listed
+    return f"{what}: {len(named)} keys differ: {shown}{f' and {rest} more' if rest > 0 else ''}"
 
 
 def _listing(label: str, keys: list[str]) -> str:
@@ -243,6 +294,16 @@ def load_sam3_strict(
 
     Every key of `module` must be covered: a module with the vision and tracker parts needs both.
     """
+    module.load_state_dict(check_sam3_state_dict(module, state_dict, source, parts), strict=True)
+
+
+def check_sam3_state_dict(
+    module: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    source: str,
+    parts: tuple[str, ...] | list[str] | None = None,
+) -> dict[str, torch.Tensor]:
+    """`state_dict` in `module`'s names once it fits (see `load_sam3_strict`); CheckpointError naming what does not."""
     ours = sam3_state_dict_to_ours(module, state_dict, source, parts)
     absent = [our_key_to_sam3(k) for k in module.state_dict() if k not in ours]
     if absent:
@@ -251,7 +312,7 @@ def load_sam3_strict(
             + _listing("keys unloaded", absent),
             missing=absent,
         )
-    module.load_state_dict(ours, strict=True)
+    return ours
 
 
 # SAM 3's text encoder (model/text_encoder.py) keeps Meta's names below this prefix: loading is a prefix strip.

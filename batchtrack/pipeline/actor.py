@@ -26,7 +26,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 import numpy as np
@@ -61,6 +61,9 @@ from batchtrack.pipeline.models import (
 )
 from batchtrack.pipeline.plan import VideoTask, WorkUnit, clip_length, clip_spans, make_clip_id, video_clip_id
 from batchtrack.pipeline.sampling import FrameSample
+
+if TYPE_CHECKING:
+    from batchtrack.pipeline.metrics import TrackerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +104,8 @@ class UnitSummary:
     objects: int = 0
     mask_rows: int = 0
     seconds: float = 0.0
+    decode_seconds: float = 0.0
+    track_seconds: float = 0.0
     failures: list[tuple[str, str, str, str]] = field(default_factory=list)  # uri, stage, class, message
 
     MAX_FAILURES = 10
@@ -113,6 +118,8 @@ class UnitSummary:
             summary.frames += s.frames
             summary.objects += s.objects
             summary.mask_rows += s.mask_rows
+            summary.decode_seconds += s.decode_seconds
+            summary.track_seconds += s.track_seconds
             if s.status == "failed" and len(summary.failures) < cls.MAX_FAILURES:
                 summary.failures.append((s.video_uri, s.error_stage or "", s.error_class or "", s.error_message or ""))
         return summary
@@ -638,11 +645,13 @@ class UnitTracker:
     Units an earlier run committed pass through without the model, so resuming a finished job loads no weights.
     """
 
-    def __init__(self, settings: ActorSettings) -> None:
+    def __init__(self, settings: ActorSettings, tally: ray.actor.ActorHandle | None = None) -> None:
         # Size torch's intra-op pool to this actor's CPUs so actors on one node do not oversubscribe it.
         torch.set_num_threads(max(1, int(settings.num_cpus)))
         self.settings = settings
+        self._tally = tally  # the job's JobTally: told of each unit at its commit, for the driver's progress
         self._processor: UnitProcessor | None = None
+        self._metrics: TrackerMetrics | None = None
 
     @property
     def processor(self) -> UnitProcessor:
@@ -657,6 +666,14 @@ class UnitTracker:
             self._processor = UnitProcessor(tracker, settings, device, node_id, auto)
         return self._processor
 
+    @property
+    def metrics(self) -> TrackerMetrics:
+        if self._metrics is None:
+            from batchtrack.pipeline.metrics import TrackerMetrics
+
+            self._metrics = TrackerMetrics()
+        return self._metrics
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         summaries = []
         for text, committed, was_failed in zip(batch["unit"], batch["committed"], batch["was_failed"], strict=True):
@@ -665,6 +682,9 @@ class UnitTracker:
                 summary = UnitSummary(unit.unit_id, videos=len(unit.videos), resumed=True)
             else:
                 summary = self.processor.process(unit, was_failed=bool(was_failed))
+                self.metrics.record(summary)
+            if self._tally is not None:
+                self._tally.committed.remote(summary)
             summaries.append(json_summary(summary))
         return {"summary": np.asarray(summaries, dtype=object)}
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -30,6 +31,7 @@ import numpy as np
 import ray
 import ray.data
 from ray.data import ActorPoolStrategy
+from ray.util.debug import log_once
 
 from batchtrack.config import JobConfig, UnitConfig
 from batchtrack.io.corpus import ListingPart, corpus_parts, corpus_scope, list_part
@@ -37,6 +39,8 @@ from batchtrack.io.prompt_chunks import manifest_shards
 from batchtrack.pipeline.actor import ActorSettings, UnitSummary, UnitTracker
 from batchtrack.pipeline.commit import OutputState, package_versions, scan_output, write_manifest
 from batchtrack.pipeline.models import auto_unavailable_reason, check_auto_config, check_concepts, checkpoint_hash
+from batchtrack.pipeline.orphans import describe as describe_orphans
+from batchtrack.pipeline.orphans import end_orphans, find_orphans
 from batchtrack.pipeline.plan import (
     ModelKey,
     PlanSettings,
@@ -46,7 +50,10 @@ from batchtrack.pipeline.plan import (
     make_unit,
     plan_video,
 )
+from batchtrack.pipeline.pool import PoolSize, pool_size
+from batchtrack.pipeline.progress import Progress
 from batchtrack.pipeline.prompt_join import JoinedPrompts, join_prompts, joined_videos
+from batchtrack.pipeline.tally import JobTally, TallyReader
 
 log = logging.getLogger(__name__)
 
@@ -215,11 +222,19 @@ def plan_units(videos: Iterator[VideoTask], context: PlanContext) -> Iterator[di
         }
 
 
-def _plan_rows(row: dict[str, Any], context: list[ray.ObjectRef]) -> Iterator[dict[str, Any]]:
+def _plan_rows(
+    row: dict[str, Any], context: list[ray.ObjectRef], tally: ray.actor.ActorHandle | None = None
+) -> Iterator[dict[str, Any]]:
     if "partition" in row:
-        yield from plan_partition(int(row["partition"]), _context(context))
+        units = plan_partition(int(row["partition"]), _context(context))
     else:
-        yield from plan_part(ListingPart(**json.loads(row["part"])), _context(context))
+        units = plan_part(ListingPart(**json.loads(row["part"])), _context(context))
+    for unit in units:
+        if tally is not None:
+            tally.listed.remote()
+        yield unit
+    if tally is not None:
+        tally.part_done.remote()
 
 
 def ensure_ray() -> None:
@@ -229,12 +244,24 @@ def ensure_ray() -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
     else:
-        ray.init(include_dashboard=False, log_to_driver=True)
+        _end_orphans_of_crashed_runs()
+        # address="local": a Ray of its own, even when a `ray start` cluster runs on this machine (ray.init()
+        # would join that one, with whatever resources, and work, it has).
+        ray.init(address="local", include_dashboard=False, log_to_driver=True)
+
+
+def _end_orphans_of_crashed_runs() -> None:
+    """End the Ray processes an embedded run whose driver was killed left behind (only provable orphans)."""
+    ended = end_orphans(find_orphans())
+    if ended:
+        print(f"batchtrack: {describe_orphans(ended)}", file=sys.stderr, flush=True)
 
 
 @contextmanager
 def _unit_blocks() -> Iterator[None]:
-    """Ray Data settings of the pipeline: one unit per block, no progress bars in logs."""
+    """Ray Data settings of the pipeline: one unit per block, no progress bars in logs (the job shows its own)."""
+    # Ray Data warns once that its bars are off and how to turn them on; the job's own progress replaces them.
+    log_once("ray_data_progress_manager_disabled")
     ctx = ray.data.DataContext.get_current()
     saved = (ctx.target_max_block_size, ctx.enable_progress_bars)
     ctx.target_max_block_size = UNIT_BLOCK_BYTES
@@ -245,15 +272,16 @@ def _unit_blocks() -> Iterator[None]:
         ctx.target_max_block_size, ctx.enable_progress_bars = saved
 
 
-def actor_settings(cfg: JobConfig, detector: bool = False) -> ActorSettings:
+def actor_settings(cfg: JobConfig, detector: bool = False, pool: PoolSize | None = None) -> ActorSettings:
+    pool = pool or pool_size(cfg.actors, {})
     return ActorSettings(
         model=cfg.model,
         output=cfg.output,
         storage_options=dict(cfg.storage_options),
         pointer_dtype=cfg.out.pointer_dtype,
         compression=cfg.out.compression,
-        num_cpus=cfg.actors.num_cpus,
-        num_gpus=cfg.actors.num_gpus,
+        num_cpus=pool.num_cpus,
+        num_gpus=pool.num_gpus,
         prefetch_frames=cfg.actors.prefetch_frames,
         prefetch_bytes=int(cfg.actors.prefetch_mib * 2**20),
         auto=cfg.auto if auto_unavailable_reason(cfg.model.name, cfg.auto) is None else None,
@@ -263,17 +291,27 @@ def actor_settings(cfg: JobConfig, detector: bool = False) -> ActorSettings:
 
 
 def track_units(
-    parts: Sequence[ListingPart], context: PlanContext, cfg: JobConfig, detector: bool = False
+    parts: Sequence[ListingPart],
+    context: PlanContext,
+    cfg: JobConfig,
+    detector: bool = False,
+    size: PoolSize | None = None,
+    tally: ray.actor.ActorHandle | None = None,
 ) -> Iterator[UnitSummary]:
     """The streaming pipeline: listing parts (or joined partitions) → units → actor pool; yields one summary per
-    unit as it finishes."""
+    unit as it finishes.
+
+    `size`: the pool (default: `cfg.actors` on the running Ray cluster's resources); `tally`: a `JobTally`
+    the listing tasks count their units and parts (or partitions) into, and the actors their commits.
+    """
     actors = cfg.actors
+    size = size or pool_size(actors, ray.cluster_resources())
     pool = (
-        ActorPoolStrategy(size=actors.num_actors, max_tasks_in_flight_per_actor=UNITS_IN_FLIGHT_PER_ACTOR)
-        if actors.max_actors is None
+        ActorPoolStrategy(size=size.min_actors, max_tasks_in_flight_per_actor=UNITS_IN_FLIGHT_PER_ACTOR)
+        if size.fixed
         else ActorPoolStrategy(
-            min_size=actors.num_actors,
-            max_size=actors.max_actors,
+            min_size=size.min_actors,
+            max_size=size.max_actors,
             max_tasks_in_flight_per_actor=UNITS_IN_FLIGHT_PER_ACTOR,
         )
     )
@@ -285,18 +323,22 @@ def track_units(
     )
     with _unit_blocks():
         units = ray.data.from_items(items, override_num_blocks=len(items)).flat_map(
-            _plan_rows, fn_kwargs={"context": [context_ref]}, num_cpus=0
+            _plan_rows, fn_kwargs={"context": [context_ref], "tally": tally}, num_cpus=0
         )
         tracked = units.map_batches(
             UnitTracker,
             batch_size=1,
             batch_format="numpy",
             compute=pool,
-            num_cpus=actors.num_cpus,
-            num_gpus=actors.num_gpus,
-            fn_constructor_kwargs={"settings": actor_settings(cfg, detector=bool(cfg.text) or detector)},
-            # Ray Data's default is to restart forever (-1); pass only another bound.
-            **({} if actors.max_restarts == -1 else {"ray_remote_args": {"max_restarts": actors.max_restarts}}),
+            num_cpus=size.num_cpus,
+            num_gpus=size.num_gpus,
+            fn_constructor_kwargs={
+                "settings": actor_settings(cfg, detector=bool(cfg.text) or detector, pool=size),
+                "tally": tally,
+            },
+            # Ray Data's default is to restart forever (-1); pass only another bound (a Ray remote arg: Ray Data
+            # takes them as keyword arguments, and refuses a `ray_remote_args=` keyword for actors).
+            **({} if actors.max_restarts == -1 else {"max_restarts": actors.max_restarts}),
         )
         for batch in tracked.iter_batches(batch_size=None, batch_format="numpy"):
             for text in np.asarray(batch["summary"]).tolist():
@@ -378,8 +420,16 @@ def run_job(cfg: JobConfig) -> JobSummary:
         len(state.committed),
         len(state.failed),
     )
-    for unit in track_units(parts, context, cfg, detector=bool(joined and joined.concept_lines)):
-        summary.add(unit)
+    size = pool_size(cfg.actors, ray.cluster_resources())
+    listing_items = len(context.joined) or len(parts)  # what the listing tasks work through: partitions or parts
+    tally = JobTally.remote(listing_items)
+    with Progress(TallyReader(tally, listing_items), cfg.progress_seconds) as progress:
+        progress.note(f"batchtrack: {size.describe()}; listing {listing_items} part(s) of {cfg.corpus}")
+        detector = bool(joined and joined.concept_lines)
+        for unit in track_units(parts, context, cfg, detector=detector, size=size, tally=tally):
+            summary.add(unit)
+            progress.add(unit)
+    ray.kill(tally)
     summary.wall_seconds = time.perf_counter() - started
 
     write_manifest(

@@ -223,6 +223,27 @@ def load_tracker(
     )
 
 
+def check_checkpoint_fits(model_cfg: ModelConfig, local: CachedCheckpoint) -> None:
+    """Raise CheckpointError (one line: the first differing keys and how many more) when the checkpoint does not
+    fit `model_cfg`'s model. Reads names and shapes only, so the driver refuses a wrong file before Ray starts
+    instead of every actor failing on it."""
+    from batchtrack.errors import CheckpointError
+    from batchtrack.model.build import check_checkpoint
+    from batchtrack.model.checkpoint import SAM3_TRACKER_PARTS, describe_differences
+    from batchtrack.model.configs import PEViTConfig, tracker_config
+
+    config = tracker_config(model_cfg.name, image_size=model_cfg.image_size, max_cond_frames=model_cfg.max_cond_frames)
+    # SAM 3's detector keys are checked by the actors that build it (concept jobs); the tracker's are checked here.
+    parts = SAM3_TRACKER_PARTS if isinstance(config.image_encoder, PEViTConfig) else None
+    try:
+        check_checkpoint(config, local.path, parts=parts)
+    except CheckpointError as exc:
+        what = f"checkpoint {local.uri} does not fit model {model_cfg.name!r}"
+        raise CheckpointError(
+            describe_differences(exc, what), missing=exc.missing, unexpected=exc.unexpected, mismatched=exc.mismatched
+        ) from exc
+
+
 def checkpoint_hash(model_cfg: ModelConfig, storage_options: Mapping[str, Any] | None = None) -> str:
     """16 hex chars of SHA-256 over the checkpoint's bytes, or a tag of the shipped (or random) weights.
 
@@ -232,6 +253,7 @@ def checkpoint_hash(model_cfg: ModelConfig, storage_options: Mapping[str, Any] |
     check_model_weights(model_cfg)
     local = fetch_model_checkpoint(model_cfg, storage_options)
     if local is not None:
+        check_checkpoint_fits(model_cfg, local)
         return local.short_hash
     if model_cfg.random_weights:
         from batchtrack.model.build import RANDOM_WEIGHTS_SEED

@@ -16,6 +16,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -25,10 +26,13 @@ from typing import Any
 
 import pyarrow.dataset as ds
 import pytest
+import ray
 import s3fs
 import torch
 
+from batchtrack.cli import main
 from batchtrack.config import ModelConfig
+from batchtrack.model.build import shipped_weights
 from batchtrack.model.configs import get_config
 from batchtrack.model.tracker import Tracker
 from batchtrack.pipeline.models import checkpoint_hash, load_tracker
@@ -180,3 +184,105 @@ def test_checkpoint_from_s3_with_storage_options_hashes_and_loads_once(
     assert isinstance(tracker, Tracker)
     assert all(torch.equal(tracker.state_dict()[k], v) for k, v in expected.items())
     assert len(list((tmp_path / "blobs").iterdir())) == 1
+
+
+class _StatusHandler(http.server.BaseHTTPRequestHandler):
+    """Answers 403 under /forbidden/ and 404 anywhere else, as a bucket without access or a wrong path would."""
+
+    def do_HEAD(self) -> None:
+        self.send_response(403 if self.path.startswith("/forbidden/") else 404)
+        self.end_headers()
+
+    do_GET = do_HEAD
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def status_url() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _StatusHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        thread.join()
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_unreachable_checkpoint_urls_exit_2_in_one_line_naming_the_cause_before_ray_starts(
+    status_url: str, corpus: Corpus, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    causes = {
+        f"http://127.0.0.1:{_closed_port()}/sam2.1_hiera_tiny.pt": "cannot be read: connection refused",
+        "http://nonexistent.invalid/sam2.1_hiera_tiny.pt": "cannot be read: host name not resolved",
+        f"{status_url}/forbidden/sam2.1_hiera_tiny.pt": "cannot be read: HTTP 403 Forbidden",
+        f"{status_url}/missing/sam2.1_hiera_tiny.pt": "does not exist (HTTP 404 Not Found",
+    }
+    for url, cause in causes.items():
+        argv = ["run", str(corpus.folder), str(tmp_path / "out"), "--model", "sam2.1_hiera_tiny", "--checkpoint", url]
+        assert main(argv) == 2, url
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"batchtrack: error: model.checkpoint {url} {cause}"), err
+    assert not ray.is_initialized()
+    assert not (tmp_path / "out").exists()
+
+
+def test_another_models_checkpoint_over_http_exits_2_in_one_line_without_starting_ray(
+    http_url: str,
+    checkpoint: Path,
+    corpus: Corpus,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    shipped = shipped_weights("tiny-synthetic")
+    assert shipped is not None
+    shutil.copy(shipped, checkpoint.parent / "not-sam2.1-tiny.safetensors")
+    url = f"{http_url}/not-sam2.1-tiny.safetensors"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+    argv = ["run", str(corpus.folder), str(tmp_path / "out"), "--model", "sam2.1_hiera_tiny", "--checkpoint", url]
+    assert main(argv) == 2
+
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert re.fullmatch(
+        rf"batchtrack: error: checkpoint {re.escape(url)} does not fit model 'sam2.1_hiera_tiny': \d+ keys differ: "
+        r"missing \S+, \S+, \S+ and \d+ more\n",
+        err,
+    ), err
+    assert not ray.is_initialized()
+    assert not (tmp_path / "out").exists()
+
+
+def _corpus_with_one_file(tmp_path: Path) -> Path:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.mp4").write_bytes(b"never opened: the run stops before any video is read")
+    return corpus
+
+
+def test_a_pt_checkpoint_with_a_missing_and_a_mis_shaped_key_exits_2_in_one_line_before_ray_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The model is built on the meta device: its first build in a process costs ~3 s of torch imports, hence here.
+    state = Tracker(get_config("test-tiny")).state_dict()
+    first, second = list(state)[:2]
+    del state[first]
+    state[second] = torch.zeros(3, 1)
+    checkpoint = tmp_path / "test-tiny.pt"
+    torch.save({"model": state}, checkpoint)
+    argv = ["run", str(_corpus_with_one_file(tmp_path)), str(tmp_path / "out"), "--model", "test-tiny"]
+    assert main([*argv, "--checkpoint", str(checkpoint)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"batchtrack: error: checkpoint {checkpoint} does not fit"), err
+    assert f"2 keys differ: missing {first}, mis-shaped {second} (file (3, 1), model " in err, err
+    assert not ray.is_initialized()

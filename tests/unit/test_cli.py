@@ -169,3 +169,29 @@ def test_a_non_positive_sample_rate_is_a_config_error_naming_the_key() -> None:
 
     with pytest.raises(ConfigError, match=r"key 'sample\.fps'"):
         load_config(None, corpus="c", output="o", sample={"fps": 0})
+
+
+def test_inspect_of_a_running_job_shows_its_progress_from_committed_units(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    import pyarrow.parquet as pq
+
+    output = tmp_path / "out"
+    write_fake_output(str(output))
+    units = len(list((output / "clips").glob("*.parquet")))
+    clips = pq.read_table(output / "clips").to_pylist()
+    frames = sum(c["frames"] for c in clips)
+    failed = sum(c["status"] == "failed" for c in clips)
+    assert units >= 2 and frames > 0 and failed >= 1
+    done = f"{units} units committed, {frames} frames tracked, {failed} failed clip(s)"
+
+    assert main(["inspect", str(output)]) == 0
+    status = capsys.readouterr().out.splitlines()[1]
+    assert status.startswith(f"status: running, or stopped before its end (no _manifest.json yet): {done} so far")
+    assert re.search(r"last commit \d+ s ago$", status), status
+
+    (output / "_manifest.json").write_text(json.dumps({"finished_at": "2026-12-02T18:00:00+00:00"}))
+    assert main(["inspect", str(output)]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == f"status: finished at 2026-12-02T18:00:00+00:00: {done}"
