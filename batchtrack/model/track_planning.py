@@ -15,7 +15,8 @@ state from frame to frame.
 Rules, with SAM 3's defaults (`TrackPlanningConfig`):
 - detections: score > 0.5, mask NMS at IoU 0.1;
 - matching: a track is matched by a detection with IoU >= 0.5; a detection overlapping no track at
-  IoU >= 0.1 with score >= 0.7 starts a new track (capped at `max_objects` live tracks, best first);
+  IoU >= 0.1 with score >= 0.7 starts a new track (on a frame without tracks, every detection does), ids in
+  detection order (capped at `max_objects` live tracks, best scores kept);
 - hot-start: a track born within the last 15 frames is removed once it was unmatched on 8 frames, or
   once it overlapped an older track through one detection on 8 frames; its rows are held back for
   15 frames (concept.py) so a removed track never reaches the output;
@@ -83,6 +84,9 @@ class TrackPlanningConfig:
     recondition_min_iou: float = 0.8  # HIGH_IOU_THRESH between that detection and the track
     recondition_min_track_logit: float = 0.8  # the track's own object-score logit must exceed this
     max_objects: int = 64  # live tracks per video; extra new detections are dropped, lowest score first
+    # Each output pixel belongs to one object at most, the most probable one there (SAM 3's
+    # _apply_object_wise_non_overlapping_constraints on every frame's outputs).
+    non_overlapping_outputs: bool = True
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -283,11 +287,12 @@ def plan_frame(
                 if hit or gone:
                     tracks[t] = replace(tracks[t], last_occluded=frame_index)
 
-    # New tracks, best score first, within the cap of live tracks.
+    # New tracks, numbered in detection order (SAM 3); past the cap of live tracks, the best scores, best first.
     live = len([t for t in ids if t not in removed])
     room = max(0, cfg.max_objects - live)
-    born.sort(key=lambda n: (-float(det_scores[n.detection]), n.detection))
-    for n in born[:room]:
+    if len(born) > room:
+        born = sorted(born, key=lambda n: (-float(det_scores[n.detection]), n.detection))[:room]
+    for n in born:
         decision.new_tracks.append(NewTrack(next_id, n.detection, n.concept))
         tracks[next_id] = TrackRecord(concept=n.concept, first_frame=frame_index, keep_alive=cfg.keep_alive_init)
         next_id += 1
