@@ -57,6 +57,8 @@ from batchtrack.errors import ConfigError
 from batchtrack.model.association import DetectionMatch, match_detections, occlusion_suppression, select_detections
 
 NEVER_OCCLUDED = -1
+# SAM 3's ALWAYS_OCCLUDED: the last-occluded frame a track removed by hot-start counts with on its last frame.
+REMOVED_OCCLUDED = 100000
 # Where a visually prompted track sorts among concept tracks by birth: before every frame (after, in reverse).
 VISUAL_FIRST_FRAME = -(2**62)
 VISUAL_FIRST_FRAME_REVERSE = 2**62
@@ -267,24 +269,27 @@ def plan_frame(
             removed.add(t)
     decision.removed = sorted(removed)
     decision.hidden = [t for t in decision.hidden if t not in removed]
+    gone = {t: tracks.pop(t) for t in removed}
     for t in removed:
         decision.recondition.pop(t, None)
-        del tracks[t]
 
-    # Occlusion suppression among the surviving tracks of each concept.
+    # Occlusion suppression among the tracks of each concept; a track removed on this frame takes part as the
+    # most recently occluded of all (SAM 3: its mask still enters this frame's memory encoding of the others).
     if cfg.occlusion_iou > 0:
-        for c in sorted({r.concept for t, r in tracks.items() if t in row_of}):
-            own = [t for t in ids if t in tracks and tracks[t].concept == c]
+        for c in sorted({r.concept for t, r in {**tracks, **gone}.items() if t in row_of}):
+            own = [t for t in ids if (t in tracks and tracks[t].concept == c) or (t in gone and gone[t].concept == c)]
             index = torch.tensor([row_of[t] for t in own], dtype=torch.long)
             masks = track_masks[index]  # (m, H, W)
-            last = torch.tensor([tracks[t].last_occluded for t in own], dtype=torch.long)
+            last = torch.tensor(
+                [tracks[t].last_occluded if t in tracks else REMOVED_OCCLUDED for t in own], dtype=torch.long
+            )
             suppress = occlusion_suppression(masks, last, cfg.occlusion_iou, reverse).tolist()
             empty = (~(masks > 0).flatten(1).any(1)).tolist() if len(own) else []
-            for t, hit, gone in zip(own, suppress, empty, strict=True):
+            for t, hit, is_empty in zip(own, suppress, empty, strict=True):
                 if hit:
                     decision.suppressed.append(t)
                     decision.recondition.pop(t, None)
-                if hit or gone:
+                if (hit or is_empty) and t in tracks:
                     tracks[t] = replace(tracks[t], last_occluded=frame_index)
 
     # New tracks, numbered in detection order (SAM 3); past the cap of live tracks, the best scores, best first.

@@ -132,6 +132,8 @@ class _Clip:
     bank: MemoryBank
     max_ptr_offset: int
     live: list[int] = field(default_factory=list)  # object ids in joining order
+    # (R, 1, 4h, 4w) low-res masks of objects removed on the current frame (SAM 3's memory re-encoding reads them)
+    bystanders: torch.Tensor | None = None
     memory_pos: torch.Tensor | None = None  # (1, M, h, w), the same for every memory frame
 
 
@@ -428,6 +430,7 @@ class Tracker(nn.Module):
                 [o in outputs for o in rows.object_ids], dtype=torch.bool, device=from_prompt.device
             )
         self._memorise(clip, frame_index, feat, rows, mem_source, from_prompt, loop_memory)
+        clip.bystanders = None
         if outputs:
             index = torch.tensor([i for i, o in enumerate(rows.object_ids) if o in outputs], device=filled.device)
             shown = torch.stack([outputs[o] for o in rows.object_ids if o in outputs]).to(filled.dtype)
@@ -464,17 +467,21 @@ class Tracker(nn.Module):
         if not recondition <= kept_live:
             bad = sorted(recondition - kept_live)
             raise PromptError(f"frame {frame_index}: re-conditioned objects {bad} are not live, or removed or prompted")
+        if rows is not None and update.suppress:
+            hit = torch.tensor([o in update.suppress for o in rows.object_ids], device=rows.low_res.device)
+            clamped = rows.low_res.clamp(max=SUPPRESSED_LOGIT)
+            rows = replace(rows, low_res=torch.where(hit[:, None, None, None], clamped, rows.low_res))
         if update.remove:
             gone = set(update.remove)
             clip.live = [o for o in clip.live if o not in gone]
             for oid in gone:
                 clip.bank.objects.pop(oid, None)
             kept_ids = [o for o in (rows.object_ids if rows is not None else []) if o not in gone]
+            gone_ids = [o for o in (rows.object_ids if rows is not None else []) if o in gone]
+            if rows is not None and gone_ids:
+                # SAM 3 removes objects after re-encoding the frame's memory: their masks still shape the others'.
+                clip.bystanders = rows.reorder(gone_ids).low_res
             rows = rows.reorder(kept_ids) if rows is not None and kept_ids else None
-        if rows is not None and update.suppress:
-            hit = torch.tensor([o in update.suppress for o in rows.object_ids], device=rows.low_res.device)
-            clamped = rows.low_res.clamp(max=SUPPRESSED_LOGIT)
-            rows = replace(rows, low_res=torch.where(hit[:, None, None, None], clamped, rows.low_res))
         if rows is not None and recondition:
             sources = [self._merge_prompts([p], clip) for p in update.recondition]
             sources += [self._detection_prompt(d, clip) for d in update.recondition_detections]
@@ -700,7 +707,7 @@ class Tracker(nn.Module):
         if video_loop is not None and bool(video_loop.any()):
             own = torch.nonzero(~video_loop).flatten().tolist()
             loop = torch.nonzero(video_loop).flatten().tolist()
-            features, absent = self._video_loop_memory(feat, low_res[loop])
+            features, absent = self._video_loop_memory(feat, low_res[loop], clip.bystanders)
             if own:
                 own_rows = rows.reorder([rows.object_ids[i] for i in own])
                 own_features, own_absent = self._memory_features(feat, own_rows, low_res[own], from_prompt[own])
@@ -713,21 +720,26 @@ class Tracker(nn.Module):
         features = features + absent[:, :, None, None] * self.no_obj_embed_spatial[..., None, None]
         self._store_memory(clip, frame_index, rows, features)
 
-    def _video_loop_memory(self, feat: _FrameFeatures, low_res: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _video_loop_memory(
+        self, feat: _FrameFeatures, low_res: torch.Tensor, bystanders: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """SAM 3's `_tracker_update_memories` for (T, 1, 4h, 4w) tracked logits: resized straight to the memory
-        encoder's mask size, masks that shrink under pixel-wise non-overlap suppressed, object scores from area.
+        encoder's mask size, masks that shrink under pixel-wise non-overlap (with each other and with the
+        `bystanders`, objects removed on this frame) suppressed, object scores from area.
         Returns memory features (T, M, h, w) and (T, 1) 1 where the mask is empty."""
         side = self.config.feature_size * MEMORY_MASK_STRIDE
-        high = F.interpolate(low_res, size=(side, side), mode="bilinear", align_corners=False)  # (T, 1, side, side)
-        t = high.shape[0]
-        if t > 1 and self.config.video_loop_shrink_suppression:
+        t = low_res.shape[0]
+        everyone = low_res if bystanders is None else torch.cat([low_res, bystanders.to(low_res.dtype)])
+        high = F.interpolate(everyone, size=(side, side), mode="bilinear", align_corners=False)  # (A, 1, side, side)
+        if high.shape[0] > 1 and self.config.video_loop_shrink_suppression:
             owner = high.argmax(dim=0, keepdim=True)  # (1, 1, side, side)
-            own = owner == torch.arange(t, device=high.device)[:, None, None, None]  # (T, 1, side, side)
+            own = owner == torch.arange(high.shape[0], device=high.device)[:, None, None, None]  # (A, 1, side, side)
             kept = torch.where(own, high, high.clamp(max=SUPPRESSED_LOGIT))
             before = (high > 0).flatten(1).sum(1).clamp(min=1)  # (T,)
             after = (kept > 0).flatten(1).sum(1)  # (T,)
             shrunk = (after / before) < SHRINK_KEEP_FRACTION  # (T,)
             high = torch.where(shrunk[:, None, None, None], high.clamp(max=SUPPRESSED_LOGIT), high)
+        high = high[:t]  # (T, 1, side, side)
         visible = (high > 0).flatten(1).any(1, keepdim=True)  # (T, 1) the sign of the area-based object score
         mask = torch.sigmoid(high) * self.config.sigmoid_scale_for_mem_enc + self.config.sigmoid_bias_for_mem_enc
         memory = self.memory_encoder(feat.vision.expand(t, -1, -1, -1), mask.to(feat.vision.dtype))

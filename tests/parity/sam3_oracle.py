@@ -119,6 +119,7 @@ def oracle_modules() -> types.SimpleNamespace:
             tracker_base=importlib.import_module("sam3.model.sam3_tracker_base"),
             transformer=importlib.import_module("sam3.sam.transformer"),
             video=importlib.import_module("sam3.model.sam3_video_inference"),
+            tracker_utils=importlib.import_module("sam3.model.sam3_tracker_utils"),
         )
     return ns
 
