@@ -15,12 +15,15 @@ pointer; `build_outputs` still outputs the propagated mask and score (the detect
 masks. The tracker does all three for a re-conditioning entry (checked against the oracle's add_new_mask,
 propagate_in_video_preflight and _run_memory_encoder in tests/parity/test_sam3_parity.py).
 
-Known differences that remain in the memory of concept mode (every frame, not only re-conditioned ones):
-`_tracker_update_memories` resizes the low-res masks straight to the memory encoder's input size (288 -> 1152 at
-1008 px; ours goes through the model input size, as the tracker's own memory encoding does), takes object scores
-from mask area (+-10) instead of the decoder's, and suppresses masks that shrink under pixel-wise non-overlap.
-SAM 3 also makes the re-conditioned frame a conditioning frame of every object born on the same frame as the track
-(they share one tracker inference state); here only the re-conditioned track's.
+SAM 3's video loop around that, reproduced rule for rule and checked end to end against
+`Sam3VideoInferenceWithInstanceInteractivity` (tests/parity/test_sam3_video_parity.py): the tracker cleans the
+propagated masks (holes and specks, `TrackerConfig.video_fill_hole_area`), new objects start from their detection's
+mask (`FramePlan.detections`: every detection on a frame without tracks, empty ones too, ids in detection order) and
+output that detection's own mask on their first frame, tracked objects' memory is re-encoded the video loop's way
+(`video_loop_memory`, `video_loop_shrink_suppression`), and outputs are made non-overlapping object-wise and rows with
+an empty mask dropped (`TrackPlanningConfig.non_overlapping_outputs`). Still different: SAM 3 keeps the objects born
+on one frame in one tracker state, so a re-conditioned frame also conditions the others born with the track, and
+memory selection gives one verdict per such cohort; here only the re-conditioned track, one verdict per frame.
 
 Rows are held back `hotstart_delay` frames (SAM 3's hot-start): a track removed on probation never
 reaches the output, not even on the frames before its removal. The held frames keep their masks
