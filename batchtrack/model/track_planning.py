@@ -191,6 +191,8 @@ def plan_frame(
             by_concept[c] = [
                 members[i] for i in select_detections(det_masks[index], det_scores[index], 0.0, cfg.detection_nms_iou)
             ]
+    # Detection order from here on (SAM 3 numbers new objects in it), whatever order selection kept them in.
+    by_concept = {c: sorted(members) for c, members in by_concept.items()}
     decision.detections = sorted(k for members in by_concept.values() for k in members)
 
     row_of = {t: j for j, t in enumerate(ids)}
