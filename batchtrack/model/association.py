@@ -303,7 +303,8 @@ def match_detections(
     - a track is matched when some detection overlaps it with IoU >= `track_assoc_iou` (many
       tracks may match one detection); a non-empty track that none matches is unmatched;
     - a detection overlaps the tracks with IoU >= `assoc_iou` (the lists feed keep-alive and the
-      hot-start duplicate rule); a detection with score >= `new_min_score` that overlaps none is new;
+      hot-start duplicate rule); a detection with score >= `new_min_score` that overlaps none is new (with no
+      track at all, every detection is new, as in SAM 3);
     - a detection that is not new, with score >= `recondition_min_score` and IoU >=
       `recondition_min_iou` with its best track, is that track's re-conditioning candidate (a
       later detection of the same track replaces an earlier one, as in SAM 3).
@@ -318,7 +319,8 @@ def match_detections(
     nonempty = (_as_logits(track_masks) > 0).flatten(1).any(1).tolist() if m else []
     result = DetectionMatch(empty_tracks=[t for t, full in zip(ids, nonempty, strict=True) if not full])
     if m == 0:
-        result.new_detections = torch.nonzero(scores >= new_min_score).flatten().tolist()
+        # SAM 3's `_associate_det_trk` with no track at all takes every detection as new, whatever its score.
+        result.new_detections = list(range(d))
         return result
     ious = mask_iou_matrix(det_masks, track_masks)  # (D, M)
     matched = (ious >= track_assoc_iou).any(dim=0).tolist() if d else [False] * m  # (M,)

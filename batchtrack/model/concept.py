@@ -15,12 +15,15 @@ pointer; `build_outputs` still outputs the propagated mask and score (the detect
 masks. The tracker does all three for a re-conditioning entry (checked against the oracle's add_new_mask,
 propagate_in_video_preflight and _run_memory_encoder in tests/parity/test_sam3_parity.py).
 
-Known differences that remain in the memory of concept mode (every frame, not only re-conditioned ones):
-`_tracker_update_memories` resizes the low-res masks straight to the memory encoder's input size (288 -> 1152 at
-1008 px; ours goes through the model input size, as the tracker's own memory encoding does), takes object scores
-from mask area (+-10) instead of the decoder's, and suppresses masks that shrink under pixel-wise non-overlap.
-SAM 3 also makes the re-conditioned frame a conditioning frame of every object born on the same frame as the track
-(they share one tracker inference state); here only the re-conditioned track's.
+SAM 3's video loop around that, reproduced rule for rule and checked end to end against
+`Sam3VideoInferenceWithInstanceInteractivity` (tests/parity/test_sam3_video_parity.py): the tracker cleans the
+propagated masks (holes and specks, `TrackerConfig.video_fill_hole_area`), new objects start from their detection's
+mask (`FramePlan.detections`: every detection on a frame without tracks, empty ones too, ids in detection order) and
+output that detection's own mask on their first frame, tracked objects' memory is re-encoded the video loop's way
+(`video_loop_memory`, `video_loop_shrink_suppression`), and outputs are made non-overlapping object-wise and rows with
+an empty mask dropped (`TrackPlanningConfig.non_overlapping_outputs`). Still different: SAM 3 keeps the objects born
+on one frame in one tracker state, so a re-conditioned frame also conditions the others born with the track, and
+memory selection gives one verdict per such cohort; here only the re-conditioned track, one verdict per frame.
 
 Rows are held back `hotstart_delay` frames (SAM 3's hot-start): a track removed on probation never
 reaches the output, not even on the frames before its removal. The held frames keep their masks
@@ -49,7 +52,7 @@ import torch.nn.functional as F
 from batchtrack.errors import ConfigError
 from batchtrack.model.memory_bank import MemoryBank
 from batchtrack.model.track_planning import FrameDecision, PlanningState, TrackPlanningConfig, plan_frame
-from batchtrack.model.tracker import FramePlan, KeyframeView, Tracker
+from batchtrack.model.tracker import DetectionPrompt, FramePlan, KeyframeView, Tracker
 from batchtrack.model.types import FrameResult, Prompt
 
 
@@ -125,6 +128,15 @@ class _ConceptPlanner:
         self.removed_now: list[int] = []
         self.hidden: dict[int, set[int]] = {}  # frame -> objects without a row there (keep-alive)
         self.log: list[FrameLog] = []
+        # frame -> the detection score of each object born there (its output score on that frame, as in SAM 3)
+        self.birth_scores: dict[int, dict[int, float]] = {}
+
+    def output_scores(self, result: FrameResult) -> dict[int, float]:
+        """Each object's output probability on the frame: its detection score on its birth frame, otherwise its
+        tracked object score (SAM 3's obj_id_to_tracker_score, by which outputs are made non-overlapping)."""
+        born = self.birth_scores.pop(result.frame_index, {})
+        probs = torch.sigmoid(result.object_score_logits.float()).tolist()
+        return {o: born.get(o, p) for o, p in zip(result.object_ids, probs, strict=True)}
 
     def watch(self, frames: Iterable[tuple[int, np.ndarray]]) -> Iterator[tuple[int, np.ndarray]]:
         for index, frame in frames:
@@ -149,42 +161,36 @@ class _ConceptPlanner:
             self.owner.config,
             reverse=self.reverse,
         )
-        wanted = [n.detection for n in decision.new_tracks] + list(decision.recondition.values())
-        video = _video_masks(detections.mask_logits, wanted, view.height, view.width)
-        prompts: list[Prompt] = []
-        recondition: list[Prompt] = []
-        born: list[int] = []
+        low_side = view.low_res_logits.shape[-1]
+        masks = _low_res(detections.mask_logits, low_side)
+        scores = detections.scores.float().cpu()
+        # A new track starts from its detection even where the mask is empty at video size, as in SAM 3.
+        born = [DetectionPrompt(n.object_id, masks[n.detection]) for n in decision.new_tracks]
         for n in decision.new_tracks:
-            if not video[n.detection].any():
-                # Nothing to prompt at video resolution: the track is never born.
-                state.tracks.pop(n.object_id, None)
-                continue
-            prompts.append(Prompt(view.frame_index, n.object_id, mask=video[n.detection]))
             self.concept_of[n.object_id] = self.concepts[n.concept]
-            born.append(n.object_id)
-        for t, k in decision.recondition.items():
-            if video[k].any() and t not in decision.removed:
-                recondition.append(Prompt(view.frame_index, t, mask=video[k]))
+        self.birth_scores[view.frame_index] = {n.object_id: float(scores[n.detection]) for n in decision.new_tracks}
+        recondition = [
+            DetectionPrompt(t, masks[k]) for t, k in decision.recondition.items() if t not in decision.removed
+        ]
         self.state = state
         self.removed_now += decision.removed
         if decision.hidden:
             self.hidden[view.frame_index] = set(decision.hidden)
-        self.log.append(FrameLog(view.frame_index, len(decision.detections), decision, born))
+        self.log.append(FrameLog(view.frame_index, len(decision.detections), decision, [d.object_id for d in born]))
         return FramePlan(
-            prompts=prompts, suppress=list(decision.suppressed), remove=list(decision.removed), recondition=recondition
+            suppress=list(decision.suppressed),
+            remove=list(decision.removed),
+            recondition_detections=recondition,
+            detections=born,
         )
 
 
-def _video_masks(masks: torch.Tensor, wanted: list[int], height: int, width: int) -> dict[int, np.ndarray]:
-    """The wanted detections' masks at video resolution, (H, W) bool each (bilinear on the logits, then > 0)."""
-    if not wanted:
-        return {}
-    index = sorted(set(wanted))
-    logits = masks[torch.tensor(index, dtype=torch.long)].float()[:, None]  # (K, 1, h, w)
-    if tuple(logits.shape[-2:]) != (height, width):
-        logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)  # (K, 1, H, W)
-    bits = (logits[:, 0] > 0).cpu().numpy()  # (K, H, W)
-    return {k: bits[i] for i, k in enumerate(index)}
+def _low_res(masks: torch.Tensor, side: int) -> torch.Tensor:
+    """(D, h, w) detection logits on the tracker's low-res grid (SAM 3's detector already gives them there)."""
+    logits = masks.float().cpu()
+    if tuple(logits.shape[-2:]) != (side, side) and logits.shape[0] > 0:
+        logits = F.interpolate(logits[:, None], size=(side, side), mode="bilinear", align_corners=False)[:, 0]
+    return logits
 
 
 @dataclass
@@ -195,6 +201,7 @@ class _HeldFrame:
     bits: np.ndarray  # (N, ceil(H * W / 8)) uint8
     height: int
     width: int
+    scores: dict[int, float] = field(default_factory=dict)  # object -> output probability (non-overlap ranks by it)
 
     @classmethod
     def hold(cls, result: FrameResult) -> _HeldFrame:
@@ -275,21 +282,34 @@ class ConceptLoop:
         )
         for result in results:
             hidden = planner.hidden.pop(result.frame_index, set())
+            scores = planner.output_scores(result)
             if planner.removed_now:
                 gone = set(planner.removed_now)
                 planner.removed_now.clear()
                 for frame in held:
                     frame.drop(gone)
             if delay == 0:
-                yield self._named(_drop_rows(result, hidden), planner)
+                yield self._output(_drop_rows(result, hidden), scores, planner)
                 continue
             frame = _HeldFrame.hold(result)
+            frame.scores = scores
             frame.drop(hidden)
             held.append(frame)
             if len(held) > delay:
-                yield self._named(held.popleft().release(), planner)
+                first = held.popleft()
+                yield self._output(first.release(), first.scores, planner)
         while held:
-            yield self._named(held.popleft().release(), planner)
+            first = held.popleft()
+            yield self._output(first.release(), first.scores, planner)
+
+    def _output(self, result: FrameResult, scores: dict[int, float], planner: _ConceptPlanner) -> ConceptFrameResult:
+        """A frame's rows as SAM 3 outputs them: objects with an empty mask dropped, then (as configured) each
+        pixel kept only by its most probable object (`_apply_object_wise_non_overlapping_constraints`)."""
+        empty = {o for i, o in enumerate(result.object_ids) if not bool((result.mask_logits[i] > 0).any())}
+        result = _drop_rows(result, empty)
+        if self.config.non_overlapping_outputs and len(result.object_ids) > 1:
+            result = _non_overlapping(result, scores)
+        return self._named(result, planner)
 
     @staticmethod
     def _named(result: FrameResult, planner: _ConceptPlanner) -> ConceptFrameResult:
@@ -302,6 +322,29 @@ class ConceptLoop:
             result.object_pointers,
             concepts=[planner.concept_of.get(o) for o in result.object_ids],
         )
+
+
+def _non_overlapping(result: FrameResult, scores: dict[int, float]) -> FrameResult:
+    """Each pixel stays only in the mask of its most probable object (ties: the smallest id), as SAM 3 does."""
+    ids = result.object_ids
+    order = sorted(range(len(ids)), key=lambda i: ids[i])  # SAM 3 ranks objects in id order
+    inside = result.mask_logits[order] > 0  # (N, H, W) in id order
+    probs = torch.tensor([scores.get(ids[i], 0.0) for i in order], dtype=torch.float32)  # (N,)
+    ranked = torch.where(inside, probs[:, None, None], torch.zeros(()))  # (N, H, W)
+    winner = ranked.argmax(dim=0)  # (H, W) first maximum: the smallest id among equals
+    keeps = winner[None] == torch.arange(len(order))[:, None, None]  # (N, H, W)
+    position = torch.empty(len(order), dtype=torch.long)
+    position[torch.tensor(order)] = torch.arange(len(order))
+    keep = keeps[position]  # (N, H, W) back in the result's row order
+    logits = torch.where(keep, result.mask_logits, result.mask_logits.clamp(max=0.0))
+    return FrameResult(
+        result.frame_index,
+        result.object_ids,
+        logits,
+        result.object_score_logits,
+        result.iou_predictions,
+        result.object_pointers,
+    )
 
 
 def _drop_rows(result: FrameResult, object_ids: set[int]) -> FrameResult:

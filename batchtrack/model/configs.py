@@ -228,6 +228,16 @@ class TrackerConfig:
     # read by rank among the passing ones (see memory_bank.py). Off: SAM 2.1's fixed windows.
     memory_selection: bool = False
     memory_selection_threshold: float = 0.01
+    # SAM 3's video loop (concept mode: a planner drives the tracker), sam3_video_base.py. Hole filling and speck
+    # removal (fill_holes_in_mask_scores, this many pixels; 0 = off) of the propagated masks before the planner,
+    # the outputs and memory read them, and of a new detection's mask for its first frame's output.
+    video_fill_hole_area: int = 0
+    # Its `_tracker_update_memories`: tracked objects' memory re-encoded from their (filled, suppressed) low-res
+    # masks resized straight to the memory encoder's mask size, with object scores +-10 from mask area.
+    video_loop_memory: bool = False
+    # ... and, before that, a mask that keeps under 30% of its area under pixel-wise non-overlap with the other
+    # tracked objects is suppressed (clamped to <= -10) for memory (`_suppress_object_pw_area_shrinkage`).
+    video_loop_shrink_suppression: bool = False
     # --- memory tracker runtime (owned by the tracker engineer; see model/tracker.py) ---
     # Frames encoded together by the image encoder, read ahead from the frame iterator; this bounds
     # the look-ahead (and the raw frames held) to this many frames.
@@ -324,6 +334,9 @@ _SAM3_TRACKER: dict[str, Any] = {
     "correction_reads_tracked_mask": True,
     "fill_hole_area": 0,
     "memory_selection": True,
+    "video_fill_hole_area": 16,
+    "video_loop_memory": True,
+    "video_loop_shrink_suppression": True,
 }
 
 _CONFIGS: dict[str, TrackerConfig] = {

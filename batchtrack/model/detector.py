@@ -201,7 +201,8 @@ class ConceptDetector(nn.Module):
                 idx = torch.nonzero(concept == c, as_tuple=True)[0]
                 masks = out.mask_logits[c, query[idx]] > 0
                 keep.append(idx[mask_nms(probs[c, query[idx]], masks, nms_iou_threshold)])
-            order = torch.cat(keep)
+            # Kept queries in query order, as SAM 3's video loop reads them (new objects are numbered in this order).
+            order = torch.sort(torch.cat(keep)).values
             concept, query = concept[order], query[order]
         return Detections(
             concept=concept,

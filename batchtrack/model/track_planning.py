@@ -15,7 +15,8 @@ state from frame to frame.
 Rules, with SAM 3's defaults (`TrackPlanningConfig`):
 - detections: score > 0.5, mask NMS at IoU 0.1;
 - matching: a track is matched by a detection with IoU >= 0.5; a detection overlapping no track at
-  IoU >= 0.1 with score >= 0.7 starts a new track (capped at `max_objects` live tracks, best first);
+  IoU >= 0.1 with score >= 0.7 starts a new track (on a frame without tracks, every detection does), ids in
+  detection order (capped at `max_objects` live tracks, best scores kept);
 - hot-start: a track born within the last 15 frames is removed once it was unmatched on 8 frames, or
   once it overlapped an older track through one detection on 8 frames; its rows are held back for
   15 frames (concept.py) so a removed track never reaches the output;
@@ -56,6 +57,8 @@ from batchtrack.errors import ConfigError
 from batchtrack.model.association import DetectionMatch, match_detections, occlusion_suppression, select_detections
 
 NEVER_OCCLUDED = -1
+# SAM 3's ALWAYS_OCCLUDED: the last-occluded frame a track removed by hot-start counts with on its last frame.
+REMOVED_OCCLUDED = 100000
 # Where a visually prompted track sorts among concept tracks by birth: before every frame (after, in reverse).
 VISUAL_FIRST_FRAME = -(2**62)
 VISUAL_FIRST_FRAME_REVERSE = 2**62
@@ -83,6 +86,9 @@ class TrackPlanningConfig:
     recondition_min_iou: float = 0.8  # HIGH_IOU_THRESH between that detection and the track
     recondition_min_track_logit: float = 0.8  # the track's own object-score logit must exceed this
     max_objects: int = 64  # live tracks per video; extra new detections are dropped, lowest score first
+    # Each output pixel belongs to one object at most, the most probable one there (SAM 3's
+    # _apply_object_wise_non_overlapping_constraints on every frame's outputs).
+    non_overlapping_outputs: bool = True
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -185,6 +191,8 @@ def plan_frame(
             by_concept[c] = [
                 members[i] for i in select_detections(det_masks[index], det_scores[index], 0.0, cfg.detection_nms_iou)
             ]
+    # Detection order from here on (SAM 3 numbers new objects in it), whatever order selection kept them in.
+    by_concept = {c: sorted(members) for c, members in by_concept.items()}
     decision.detections = sorted(k for members in by_concept.values() for k in members)
 
     row_of = {t: j for j, t in enumerate(ids)}
@@ -263,31 +271,35 @@ def plan_frame(
             removed.add(t)
     decision.removed = sorted(removed)
     decision.hidden = [t for t in decision.hidden if t not in removed]
+    gone = {t: tracks.pop(t) for t in removed}
     for t in removed:
         decision.recondition.pop(t, None)
-        del tracks[t]
 
-    # Occlusion suppression among the surviving tracks of each concept.
+    # Occlusion suppression among the tracks of each concept; a track removed on this frame takes part as the
+    # most recently occluded of all (SAM 3: its mask still enters this frame's memory encoding of the others).
     if cfg.occlusion_iou > 0:
-        for c in sorted({r.concept for t, r in tracks.items() if t in row_of}):
-            own = [t for t in ids if t in tracks and tracks[t].concept == c]
+        for c in sorted({r.concept for t, r in {**tracks, **gone}.items() if t in row_of}):
+            own = [t for t in ids if (t in tracks and tracks[t].concept == c) or (t in gone and gone[t].concept == c)]
             index = torch.tensor([row_of[t] for t in own], dtype=torch.long)
             masks = track_masks[index]  # (m, H, W)
-            last = torch.tensor([tracks[t].last_occluded for t in own], dtype=torch.long)
+            last = torch.tensor(
+                [tracks[t].last_occluded if t in tracks else REMOVED_OCCLUDED for t in own], dtype=torch.long
+            )
             suppress = occlusion_suppression(masks, last, cfg.occlusion_iou, reverse).tolist()
             empty = (~(masks > 0).flatten(1).any(1)).tolist() if len(own) else []
-            for t, hit, gone in zip(own, suppress, empty, strict=True):
+            for t, hit, is_empty in zip(own, suppress, empty, strict=True):
                 if hit:
                     decision.suppressed.append(t)
                     decision.recondition.pop(t, None)
-                if hit or gone:
+                if (hit or is_empty) and t in tracks:
                     tracks[t] = replace(tracks[t], last_occluded=frame_index)
 
-    # New tracks, best score first, within the cap of live tracks.
+    # New tracks, numbered in detection order (SAM 3); past the cap of live tracks, the best scores, best first.
     live = len([t for t in ids if t not in removed])
     room = max(0, cfg.max_objects - live)
-    born.sort(key=lambda n: (-float(det_scores[n.detection]), n.detection))
-    for n in born[:room]:
+    if len(born) > room:
+        born = sorted(born, key=lambda n: (-float(det_scores[n.detection]), n.detection))[:room]
+    for n in born:
         decision.new_tracks.append(NewTrack(next_id, n.detection, n.concept))
         tracks[next_id] = TrackRecord(concept=n.concept, first_frame=frame_index, keep_alive=cfg.keep_alive_init)
         next_id += 1

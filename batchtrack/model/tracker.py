@@ -41,7 +41,7 @@ from batchtrack.model.object_pointer import (
     gate_pointer,
     pointer_tokens,
 )
-from batchtrack.model.postprocess import fill_small_holes
+from batchtrack.model.postprocess import fill_holes_and_remove_specks, fill_small_holes
 from batchtrack.model.prompt_encoder import PAD_LABEL, PromptEncoder
 from batchtrack.model.types import FrameResult, Prompt
 
@@ -54,6 +54,8 @@ SUPPRESSED_LOGIT = -10.0
 BOX_LABELS = (2, 3)
 # SAM 3 clamps a tracked mask to +-32 before feeding it back as the mask input of a click correction.
 TRACKED_MASK_INPUT_LIMIT = 32.0
+# SAM 3 suppresses a mask that keeps less than this fraction of its area under pixel-wise non-overlap.
+SHRINK_KEEP_FRACTION = 0.3
 MEMORY_MASK_STRIDE = 2**MASK_DOWNSAMPLE_LAYERS
 
 
@@ -71,6 +73,8 @@ class _ObjectPrompt:
     coords: torch.Tensor | None = None  # (P, 2) pixels of the S x S input; box corners first
     labels: torch.Tensor | None = None  # (P,) int32
     mask: np.ndarray | None = None  # (H, W) bool at video resolution
+    # (1, side, side) the decoder pass's mask input when given apart from `mask` (a detection's, at input size)
+    input_mask: torch.Tensor | None = None
 
     @property
     def num_points(self) -> int:
@@ -128,6 +132,8 @@ class _Clip:
     bank: MemoryBank
     max_ptr_offset: int
     live: list[int] = field(default_factory=list)  # object ids in joining order
+    # (R, 1, 4h, 4w) low-res masks of objects removed on the current frame (SAM 3's memory re-encoding reads them)
+    bystanders: torch.Tensor | None = None
     memory_pos: torch.Tensor | None = None  # (1, M, h, w), the same for every memory frame
 
 
@@ -158,6 +164,25 @@ class FramePlan:
     # while its output, object score and memory features stay those of its propagated prediction (after
     # `suppress`), encoded as a tracked frame's.
     recondition: list[Prompt] = field(default_factory=list)
+    # New objects from detections (SAM 3's concept mode), after `prompts`, in this order.
+    detections: list[DetectionPrompt] = field(default_factory=list)
+    # Re-conditioning from detections (SAM 3's `_recondition_masklets`): as `recondition`, with the detection's
+    # mask at input size (see DetectionPrompt) for the pointer.
+    recondition_detections: list[DetectionPrompt] = field(default_factory=list)
+
+
+@dataclass
+class DetectionPrompt:
+    """A new object started from a detection, as SAM 3's video loop adds one (`_tracker_add_new_objects`).
+
+    The detection's low-res logits become a binary mask at the tracker's input-mask size (16 x feature grid, by
+    bilinear resize then > 0): the decoder pass for its pointer reads it, and its antialiased resize to video size
+    (> 0.5) is the mask prompt whose +-1024 logits go into memory. The frame's output is the detection's own logits
+    (after the video loop's hole filling) resized to video size, as SAM 3's `build_outputs` writes a new object.
+    """
+
+    object_id: int
+    mask_logits: torch.Tensor  # (h, w) the detection's low-res mask logits (4 x feature grid)
 
 
 class FramePlanner(Protocol):
@@ -375,10 +400,16 @@ class Tracker(nn.Module):
                 if oid in refined
             }
             parts = [rows.reorder(tracked)] if tracked else []
+        video_loop = planner is not None and planner.wants(frame_index)
+        if video_loop and self.config.video_fill_hole_area > 0:
+            # SAM 3's video loop cleans the propagated masks before its rules, outputs and memory read them.
+            area = self.config.video_fill_hole_area
+            parts = [replace(p, low_res=fill_holes_and_remove_specks(p.low_res, area)) for p in parts]
         parts = self._predict_prompted(feat, list(prompted.values()), previous) + parts
         reconditioned: set[int] = set()
-        if planner is not None and planner.wants(frame_index):
-            parts, reconditioned = self._apply_planner(clip, frame_index, feat, parts, planner)
+        outputs: dict[int, torch.Tensor] = {}
+        if planner is not None and video_loop:
+            parts, reconditioned, outputs = self._apply_planner(clip, frame_index, feat, parts, planner)
         if not parts:
             return _empty_result(frame_index, clip.height, clip.width, self.config.d_model)
         rows = _Rows.cat(parts).reorder(clip.live)
@@ -393,14 +424,25 @@ class Tracker(nn.Module):
         filled = fill_small_holes(rows.low_res, fill) if fill > 0 else rows.low_res
         # SAM 2 encodes prompted frames from the stored (hole-filled) prediction, tracked frames from the raw one.
         mem_source = torch.where(from_prompt[:, None, None, None], filled, rows.low_res)
-        self._memorise(clip, frame_index, feat, rows, mem_source, from_prompt)
+        loop_memory = None
+        if video_loop and self.config.video_loop_memory:
+            loop_memory = ~from_prompt & ~torch.tensor(
+                [o in outputs for o in rows.object_ids], dtype=torch.bool, device=from_prompt.device
+            )
+        self._memorise(clip, frame_index, feat, rows, mem_source, from_prompt, loop_memory)
+        clip.bystanders = None
+        if outputs:
+            index = torch.tensor([i for i, o in enumerate(rows.object_ids) if o in outputs], device=filled.device)
+            shown = torch.stack([outputs[o] for o in rows.object_ids if o in outputs]).to(filled.dtype)
+            filled = filled.index_copy(0, index, shown)
         return self._result(clip, frame_index, rows, filled)
 
     def _apply_planner(
         self, clip: _Clip, frame_index: int, feat: _FrameFeatures, parts: list[_Rows], planner: FramePlanner
-    ) -> tuple[list[_Rows], set[int]]:
+    ) -> tuple[list[_Rows], set[int], dict[int, torch.Tensor]]:
         """Let the planner add mask prompts, re-condition, suppress and remove objects on this frame; returns the
-        new rows and the re-conditioned objects."""
+        new rows, the re-conditioned objects and the output low-res logits (1, 4h, 4w) of objects born from
+        detections (their frame's output is not their memory's mask)."""
         rows = _Rows.cat(parts).reorder(clip.live) if parts else None
         n_pix = 4 * self.config.feature_size
         view = KeyframeView(
@@ -420,32 +462,59 @@ class Tracker(nn.Module):
             if p.mask is None or p.frame_index != frame_index:
                 raise PromptError(f"planner prompt #{n} must be a mask on frame {frame_index}")
         recondition = {int(p.object_id) for p in update.recondition}
+        recondition |= {int(d.object_id) for d in update.recondition_detections}
         kept_live = set(clip.live) - set(update.remove) - {int(p.object_id) for p in update.prompts}
         if not recondition <= kept_live:
             bad = sorted(recondition - kept_live)
             raise PromptError(f"frame {frame_index}: re-conditioned objects {bad} are not live, or removed or prompted")
+        if rows is not None and update.suppress:
+            hit = torch.tensor([o in update.suppress for o in rows.object_ids], device=rows.low_res.device)
+            clamped = rows.low_res.clamp(max=SUPPRESSED_LOGIT)
+            rows = replace(rows, low_res=torch.where(hit[:, None, None, None], clamped, rows.low_res))
         if update.remove:
             gone = set(update.remove)
             clip.live = [o for o in clip.live if o not in gone]
             for oid in gone:
                 clip.bank.objects.pop(oid, None)
             kept_ids = [o for o in (rows.object_ids if rows is not None else []) if o not in gone]
+            gone_ids = [o for o in (rows.object_ids if rows is not None else []) if o in gone]
+            if rows is not None and gone_ids:
+                # SAM 3 removes objects after re-encoding the frame's memory: their masks still shape the others'.
+                clip.bystanders = rows.reorder(gone_ids).low_res
             rows = rows.reorder(kept_ids) if rows is not None and kept_ids else None
-        if rows is not None and update.suppress:
-            hit = torch.tensor([o in update.suppress for o in rows.object_ids], device=rows.low_res.device)
-            clamped = rows.low_res.clamp(max=SUPPRESSED_LOGIT)
-            rows = replace(rows, low_res=torch.where(hit[:, None, None, None], clamped, rows.low_res))
         if rows is not None and recondition:
-            rows = self._recondition(feat, rows, [self._merge_prompts([p], clip) for p in update.recondition])
-        if not update.prompts:
-            return ([rows] if rows is not None else []), recondition
+            sources = [self._merge_prompts([p], clip) for p in update.recondition]
+            sources += [self._detection_prompt(d, clip) for d in update.recondition_detections]
+            rows = self._recondition(feat, rows, sources)
+        born = [d for d in update.detections if int(d.object_id) not in clip.live]
+        if len(born) != len(update.detections) or len({int(d.object_id) for d in born}) != len(born):
+            raise PromptError(f"frame {frame_index}: detections must start new objects, each once")
+        if not update.prompts and not born:
+            return ([rows] if rows is not None else []), recondition, {}
         replaced = {int(p.object_id) for p in update.prompts}
-        for p in update.prompts:
-            if int(p.object_id) not in clip.live:
-                clip.live.append(int(p.object_id))
+        for oid in [*(int(p.object_id) for p in update.prompts), *(int(d.object_id) for d in born)]:
+            if oid not in clip.live:
+                clip.live.append(oid)
         kept = [o for o in (rows.object_ids if rows is not None else []) if o not in replaced]
-        new_parts = self._predict_prompted(feat, [self._merge_prompts([p], clip) for p in update.prompts])
-        return ([rows.reorder(kept)] if rows is not None and kept else []) + new_parts, recondition
+        new_prompts = [self._merge_prompts([p], clip) for p in update.prompts]
+        new_prompts += [self._detection_prompt(d, clip) for d in born]
+        new_parts = self._predict_prompted(feat, new_prompts)
+        area = self.config.video_fill_hole_area
+        outputs = {
+            int(d.object_id): fill_holes_and_remove_specks(d.mask_logits.float().to(self.device)[None, None], area)[0]
+            for d in born
+        }
+        return ([rows.reorder(kept)] if rows is not None and kept else []) + new_parts, recondition, outputs
+
+    def _detection_prompt(self, detection: DetectionPrompt, clip: _Clip) -> _ObjectPrompt:
+        """A detection as SAM 3's `_tracker_add_new_objects` hands it to `add_new_mask` (see DetectionPrompt)."""
+        side = 16 * self.config.feature_size
+        logits = detection.mask_logits.float().to(self.device)[None, None]  # (1, 1, h, w)
+        binary = (F.interpolate(logits, size=(side, side), mode="bilinear", align_corners=False) > 0).float()
+        size = (clip.height, clip.width)
+        video = F.interpolate(binary, size=size, mode="bilinear", align_corners=False, antialias=True)  # (1, 1, H, W)
+        mask = (video[0, 0] > 0.5).cpu().numpy()
+        return _ObjectPrompt(int(detection.object_id), mask=mask, input_mask=binary[0])
 
     def _recondition(self, feat: _FrameFeatures, rows: _Rows, prompts: list[_ObjectPrompt]) -> _Rows:
         """`rows` with the prompted objects turned conditioning, their pointers from the masks (SAM 3's add_new_mask);
@@ -562,7 +631,11 @@ class Tracker(nn.Module):
         # SAM 3 reads the mask at 4 x its low-res side, so the 4x mask_downsample lands on the decoder's mask grid.
         side = 16 * self.config.feature_size if video_res else self.config.image_size
         masks = torch.stack(
-            [self._mask_to_input(p.mask, side, binarise=not video_res) for p in prompts if p.mask is not None]
+            [
+                p.input_mask if p.input_mask is not None else self._mask_to_input(p.mask, side, binarise=not video_res)
+                for p in prompts
+                if p.mask is not None
+            ]
         )  # (N, 1, side, side)
         n = masks.shape[0]
         low_side = 4 * self.config.feature_size  # S / 4 for SAM 2.1; 288 for SAM 3 at 1008
@@ -624,11 +697,58 @@ class Tracker(nn.Module):
         rows: _Rows,
         low_res: torch.Tensor,
         from_prompt: torch.Tensor,
+        video_loop: torch.Tensor | None = None,
     ) -> None:
-        """Encode every object's prediction into memory in one batch and store it in the bank.
+        """Encode every object's prediction into memory and store it in the bank.
 
         from_prompt: (N,) bool, rows whose mask is a prompt's (binarised, made non-overlapping as configured);
-        the bank's conditioning flag is `rows.prompted`."""
+        the bank's conditioning flag is `rows.prompted`. video_loop: (N,) bool, rows whose memory SAM 3's video
+        loop re-encodes itself (`_video_loop_memory`); the others are encoded together here."""
+        if video_loop is not None and bool(video_loop.any()):
+            own = torch.nonzero(~video_loop).flatten().tolist()
+            loop = torch.nonzero(video_loop).flatten().tolist()
+            features, absent = self._video_loop_memory(feat, low_res[loop], clip.bystanders)
+            if own:
+                own_rows = rows.reorder([rows.object_ids[i] for i in own])
+                own_features, own_absent = self._memory_features(feat, own_rows, low_res[own], from_prompt[own])
+                order = torch.tensor(loop + own, device=features.device)
+                inverse = torch.argsort(order)
+                features = torch.cat([features, own_features.to(features.dtype)])[inverse]
+                absent = torch.cat([absent, own_absent.to(absent.dtype)])[inverse]
+        else:
+            features, absent = self._memory_features(feat, rows, low_res, from_prompt)
+        features = features + absent[:, :, None, None] * self.no_obj_embed_spatial[..., None, None]
+        self._store_memory(clip, frame_index, rows, features)
+
+    def _video_loop_memory(
+        self, feat: _FrameFeatures, low_res: torch.Tensor, bystanders: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """SAM 3's `_tracker_update_memories` for (T, 1, 4h, 4w) tracked logits: resized straight to the memory
+        encoder's mask size, masks that shrink under pixel-wise non-overlap (with each other and with the
+        `bystanders`, objects removed on this frame) suppressed, object scores from area.
+        Returns memory features (T, M, h, w) and (T, 1) 1 where the mask is empty."""
+        side = self.config.feature_size * MEMORY_MASK_STRIDE
+        t = low_res.shape[0]
+        everyone = low_res if bystanders is None else torch.cat([low_res, bystanders.to(low_res.dtype)])
+        high = F.interpolate(everyone, size=(side, side), mode="bilinear", align_corners=False)  # (A, 1, side, side)
+        if high.shape[0] > 1 and self.config.video_loop_shrink_suppression:
+            owner = high.argmax(dim=0, keepdim=True)  # (1, 1, side, side)
+            own = owner == torch.arange(high.shape[0], device=high.device)[:, None, None, None]  # (A, 1, side, side)
+            kept = torch.where(own, high, high.clamp(max=SUPPRESSED_LOGIT))
+            before = (high > 0).flatten(1).sum(1).clamp(min=1)  # (T,)
+            after = (kept > 0).flatten(1).sum(1)  # (T,)
+            shrunk = (after / before) < SHRINK_KEEP_FRACTION  # (T,)
+            high = torch.where(shrunk[:, None, None, None], high.clamp(max=SUPPRESSED_LOGIT), high)
+        high = high[:t]  # (T, 1, side, side)
+        visible = (high > 0).flatten(1).any(1, keepdim=True)  # (T, 1) the sign of the area-based object score
+        mask = torch.sigmoid(high) * self.config.sigmoid_scale_for_mem_enc + self.config.sigmoid_bias_for_mem_enc
+        memory = self.memory_encoder(feat.vision.expand(t, -1, -1, -1), mask.to(feat.vision.dtype))
+        return memory.features, 1 - visible.float()
+
+    def _memory_features(
+        self, feat: _FrameFeatures, rows: _Rows, low_res: torch.Tensor, from_prompt: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Memory features (N, M, h, w) of the rows' own predictions, and (N, 1) 1 where the object is absent."""
         s = self.config.image_size
         n = len(rows.object_ids)
         high = F.interpolate(low_res, size=(s, s), mode="bilinear", align_corners=False)  # (N, 1, S, S)
@@ -641,10 +761,11 @@ class Tracker(nn.Module):
         mask = torch.where(hard, (high > 0).float(), torch.sigmoid(high))
         mask = mask * self.config.sigmoid_scale_for_mem_enc + self.config.sigmoid_bias_for_mem_enc
         memory = self.memory_encoder(feat.vision.expand(n, -1, -1, -1), mask.to(feat.vision.dtype))
-        absent = 1 - (rows.scores > 0).float()  # (N, 1)
-        features = memory.features + absent[:, :, None, None] * self.no_obj_embed_spatial[..., None, None]
+        return memory.features, 1 - (rows.scores > 0).float()
+
+    def _store_memory(self, clip: _Clip, frame_index: int, rows: _Rows, features: torch.Tensor) -> None:
         if clip.memory_pos is None:
-            clip.memory_pos = memory.pos[:1].float()
+            clip.memory_pos = self.memory_encoder.position_encoding(features[:1]).float()
         selectable = self._passes_memory_selection(rows)
         for i, oid in enumerate(rows.object_ids):
             prompted = bool(rows.prompted[i])

@@ -118,6 +118,8 @@ def oracle_modules() -> types.SimpleNamespace:
             predictor=importlib.import_module("sam3.model.sam3_tracking_predictor"),
             tracker_base=importlib.import_module("sam3.model.sam3_tracker_base"),
             transformer=importlib.import_module("sam3.sam.transformer"),
+            video=importlib.import_module("sam3.model.sam3_video_inference"),
+            tracker_utils=importlib.import_module("sam3.model.sam3_tracker_utils"),
         )
     return ns
 
@@ -272,12 +274,17 @@ def official_dual_neck(
     )
 
 
-def official_tracker(ns: types.SimpleNamespace, image_size: int, trunk: PEViTConfig) -> torch.nn.Module:
-    """`build_tracker(with_backbone=True)`'s model (sam3==0.1.4) at `image_size` with the PE ViT trunk `trunk`;
-    build it under `cpu_patches`."""
+def official_tracker(
+    ns: types.SimpleNamespace, image_size: int, trunk: PEViTConfig, with_backbone: bool = True
+) -> torch.nn.Module:
+    """`build_tracker(with_backbone=...)`'s model (sam3==0.1.4) at `image_size` with the PE ViT trunk `trunk`;
+    build it under `cpu_patches`. Without a backbone it reads the features the video loop's detector caches."""
     grid = image_size // 14
-    neck = official_dual_neck(ns, image_size, trunk)
-    backbone = ns.vl.SAM3VLBackbone(scalp=1, visual=neck, text=None)
+    backbone = (
+        ns.vl.SAM3VLBackbone(scalp=1, visual=official_dual_neck(ns, image_size, trunk), text=None)
+        if with_backbone
+        else None
+    )
     maskmem = ns.memory.SimpleMaskEncoder(
         out_dim=64,
         position_encoding=ns.pos.PositionEmbeddingSine(num_pos_feats=64, normalize=True, scale=None, temperature=10000),

@@ -55,6 +55,7 @@ from batchtrack.model.tracker import FramePlan, KeyframeView, Tracker
 from batchtrack.model.types import FrameResult, Prompt
 
 from .sam3_oracle import cpu_patches, meta_state_dict, official_tracker, oracle_modules, perturb_for_comparison
+from .sam3_video_oracle import reference_connected_components
 
 pytestmark = pytest.mark.parity
 
@@ -387,7 +388,8 @@ def test_reconditioning_matches_official_add_new_mask_with_memory_from_the_propa
     the official session tracks one box-prompted object to frame 4, takes a detection's mask there with add_new_mask
     + propagate_in_video_preflight (conditioning frame, pointer from the mask), then, as _tracker_update_memories
     does, re-encodes that frame's memory from the propagated low-res masks (_run_memory_encoder, not from points,
-    with the propagated object score; here at the tracker's resize path, see concept.py) and tracks on. Outputs on
+    resized straight to the memory size, with an area-based object score, after the loop's hole filling) and
+    tracks on. Outputs on
     the frame are the propagated ones (SAM 3's build_outputs); the pointer is the mask's."""
     rng = np.random.default_rng(8)
     base = rng.integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8)
@@ -396,20 +398,29 @@ def test_reconditioning_matches_official_add_new_mask_with_memory_from_the_propa
     detection = _rectangle(20 + 2 * CORRECTION_FRAME, 14 + 3 * CORRECTION_FRAME, 78, 84 + 3 * CORRECTION_FRAME)
     images = preprocess_frames(np.stack(frames), IMAGE_SIZE, "cpu", CONFIG.image_mean, CONFIG.image_std)
     pred = oracle.model
+    utils = oracle.ns.tracker_utils
+    import sam3.perflib.connected_components as cc
+
     with torch.inference_mode(), pytest.MonkeyPatch.context() as mp, cpu_patches(mp):
         state = pred.init_state(video_height=HEIGHT, video_width=WIDTH, num_frames=MASK_FRAMES)
         state["images"] = images
         _add_oracle_prompts(pred, state, prompts)
         expected = _propagate_oracle(pred, state, 0, CORRECTION_FRAME)
         tracked = state["output_dict"]["non_cond_frame_outputs"][CORRECTION_FRAME]
-        low_res, score = tracked["pred_masks"].clone(), tracked["object_score_logits"].clone()
+        # The video loop cleans the propagated mask first (fill_holes_in_mask_scores, 16), then re-encodes memory
+        # from it resized straight to the memory size with an area-based score (_tracker_update_memories).
+        mp.setattr(cc, "connected_components", reference_connected_components)
+        low_res = utils.fill_holes_in_mask_scores(tracked["pred_masks"].clone(), 16, True, True)
         pred.add_new_mask(state, CORRECTION_FRAME, 1, torch.from_numpy(detection))
         pred.propagate_in_video_preflight(state, run_mem_encoder=True)
-        high = torch.nn.functional.interpolate(low_res, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear")
+        side = tuple(pred.maskmem_backbone.mask_downsampler.interpol_size)
+        high = torch.nn.functional.interpolate(low_res, size=side, mode="bilinear", align_corners=False)
+        score = torch.where((high > 0).any(dim=(-1, -2)), 10.0, -10.0)
         features, _ = pred._run_memory_encoder(state, CORRECTION_FRAME, 1, high, score, is_mask_from_pts=False)
         state["output_dict"]["cond_frame_outputs"][CORRECTION_FRAME]["maskmem_features"] = features
         after = _propagate_oracle(pred, state, CORRECTION_FRAME, MASK_FRAMES)
-    ids, logits, scores, _ = expected[CORRECTION_FRAME]
+    ids, _, scores, _ = expected[CORRECTION_FRAME]
+    logits = torch.nn.functional.interpolate(low_res, size=(HEIGHT, WIDTH), mode="bilinear", align_corners=False)[:, 0]
     expected.update(after)
     expected[CORRECTION_FRAME] = (ids, logits, scores, after[CORRECTION_FRAME][3])
 

@@ -370,11 +370,19 @@ def plan(
     )
 
 
-def test_confident_unmatched_detections_become_new_tracks_best_first() -> None:
+def test_detections_become_new_tracks_numbered_in_detection_order() -> None:
     decision, state = plan(PlanningState(next_id=4), 3, [A, C], [0.8, 0.9], {})
-    assert [(n.object_id, n.detection) for n in decision.new_tracks] == [(4, 1), (5, 0)]
+    assert [(n.object_id, n.detection) for n in decision.new_tracks] == [(4, 0), (5, 1)]
     assert state.next_id == 6
     assert state.tracks[4] == TrackRecord(concept=0, first_frame=3, keep_alive=30)
+
+
+def test_on_a_frame_without_tracks_every_detection_starts_a_track_whatever_its_score() -> None:
+    decision, _ = plan(PlanningState(), 0, [A, C], [0.55, 0.9], {})
+    assert [n.detection for n in decision.new_tracks] == [0, 1]
+    # With a track present, the new-detection threshold (0.7) applies again.
+    decision, _ = plan(PlanningState(next_id=1), 0, [A, C], [0.55, 0.9], {0: B})
+    assert [n.detection for n in decision.new_tracks] == [1]
 
 
 def test_new_tracks_are_capped_by_max_objects() -> None:
