@@ -13,15 +13,15 @@ __all__ = ["JobConfig", "Tracker", "build_tracker", "load_config", "open_dataset
 if TYPE_CHECKING:
     from batchtrack.config import JobConfig, load_config
     from batchtrack.dataset import open_dataset
-    from batchtrack.model.build import build_tracker
-    from batchtrack.model.tracker import Tracker
+    from batchtrack.model.loading.build import build_tracker
+    from batchtrack.model.tracker.tracker import Tracker
     from batchtrack.pipeline.job import run_job
 
 _LAZY = {
     "JobConfig": ("batchtrack.config", "JobConfig"),
     "load_config": ("batchtrack.config", "load_config"),
-    "build_tracker": ("batchtrack.model.build", "build_tracker"),
-    "Tracker": ("batchtrack.model.tracker", "Tracker"),
+    "build_tracker": ("batchtrack.model.loading.build", "build_tracker"),
+    "Tracker": ("batchtrack.model.tracker.tracker", "Tracker"),
     "run_job": ("batchtrack.pipeline.job", "run_job"),
     "open_dataset": ("batchtrack.dataset", "open_dataset"),
 }

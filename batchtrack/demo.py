@@ -183,7 +183,7 @@ def render_video(output: str, video_id: str, path: Path, *, fps: float = 10.0, m
 def shipped_protocol_summary(model: str | None) -> str | None:
     """The shipped model's test-protocol numbers (weights/NAME.test.json), when its record matches the weights."""
     from batchtrack.eval.protocol import protocol_summary, read_protocol_record
-    from batchtrack.model.build import shipped_weights
+    from batchtrack.model.loading.build import shipped_weights
 
     name = model or "tiny-synthetic"
     weights = shipped_weights(name)

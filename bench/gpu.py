@@ -45,9 +45,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from batchtrack.model.build import build_tracker
 from batchtrack.model.configs import SAM21_NAMES, TrackerConfig, get_config
-from batchtrack.model.tracker import Tracker
+from batchtrack.model.loading.build import build_tracker
+from batchtrack.model.tracker.tracker import Tracker
 from batchtrack.model.types import Prompt
 
 HEIGHT, WIDTH = 480, 640

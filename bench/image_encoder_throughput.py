@@ -13,8 +13,8 @@ import time
 
 import torch
 
-from batchtrack.model.build import build_image_encoder
 from batchtrack.model.configs import get_config
+from batchtrack.model.loading.build import build_image_encoder
 
 
 def call_times(name: str, batch: int, seconds: float, device: torch.device) -> tuple[list[float], float]:

@@ -48,9 +48,9 @@ from batchtrack.eval.identity import count_id_switches, match_frame
 from batchtrack.eval.protocol import write_protocol_record
 from batchtrack.eval.reacquisition import Reacquisition, count_reacquisitions
 from batchtrack.io.video import iter_frames
-from batchtrack.model.association import AssociationHead, load_association_head
-from batchtrack.model.auto import AutoTrackConfig, AutoTracker
-from batchtrack.model.build import WEIGHTS_DIR, build_tracker, shipped_weights
+from batchtrack.model.loading.build import WEIGHTS_DIR, build_tracker, shipped_weights
+from batchtrack.model.modes.association import AssociationHead, load_association_head
+from batchtrack.model.modes.auto import AutoTrackConfig, AutoTracker
 from batchtrack.model.types import Prompt
 from batchtrack.synthetic.corpus import BENCHMARK_SUBSETS
 from batchtrack.synthetic.ground_truth import ground_truth_path, read_ground_truth

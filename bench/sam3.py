@@ -117,8 +117,8 @@ def _prompts(height: int, width: int) -> list[Any]:
 
 
 def run_ours(args: argparse.Namespace) -> dict[str, Any]:
-    from batchtrack.model.build import build_tracker
     from batchtrack.model.configs import get_config
+    from batchtrack.model.loading.build import build_tracker
 
     config = dataclasses.replace(
         get_config("sam3"), name="sam3-bench", image_encoder=_trunk(), image_size=args.image_size
@@ -133,7 +133,7 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_official(args: argparse.Namespace) -> dict[str, Any]:
-    from batchtrack.model.image_encoder import preprocess_frames
+    from batchtrack.model.tracker.image_encoder import preprocess_frames
 
     oracle = _oracle()
     frames, prompts = _frames(args.length, args.height, args.width), _prompts(args.height, args.width)

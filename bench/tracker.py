@@ -82,9 +82,9 @@ def make_checkpoint(path: Path) -> None:
 def run_ours(folder: Path, checkpoint: Path, image_size: int) -> dict[str, Any]:
     from PIL import Image
 
-    from batchtrack.model.checkpoint import load_state_dict_file, load_strict
     from batchtrack.model.configs import get_config
-    from batchtrack.model.tracker import Tracker
+    from batchtrack.model.loading.checkpoint import load_state_dict_file, load_strict
+    from batchtrack.model.tracker.tracker import Tracker
     from batchtrack.model.types import Prompt
 
     config = dataclasses.replace(get_config("sam2.1_hiera_tiny"), image_size=image_size, fill_hole_area=0)

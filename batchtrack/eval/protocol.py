@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from batchtrack.model.checkpoint import file_sha256
+from batchtrack.model.loading.checkpoint import file_sha256
 
 
 def protocol_record_path(weights: Path) -> Path:

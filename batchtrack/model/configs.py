@@ -402,7 +402,7 @@ _CONFIGS: dict[str, TrackerConfig] = {
     ),
     # SAM 3's image side (PE ViT-L+ trunk, dual neck) and tracker (SAM 2.1's modules at stride 14: grids
     # 72 / 144 / 288 at 1008 px), as `build_sam3_video_model` sets them (sam3==0.1.4). The tracker
-    # checkpoint keys are renamed by batchtrack.model.checkpoint.SAM3_KEY_TABLE.
+    # checkpoint keys are renamed by batchtrack.model.loading.checkpoint.SAM3_KEY_TABLE.
     "sam3": TrackerConfig(
         name="sam3",
         image_encoder=PEViTConfig(),

@@ -42,7 +42,7 @@ from batchtrack.io.rle import decode_mask, encode_mask, mask_area, mask_bbox
 from batchtrack.io.schema import MASKS_SCHEMA, POINTER_DIM, pointers_schema
 from batchtrack.io.sink import join, unit_file, write_table
 from batchtrack.io.video import VideoInfo, open_video
-from batchtrack.model.concept import ConceptFrameResult, ConceptLoop
+from batchtrack.model.modes.concept import ConceptFrameResult, ConceptLoop
 from batchtrack.model.types import FrameResult, Prompt
 from batchtrack.pipeline.commit import (
     Attempts,

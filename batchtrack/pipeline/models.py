@@ -21,8 +21,8 @@ from batchtrack.io.checkpoint_cache import CachedCheckpoint, fetch_checkpoint
 from batchtrack.model.types import FrameResult, Prompt
 
 if TYPE_CHECKING:
-    from batchtrack.model.association import AssociationHead
-    from batchtrack.model.concept import ConceptLoop
+    from batchtrack.model.modes.association import AssociationHead
+    from batchtrack.model.modes.concept import ConceptLoop
 
 BASELINE_PREFIX = "baseline-"
 
@@ -63,8 +63,8 @@ def build_auto_tracker(
     With `auto.association == "learned"` the association head is loaded from `auto.association_head`, or
     from the file shipped for `model_name` (see `association_head_uri`).
     """
-    from batchtrack.model.auto import AutoTrackConfig, AutoTracker
-    from batchtrack.model.tracker import Tracker
+    from batchtrack.model.modes.auto import AutoTrackConfig, AutoTracker
+    from batchtrack.model.tracker.tracker import Tracker
 
     if not isinstance(tracker, Tracker):
         raise ConfigError(f"automatic mode needs a SAM 2.1-style tracker, got {type(tracker).__name__}")
@@ -77,7 +77,7 @@ def build_auto_tracker(
 
 def shipped_association_head(model_name: str) -> Path | None:
     """The association head shipped for `model_name` (batchtrack/weights/MODEL.association.safetensors), if any."""
-    from batchtrack.model.build import WEIGHTS_DIR
+    from batchtrack.model.loading.build import WEIGHTS_DIR
 
     path = WEIGHTS_DIR / f"{model_name}.association.safetensors"
     return path if path.is_file() else None
@@ -105,7 +105,7 @@ def association_head_uri(model_name: str, auto: AutoConfig, storage_options: Map
 
 def load_head(uri: str, dim: int, storage_options: Mapping[str, Any] | None = None) -> AssociationHead:
     """An `AssociationHead` of width `dim` with the weights at `uri` (a local path or any fsspec URI)."""
-    from batchtrack.model.association import AssociationHead, load_association_head
+    from batchtrack.model.modes.association import AssociationHead, load_association_head
 
     head = AssociationHead(dim)
     if Path(uri).is_file():
@@ -136,8 +136,8 @@ def check_concepts(model_name: str, where: str) -> None:
 
 def build_concept_loop(tracker: FrameTracker) -> ConceptLoop:
     """The concept-mode loop over a loaded SAM 3 model with its detector (a `ConceptTracker`)."""
-    from batchtrack.model.concept import ConceptLoop
-    from batchtrack.model.concept_tracker import ConceptTracker, Sam3FrameDetector
+    from batchtrack.model.modes.concept import ConceptLoop
+    from batchtrack.model.sam3.concept_tracker import ConceptTracker, Sam3FrameDetector
 
     if not isinstance(tracker, ConceptTracker):
         raise ConfigError(f"concept mode needs a tracker with a concept detector, got {type(tracker).__name__}")
@@ -162,8 +162,8 @@ def check_model_weights(model_cfg: ModelConfig) -> None:
                 "drop --checkpoint / --random-weights"
             )
         return
-    from batchtrack.model.build import needs_weights
     from batchtrack.model.configs import get_config
+    from batchtrack.model.loading.build import needs_weights
 
     get_config(model_cfg.name)  # an unknown name is named before anything else
     if model_cfg.checkpoint is None and not model_cfg.random_weights and needs_weights(model_cfg.name):
@@ -200,9 +200,9 @@ def load_tracker(
         from batchtrack.eval.baselines import build_baseline
 
         return build_baseline(model_cfg.name)
-    from batchtrack.model.build import build_tracker
-    from batchtrack.model.checkpoint import SAM3_PARTS, SAM3_TRACKER_PARTS
     from batchtrack.model.configs import PEViTConfig, tracker_config
+    from batchtrack.model.loading.build import build_tracker
+    from batchtrack.model.loading.checkpoint import SAM3_PARTS, SAM3_TRACKER_PARTS
 
     config = tracker_config(
         model_cfg.name,
@@ -228,9 +228,9 @@ def check_checkpoint_fits(model_cfg: ModelConfig, local: CachedCheckpoint) -> No
     fit `model_cfg`'s model. Reads names and shapes only, so the driver refuses a wrong file before Ray starts
     instead of every actor failing on it."""
     from batchtrack.errors import CheckpointError
-    from batchtrack.model.build import check_checkpoint
-    from batchtrack.model.checkpoint import SAM3_TRACKER_PARTS, describe_differences
     from batchtrack.model.configs import PEViTConfig, tracker_config
+    from batchtrack.model.loading.build import check_checkpoint
+    from batchtrack.model.loading.checkpoint import SAM3_TRACKER_PARTS, describe_differences
 
     config = tracker_config(model_cfg.name, image_size=model_cfg.image_size, max_cond_frames=model_cfg.max_cond_frames)
     # SAM 3's detector keys are checked by the actors that build it (concept jobs); the tracker's are checked here.
@@ -256,7 +256,7 @@ def checkpoint_hash(model_cfg: ModelConfig, storage_options: Mapping[str, Any] |
         check_checkpoint_fits(model_cfg, local)
         return local.short_hash
     if model_cfg.random_weights:
-        from batchtrack.model.build import RANDOM_WEIGHTS_SEED
+        from batchtrack.model.loading.build import RANDOM_WEIGHTS_SEED
 
         # Requested random weights come from a fixed seed (model.build.RANDOM_WEIGHTS_SEED): same in every run.
         return f"random-{RANDOM_WEIGHTS_SEED}"

@@ -22,8 +22,8 @@ import torch
 from safetensors.torch import save_file
 
 from batchtrack.errors import CheckpointError
-from batchtrack.model.build import WEIGHTS_DIR
-from batchtrack.model.checkpoint import file_sha256, load_state_dict_file
+from batchtrack.model.loading.build import WEIGHTS_DIR
+from batchtrack.model.loading.checkpoint import file_sha256, load_state_dict_file
 from batchtrack.synthetic.splits import TEST, TRAIN
 from batchtrack.training.config import ValidationSpec
 from batchtrack.training.loop import MODEL_FILE, STATE_FILE, checkpoint_dirs

@@ -30,11 +30,11 @@ import torch.distributed as dist
 from torch import nn
 
 from batchtrack.errors import CheckpointError, ConfigError
-from batchtrack.model.association import AssociationHead, load_association_head, save_association_head
-from batchtrack.model.build import shipped_weights
-from batchtrack.model.checkpoint import load_state_dict_file, load_strict, save_safetensors
 from batchtrack.model.configs import get_config
-from batchtrack.model.tracker import Tracker
+from batchtrack.model.loading.build import shipped_weights
+from batchtrack.model.loading.checkpoint import load_state_dict_file, load_strict, save_safetensors
+from batchtrack.model.modes.association import AssociationHead, load_association_head, save_association_head
+from batchtrack.model.tracker.tracker import Tracker
 from batchtrack.training.config import OptimConfig, TrainConfig
 from batchtrack.training.data import make_batch
 from batchtrack.training.losses import LossWeights

@@ -19,13 +19,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from batchtrack.model.association import AssociationHead, association_loss
 from batchtrack.model.configs import get_config
-from batchtrack.model.image_encoder import preprocess_frames
-from batchtrack.model.mask_decoder import ChosenMask, DecoderOutput, choose_mask
-from batchtrack.model.memory_bank import MemoryBank
-from batchtrack.model.postprocess import fill_small_holes
-from batchtrack.model.tracker import BOX_LABELS, Tracker, _Clip, _FrameFeatures, _no_points, _ObjectPrompt, _Rows
+from batchtrack.model.modes.association import AssociationHead, association_loss
+from batchtrack.model.nn.postprocess import fill_small_holes
+from batchtrack.model.tracker.image_encoder import preprocess_frames
+from batchtrack.model.tracker.mask_decoder import ChosenMask, DecoderOutput, choose_mask
+from batchtrack.model.tracker.memory_bank import MemoryBank
+from batchtrack.model.tracker.tracker import (
+    BOX_LABELS,
+    Tracker,
+    _Clip,
+    _FrameFeatures,
+    _no_points,
+    _ObjectPrompt,
+    _Rows,
+)
 from batchtrack.training.data import ClipBatch, TrainingClip
 from batchtrack.training.losses import LossTerms, LossWeights, frame_loss, mask_iou
 

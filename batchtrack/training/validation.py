@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from batchtrack.eval.evaluate import evaluate_tracker
-from batchtrack.model.build import build_tracker
+from batchtrack.model.loading.build import build_tracker
 from batchtrack.synthetic.splits import VALIDATION, make_split_videos, scene_seeds
 from batchtrack.training.config import TrainConfig, ValidationSpec
 from batchtrack.training.loop import MODEL_FILE, STATE_FILE, checkpoint_dirs

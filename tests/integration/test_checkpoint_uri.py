@@ -32,9 +32,9 @@ import torch
 
 from batchtrack.cli import main
 from batchtrack.config import ModelConfig
-from batchtrack.model.build import shipped_weights
 from batchtrack.model.configs import get_config
-from batchtrack.model.tracker import Tracker
+from batchtrack.model.loading.build import shipped_weights
+from batchtrack.model.tracker.tracker import Tracker
 from batchtrack.pipeline.models import checkpoint_hash, load_tracker
 
 from .conftest import Corpus, make_corpus

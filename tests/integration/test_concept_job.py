@@ -21,8 +21,8 @@ import pytest
 import torch
 
 from batchtrack.cli import main
-from batchtrack.model.build import RANDOM_WEIGHTS_SEED, build_tracker
-from batchtrack.model.checkpoint import SAM3_PARTS, our_key_to_sam3
+from batchtrack.model.loading.build import RANDOM_WEIGHTS_SEED, build_tracker
+from batchtrack.model.loading.checkpoint import SAM3_PARTS, our_key_to_sam3
 from batchtrack.synthetic import make_demo_corpus
 
 from .conftest import read_table

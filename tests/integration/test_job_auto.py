@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from batchtrack.config import JobConfig, load_config
-from batchtrack.model.build import build_tracker
-from batchtrack.model.checkpoint import save_safetensors
+from batchtrack.model.loading.build import build_tracker
+from batchtrack.model.loading.checkpoint import save_safetensors
 from batchtrack.pipeline.job import JobSummary, run_job
 from batchtrack.synthetic.corpus import write_synthetic_video
 from batchtrack.synthetic.scene import SceneSpec

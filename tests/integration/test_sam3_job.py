@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from batchtrack.cli import main
-from batchtrack.model.build import build_tracker
-from batchtrack.model.checkpoint import our_key_to_sam3
+from batchtrack.model.loading.build import build_tracker
+from batchtrack.model.loading.checkpoint import our_key_to_sam3
 from batchtrack.synthetic import make_demo_corpus
 
 from .conftest import assert_complete_dataset, read_table

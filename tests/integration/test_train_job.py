@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from batchtrack.model.build import build_tracker
+from batchtrack.model.loading.build import build_tracker
 from batchtrack.training.loop import checkpoint_dirs
 
 pytestmark = pytest.mark.integration

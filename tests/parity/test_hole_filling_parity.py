@@ -24,7 +24,7 @@ if importlib.util.find_spec("sam2") is None or importlib.util.find_spec("sam3") 
 
 import sam2.utils.misc as sam2_misc
 
-from batchtrack.model.postprocess import fill_holes_and_remove_specks, fill_small_holes
+from batchtrack.model.nn.postprocess import fill_holes_and_remove_specks, fill_small_holes
 
 from .sam3_oracle import oracle_modules
 from .sam3_video_oracle import reference_connected_components

@@ -21,10 +21,10 @@ if importlib.util.find_spec("sam2") is None and os.environ.get("PARITY_ALLOW_NO_
 
 import sam2.build_sam as build_sam
 
-from batchtrack.model.build import build_image_encoder
 from batchtrack.model.configs import get_config
-from batchtrack.model.image_encoder import IMAGENET_STD, ImageEncoder, preprocess_frames
-from batchtrack.model.tracker import Tracker
+from batchtrack.model.loading.build import build_image_encoder
+from batchtrack.model.tracker.image_encoder import IMAGENET_STD, ImageEncoder, preprocess_frames
+from batchtrack.model.tracker.tracker import Tracker
 
 pytestmark = pytest.mark.parity
 
@@ -119,7 +119,7 @@ def test_tracker_state_dict_and_size_match_official_builder(name: str) -> None:
 
 
 def test_official_checkpoint_loads_into_tracker_strictly(official_tiny: tuple[torch.nn.Module, Path]) -> None:
-    from batchtrack.model.build import build_tracker
+    from batchtrack.model.loading.build import build_tracker
 
     official, checkpoint = official_tiny
     tracker = build_tracker("sam2.1_hiera_tiny", checkpoint=checkpoint, device="cpu")

@@ -34,15 +34,15 @@ if importlib.util.find_spec("sam3") is None and os.environ.get("PARITY_ALLOW_NO_
 if importlib.util.find_spec("sam3") is None:
     raise ImportError("the SAM 3 oracle is not installed: run `make oracle` (or PARITY_ALLOW_NO_ORACLE=1 to skip)")
 
-from batchtrack.model.build import build_tracker
-from batchtrack.model.checkpoint import load_sam3_detector_head
-from batchtrack.model.concept_tracker import ConceptTracker
 from batchtrack.model.configs import DetectorConfig, PEViTConfig, TrackerConfig, get_config
-from batchtrack.model.detector import ConceptDetector, DetectorOutput
-from batchtrack.model.geometry_encoder import Exemplars
-from batchtrack.model.image_encoder import ImageFeatures
-from batchtrack.model.position_encoding import SinePositionEncoding
-from batchtrack.model.text_encoder import TextFeatures
+from batchtrack.model.loading.build import build_tracker
+from batchtrack.model.loading.checkpoint import load_sam3_detector_head
+from batchtrack.model.nn.position_encoding import SinePositionEncoding
+from batchtrack.model.sam3.concept_tracker import ConceptTracker
+from batchtrack.model.sam3.detector.detector import ConceptDetector, DetectorOutput
+from batchtrack.model.sam3.detector.geometry_encoder import Exemplars
+from batchtrack.model.sam3.text.text_encoder import TextFeatures
+from batchtrack.model.tracker.image_encoder import ImageFeatures
 
 from .sam3_oracle import cpu_patches, detector_modules, official_dual_neck, reference_roi_align
 
@@ -203,7 +203,7 @@ def ours(oracle: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) -> C
     path = tmp_path_factory.mktemp("sam3_detector") / "sam3_head.pt"
     torch.save({"model": {"detector." + k: v for k, v in oracle.model.state_dict().items()}}, path)
     head = ConceptDetector(HEAD, D_MODEL).eval()
-    from batchtrack.model.checkpoint import load_state_dict_file
+    from batchtrack.model.loading.checkpoint import load_state_dict_file
 
     load_sam3_detector_head(head, load_state_dict_file(path), str(path))
     return head

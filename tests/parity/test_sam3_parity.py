@@ -47,11 +47,11 @@ if importlib.util.find_spec("sam3") is None and os.environ.get("PARITY_ALLOW_NO_
 if importlib.util.find_spec("sam3") is None:
     raise ImportError("the SAM 3 oracle is not installed: run `make oracle` (or PARITY_ALLOW_NO_ORACLE=1 to skip)")
 
-from batchtrack.model.build import build_tracker
-from batchtrack.model.checkpoint import load_state_dict_file, save_safetensors
 from batchtrack.model.configs import PEViTConfig, TrackerConfig, get_config
-from batchtrack.model.image_encoder import preprocess_frames
-from batchtrack.model.tracker import FramePlan, KeyframeView, Tracker
+from batchtrack.model.loading.build import build_tracker
+from batchtrack.model.loading.checkpoint import load_state_dict_file, save_safetensors
+from batchtrack.model.tracker.image_encoder import preprocess_frames
+from batchtrack.model.tracker.tracker import FramePlan, KeyframeView, Tracker
 from batchtrack.model.types import FrameResult, Prompt
 
 from .sam3_oracle import cpu_patches, meta_state_dict, official_tracker, oracle_modules, perturb_for_comparison

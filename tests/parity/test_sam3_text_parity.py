@@ -27,9 +27,9 @@ if importlib.util.find_spec("sam3") is None and os.environ.get("PARITY_ALLOW_NO_
 if importlib.util.find_spec("sam3") is None:
     raise ImportError("the SAM 3 oracle is not installed: run `make oracle` (or PARITY_ALLOW_NO_ORACLE=1 to skip)")
 
-from batchtrack.model.checkpoint import SAM3_TEXT_ENCODER_PREFIX, load_sam3_text_encoder
-from batchtrack.model.text_encoder import SAM3_TEXT_ENCODER, TextEncoder, TextEncoderConfig
-from batchtrack.model.tokenizer import DEFAULT_BPE_PATH, Tokenizer
+from batchtrack.model.loading.checkpoint import SAM3_TEXT_ENCODER_PREFIX, load_sam3_text_encoder
+from batchtrack.model.sam3.text.text_encoder import SAM3_TEXT_ENCODER, TextEncoder, TextEncoderConfig
+from batchtrack.model.sam3.text.tokenizer import DEFAULT_BPE_PATH, Tokenizer
 
 from .sam3_oracle import oracle_modules
 

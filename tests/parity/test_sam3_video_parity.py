@@ -30,12 +30,12 @@ if importlib.util.find_spec("sam3") is None:
     raise ImportError("the SAM 3 oracle is not installed: run `make oracle` (or PARITY_ALLOW_NO_ORACLE=1 to skip)")
 
 from batchtrack.io.video import iter_frames
-from batchtrack.model import concept as concept_module
-from batchtrack.model.build import build_tracker
-from batchtrack.model.concept import ConceptLoop
-from batchtrack.model.concept_tracker import ConceptTracker, Sam3FrameDetector
-from batchtrack.model.image_encoder import preprocess_frames
-from batchtrack.model.track_planning import TrackPlanningConfig
+from batchtrack.model.loading.build import build_tracker
+from batchtrack.model.modes import concept as concept_module
+from batchtrack.model.modes.concept import ConceptLoop
+from batchtrack.model.modes.track_planning import TrackPlanningConfig
+from batchtrack.model.sam3.concept_tracker import ConceptTracker, Sam3FrameDetector
+from batchtrack.model.tracker.image_encoder import preprocess_frames
 
 from .sam3_oracle import cpu_patches, detector_modules, official_tracker, oracle_modules
 from .sam3_video_oracle import OfficialFrame, official_video_model, run_official

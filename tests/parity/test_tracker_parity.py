@@ -51,10 +51,10 @@ if importlib.util.find_spec("sam2") is None and os.environ.get("PARITY_ALLOW_NO_
 from PIL import Image as PIL_Image
 from sam2.build_sam import build_sam2_video_predictor  # `make oracle` installs it
 
-from batchtrack.model.build import build_tracker
-from batchtrack.model.checkpoint import load_state_dict_file, load_strict
 from batchtrack.model.configs import get_config
-from batchtrack.model.tracker import Tracker
+from batchtrack.model.loading.build import build_tracker
+from batchtrack.model.loading.checkpoint import load_state_dict_file, load_strict
+from batchtrack.model.tracker.tracker import Tracker
 from batchtrack.model.types import FrameResult, Prompt
 
 pytestmark = pytest.mark.parity

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from batchtrack.errors import CheckpointError, ConfigError
-from batchtrack.model.association import (
+from batchtrack.model.modes.association import (
     AssociationConfig,
     AssociationHead,
     DetectionMatch,
@@ -25,7 +25,7 @@ from batchtrack.model.association import (
     save_association_head,
     select_detections,
 )
-from batchtrack.model.track_planning import (
+from batchtrack.model.modes.track_planning import (
     FrameDecision,
     PlanningState,
     TrackPlanningConfig,

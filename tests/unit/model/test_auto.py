@@ -16,16 +16,16 @@ import torch
 
 from batchtrack.config import AutoConfig
 from batchtrack.errors import ConfigError, PromptError
-from batchtrack.model.association import AssociationConfig, AssociationHead, mask_iou_matrix
-from batchtrack.model.auto import (
+from batchtrack.model.configs import get_config
+from batchtrack.model.modes.association import AssociationConfig, AssociationHead, mask_iou_matrix
+from batchtrack.model.modes.auto import (
     AutoTrackConfig,
     AutoTracker,
     ProposalConfig,
     grid_points,
     propose_objects,
 )
-from batchtrack.model.configs import get_config
-from batchtrack.model.tracker import FramePlan, KeyframeView, Tracker
+from batchtrack.model.tracker.tracker import FramePlan, KeyframeView, Tracker
 from batchtrack.model.types import Prompt
 from batchtrack.synthetic.render import render_frames
 from batchtrack.synthetic.scene import Scene, SceneSpec
@@ -62,7 +62,7 @@ def frames() -> list[tuple[int, np.ndarray]]:
 
 
 def _features(tracker: Tracker, image: np.ndarray) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-    from batchtrack.model.image_encoder import preprocess_frames
+    from batchtrack.model.tracker.image_encoder import preprocess_frames
 
     with torch.no_grad():
         out = tracker.image_encoder(preprocess_frames(image, tracker.config.image_size))
@@ -178,8 +178,8 @@ def test_learned_rule_needs_a_head_and_runs_with_one(tracker: Tracker, frames: l
 
 
 def test_the_shipped_association_head_runs_on_the_shipped_tracker(frames: list) -> None:
-    from batchtrack.model.association import load_association_head
-    from batchtrack.model.build import WEIGHTS_DIR, build_tracker
+    from batchtrack.model.loading.build import WEIGHTS_DIR, build_tracker
+    from batchtrack.model.modes.association import load_association_head
 
     shipped = build_tracker("tiny-synthetic", device="cpu")
     head = load_association_head(WEIGHTS_DIR / "tiny-synthetic.association.safetensors")

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from batchtrack.errors import CheckpointError
-from batchtrack.model.build import build_image_encoder
-from batchtrack.model.checkpoint import load_state_dict_file, load_strict, save_safetensors
 from batchtrack.model.configs import get_config
-from batchtrack.model.image_encoder import ImageEncoder
-from batchtrack.model.tracker import Tracker
+from batchtrack.model.loading.build import build_image_encoder
+from batchtrack.model.loading.checkpoint import load_state_dict_file, load_strict, save_safetensors
+from batchtrack.model.tracker.image_encoder import ImageEncoder
+from batchtrack.model.tracker.tracker import Tracker
 
 
 def _encoder(seed: int) -> ImageEncoder:
@@ -148,7 +148,7 @@ def test_full_tracker_state_dict_equals_official_tiny_listing() -> None:
 
 
 def test_build_tracker_loads_a_pt_checkpoint_strictly_and_rejects_a_foreign_one(tmp_path: Path) -> None:
-    from batchtrack.model.build import build_tracker
+    from batchtrack.model.loading.build import build_tracker
 
     torch.manual_seed(3)
     source = Tracker(get_config("test-tiny"))
@@ -168,7 +168,7 @@ def test_build_tracker_loads_a_pt_checkpoint_strictly_and_rejects_a_foreign_one(
 def test_build_tracker_uses_shipped_weights_when_no_checkpoint_is_given(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from batchtrack.model import build
+    from batchtrack.model.loading import build
 
     torch.manual_seed(4)
     source = Tracker(get_config("test-tiny"))

@@ -16,13 +16,13 @@ import pytest
 import torch
 
 from batchtrack.errors import ConfigError
-from batchtrack.model.association import mask_iou_matrix
-from batchtrack.model.build import build_tracker
-from batchtrack.model.concept import ConceptFrameResult, ConceptLoop, FrameDetections
 from batchtrack.model.configs import get_config
-from batchtrack.model.memory_bank import MemoryBank
-from batchtrack.model.track_planning import TrackPlanningConfig
-from batchtrack.model.tracker import Tracker
+from batchtrack.model.loading.build import build_tracker
+from batchtrack.model.modes.association import mask_iou_matrix
+from batchtrack.model.modes.concept import ConceptFrameResult, ConceptLoop, FrameDetections
+from batchtrack.model.modes.track_planning import TrackPlanningConfig
+from batchtrack.model.tracker.memory_bank import MemoryBank
+from batchtrack.model.tracker.tracker import Tracker
 from batchtrack.model.types import Prompt
 from batchtrack.synthetic.render import render_frame
 from batchtrack.synthetic.scene import Scene, SceneSpec

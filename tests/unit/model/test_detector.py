@@ -9,14 +9,14 @@ import pytest
 import torch
 
 from batchtrack.errors import CheckpointError, ConfigError
-from batchtrack.model.build import build_tracker
-from batchtrack.model.checkpoint import our_key_to_sam3, sam3_key_to_ours, sam3_part
-from batchtrack.model.concept_tracker import ConceptTracker, Sam3FrameDetector
 from batchtrack.model.configs import DetectorConfig, get_config
-from batchtrack.model.detector import ConceptDetector, Detections, combined_score, mask_nms
-from batchtrack.model.geometry_encoder import Exemplars, pack_valid_first, roi_align
-from batchtrack.model.image_encoder import preprocess_frames
-from batchtrack.model.tracker import Tracker
+from batchtrack.model.loading.build import build_tracker
+from batchtrack.model.loading.checkpoint import our_key_to_sam3, sam3_key_to_ours, sam3_part
+from batchtrack.model.sam3.concept_tracker import ConceptTracker, Sam3FrameDetector
+from batchtrack.model.sam3.detector.detector import ConceptDetector, Detections, combined_score, mask_nms
+from batchtrack.model.sam3.detector.geometry_encoder import Exemplars, pack_valid_first, roi_align
+from batchtrack.model.tracker.image_encoder import preprocess_frames
+from batchtrack.model.tracker.tracker import Tracker
 
 TINY = get_config("sam3-test-tiny")
 assert TINY.detector is not None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from batchtrack.model.memory_bank import MemoryBank
+from batchtrack.model.tracker.memory_bank import MemoryBank
 
 NUM_MASKMEM, MAX_PTRS = 7, 16
 

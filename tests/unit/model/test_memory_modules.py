@@ -6,9 +6,9 @@ import math
 
 import torch
 
-from batchtrack.model.mask_decoder import DecoderOutput, choose_mask
-from batchtrack.model.memory_attention import AxialRope, RoPEAttention
-from batchtrack.model.object_pointer import gate_pointer, pointer_tokens, sine_1d
+from batchtrack.model.tracker.mask_decoder import DecoderOutput, choose_mask
+from batchtrack.model.tracker.memory_attention import AxialRope, RoPEAttention
+from batchtrack.model.tracker.object_pointer import gate_pointer, pointer_tokens, sine_1d
 
 
 def test_rope_scores_depend_only_on_the_2d_offset() -> None:

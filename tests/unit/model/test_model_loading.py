@@ -16,10 +16,10 @@ from batchtrack.config import ModelConfig, load_config
 from batchtrack.errors import ConfigError
 from batchtrack.io import checkpoint_cache
 from batchtrack.io.checkpoint_cache import fetch_checkpoint
-from batchtrack.model.build import build_tracker
-from batchtrack.model.checkpoint import save_safetensors
 from batchtrack.model.configs import get_config
-from batchtrack.model.tracker import Tracker
+from batchtrack.model.loading.build import build_tracker
+from batchtrack.model.loading.checkpoint import save_safetensors
+from batchtrack.model.tracker.tracker import Tracker
 from batchtrack.pipeline.models import check_model_weights, checkpoint_hash, load_tracker
 
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from batchtrack.model.position_encoding import SinePositionEncoding
+from batchtrack.model.nn.position_encoding import SinePositionEncoding
 
 
 def _reference(c: int, h: int, w: int, y: int, x: int) -> list[float]:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from batchtrack.model.postprocess import HOLE_FILL_LOGIT, fill_small_holes, small_components
+from batchtrack.model.nn.postprocess import HOLE_FILL_LOGIT, fill_small_holes, small_components
 
 
 def _scipy_areas(region: np.ndarray) -> np.ndarray:

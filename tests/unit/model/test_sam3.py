@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from batchtrack.errors import CheckpointError, ConfigError
-from batchtrack.model.build import build_tracker
-from batchtrack.model.checkpoint import our_key_to_sam3, sam3_key_to_ours, sam3_part
 from batchtrack.model.configs import get_config
-from batchtrack.model.tracker import Tracker
+from batchtrack.model.loading.build import build_tracker
+from batchtrack.model.loading.checkpoint import our_key_to_sam3, sam3_key_to_ours, sam3_part
+from batchtrack.model.tracker.tracker import Tracker
 from batchtrack.model.types import Prompt
 
 

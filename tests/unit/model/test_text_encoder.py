@@ -8,15 +8,15 @@ import pytest
 import torch
 
 from batchtrack.errors import CheckpointError, ConfigError
-from batchtrack.model.checkpoint import SAM3_TEXT_ENCODER_PREFIX, load_sam3_text_encoder
-from batchtrack.model.text_encoder import (
+from batchtrack.model.loading.checkpoint import SAM3_TEXT_ENCODER_PREFIX, load_sam3_text_encoder
+from batchtrack.model.sam3.text.text_encoder import (
     SAM3_TEXT_ENCODER,
     TINY_TEXT_ENCODER,
     TextEncoder,
     TextEncoderConfig,
     TextFeatures,
 )
-from batchtrack.model.tokenizer import default_tokenizer
+from batchtrack.model.sam3.text.tokenizer import default_tokenizer
 
 L = TINY_TEXT_ENCODER.context_length
 PHRASES = ["dog", "a red car on the road", "person"]

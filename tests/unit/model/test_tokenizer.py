@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from batchtrack.model.tokenizer import (
+from batchtrack.model.sam3.text.tokenizer import (
     DEFAULT_BPE_PATH,
     SAM3_CONTEXT_LENGTH,
     Tokenizer,

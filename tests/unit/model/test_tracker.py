@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from batchtrack.errors import PromptError
-from batchtrack.model.build import build_tracker
-from batchtrack.model.tracker import NO_OBJECT_LOGIT, FramePlan, KeyframeView, Tracker
+from batchtrack.model.loading.build import build_tracker
+from batchtrack.model.tracker.tracker import NO_OBJECT_LOGIT, FramePlan, KeyframeView, Tracker
 from batchtrack.model.types import FrameResult, Prompt
 
 H, W = 48, 64

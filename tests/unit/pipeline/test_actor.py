@@ -21,7 +21,7 @@ from batchtrack.io.corpus import list_videos
 from batchtrack.io.prompts import PromptRecord, RleMask
 from batchtrack.io.rle import decode_mask, encode_mask
 from batchtrack.io.sink import unit_file
-from batchtrack.model.concept import ConceptLoop, FrameDetections
+from batchtrack.model.modes.concept import ConceptLoop, FrameDetections
 from batchtrack.model.types import FrameResult, Prompt
 from batchtrack.pipeline.actor import ActorSettings, UnitProcessor, choose_device
 from batchtrack.pipeline.commit import Attempts, ClipStatus, read_attempts, scan_output, write_attempts
@@ -411,7 +411,7 @@ class _GroundTruthDetector:
 
 
 def test_a_concept_video_writes_rows_naming_the_concept(tmp_path: Path) -> None:
-    from batchtrack.model.build import build_tracker
+    from batchtrack.model.loading.build import build_tracker
 
     spec = SceneSpec(seed=3, width=64, height=48, num_frames=12, num_objects=2, occlusion=0.0, exit_prob=0.0)
     video = write_synthetic_video(spec, tmp_path / "videos", "concept").video_path

@@ -14,9 +14,9 @@ from batchtrack.config import AutoConfig, ModelConfig, load_config
 from batchtrack.errors import ConfigError
 from batchtrack.io.corpus import VideoRef, list_videos
 from batchtrack.io.prompts import PromptRecord
-from batchtrack.model.association import AssociationHead, save_association_head
-from batchtrack.model.auto import AutoTracker
-from batchtrack.model.build import build_tracker
+from batchtrack.model.loading.build import build_tracker
+from batchtrack.model.modes.association import AssociationHead, save_association_head
+from batchtrack.model.modes.auto import AutoTracker
 from batchtrack.model.types import FrameResult, Prompt
 from batchtrack.pipeline.actor import ActorSettings, UnitProcessor
 from batchtrack.pipeline.job import plan_settings

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from batchtrack.errors import CheckpointError
-from batchtrack.model.build import build_tracker
-from batchtrack.model.checkpoint import file_sha256, load_state_dict_file
+from batchtrack.model.loading.build import build_tracker
+from batchtrack.model.loading.checkpoint import file_sha256, load_state_dict_file
 from batchtrack.training.config import make_train_config
 from batchtrack.training.export import export_weights, summarise_curve
 from batchtrack.training.loop import checkpoint_dirs, train

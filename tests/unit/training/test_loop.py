@@ -11,10 +11,10 @@ import torch
 from safetensors.torch import load_file
 
 from batchtrack.errors import CheckpointError, ConfigError
-from batchtrack.model.build import build_tracker
-from batchtrack.model.checkpoint import load_state_dict_file, save_safetensors
 from batchtrack.model.configs import get_config
-from batchtrack.model.tracker import Tracker
+from batchtrack.model.loading.build import build_tracker
+from batchtrack.model.loading.checkpoint import load_state_dict_file, save_safetensors
+from batchtrack.model.tracker.tracker import Tracker
 from batchtrack.training.config import DataSpec, OptimConfig, make_train_config
 from batchtrack.training.data import make_batch
 from batchtrack.training.loop import (

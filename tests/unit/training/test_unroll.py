@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from batchtrack.model.association import AssociationHead
+from batchtrack.model.modes.association import AssociationHead
 from batchtrack.model.types import Prompt
 from batchtrack.training.config import DataSpec
 from batchtrack.training.data import TrainingClip, make_batch

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from batchtrack.model.layers import LayerNorm2d
-from batchtrack.model.position_encoding import SinePositionEncoding
+from batchtrack.model.nn.layers import LayerNorm2d
+from batchtrack.model.nn.position_encoding import SinePositionEncoding
 
 MASK_DOWNSAMPLE_LAYERS = 4  # 4 stride-2 convs: total stride 16, the feature grid's stride
 

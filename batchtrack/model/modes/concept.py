@@ -50,9 +50,9 @@ import torch
 import torch.nn.functional as F
 
 from batchtrack.errors import ConfigError
-from batchtrack.model.memory_bank import MemoryBank
-from batchtrack.model.track_planning import FrameDecision, PlanningState, TrackPlanningConfig, plan_frame
-from batchtrack.model.tracker import DetectionPrompt, FramePlan, KeyframeView, Tracker
+from batchtrack.model.modes.track_planning import FrameDecision, PlanningState, TrackPlanningConfig, plan_frame
+from batchtrack.model.tracker.memory_bank import MemoryBank
+from batchtrack.model.tracker.tracker import DetectionPrompt, FramePlan, KeyframeView, Tracker
 from batchtrack.model.types import FrameResult, Prompt
 
 

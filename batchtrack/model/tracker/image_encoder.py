@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from batchtrack.model.configs import PATCH_STRIDE, ImageEncoderConfig
-from batchtrack.model.position_encoding import SinePositionEncoding
+from batchtrack.model.nn.position_encoding import SinePositionEncoding
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

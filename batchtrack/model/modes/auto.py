@@ -23,18 +23,18 @@ import torch
 import torch.nn.functional as F
 
 from batchtrack.errors import ConfigError
-from batchtrack.model.association import (
+from batchtrack.model.modes.association import (
     AssociationConfig,
     AssociationHead,
     AssociationResult,
     associate,
     learned_assignment,
 )
-from batchtrack.model.association import mask_nms as nms
-from batchtrack.model.mask_decoder import MaskDecoder, choose_mask, stability_scores
-from batchtrack.model.memory_bank import MemoryBank
-from batchtrack.model.prompt_encoder import PromptEncoder
-from batchtrack.model.tracker import FramePlan, KeyframeView, Tracker
+from batchtrack.model.modes.association import mask_nms as nms
+from batchtrack.model.tracker.mask_decoder import MaskDecoder, choose_mask, stability_scores
+from batchtrack.model.tracker.memory_bank import MemoryBank
+from batchtrack.model.tracker.prompt_encoder import PromptEncoder
+from batchtrack.model.tracker.tracker import FramePlan, KeyframeView, Tracker
 from batchtrack.model.types import FrameResult, Prompt
 
 POSITIVE_CLICK = 1

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from batchtrack.model.layers import MLP
+from batchtrack.model.nn.layers import MLP
 
 
 def build_obj_ptr_proj(dim: int) -> MLP:

@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from batchtrack.model.boxes import cxcywh_to_xyxy, inverse_sigmoid, sine_coordinates
 from batchtrack.model.configs import DetectorConfig
-from batchtrack.model.layers import MLP
+from batchtrack.model.nn.boxes import cxcywh_to_xyxy, inverse_sigmoid, sine_coordinates
+from batchtrack.model.nn.layers import MLP
 
 # Distances to the box edges, in image fractions, are stretched x8 before the signed log2, then divided by log2(8).
 _RPB_STRETCH = 8.0

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, TypeVar
 import torch
 
 from batchtrack.errors import ConfigError
-from batchtrack.model.checkpoint import (
+from batchtrack.model.configs import RANDOM_BY_DESIGN, PEViTConfig, TrackerConfig, get_config
+from batchtrack.model.loading.checkpoint import (
     SAM3_PARTS,
     SAM3_TRACKER_PARTS,
     check_sam3_state_dict,
@@ -19,15 +20,14 @@ from batchtrack.model.checkpoint import (
     load_strict,
     read_state_dict_shapes,
 )
-from batchtrack.model.configs import RANDOM_BY_DESIGN, PEViTConfig, TrackerConfig, get_config
-from batchtrack.model.image_encoder import ImageEncoder
+from batchtrack.model.tracker.image_encoder import ImageEncoder
 
 if TYPE_CHECKING:
-    from batchtrack.model.tracker import Tracker
+    from batchtrack.model.tracker.tracker import Tracker
 
 RANDOM_WEIGHTS_SEED = 0
 T = TypeVar("T")
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
 _IMAGE_ENCODER_PREFIX = "image_encoder."
 
 
@@ -106,13 +106,13 @@ def _builds_detector(config: TrackerConfig, path: Path | None, parts: Sequence[s
 
 
 def _tracker_factory(config: TrackerConfig, path: Path | None, parts: Sequence[str] | None) -> Callable[..., Tracker]:
-    from batchtrack.model.tracker import Tracker
+    from batchtrack.model.tracker.tracker import Tracker
 
     sam3 = isinstance(config.image_encoder, PEViTConfig)
     if parts is not None and not sam3:
         raise ConfigError(f"model {config.name!r}: parts= applies to SAM 3 checkpoints only")
     if sam3 and _builds_detector(config, path, parts):
-        from batchtrack.model.concept_tracker import ConceptTracker
+        from batchtrack.model.sam3.concept_tracker import ConceptTracker
 
         return ConceptTracker
     return Tracker

@@ -29,20 +29,20 @@ from torch import nn
 
 from batchtrack.errors import PromptError
 from batchtrack.model.configs import PEViTConfig, TrackerConfig
-from batchtrack.model.dual_neck import Sam3ImageEncoder
-from batchtrack.model.image_encoder import ImageEncoder, preprocess_frames
-from batchtrack.model.mask_decoder import ChosenMask, MaskDecoder, choose_mask
-from batchtrack.model.memory_attention import MemoryAttention
-from batchtrack.model.memory_bank import MemoryBank, MemorySelection
-from batchtrack.model.memory_encoder import MASK_DOWNSAMPLE_LAYERS, MemoryEncoder
-from batchtrack.model.object_pointer import (
+from batchtrack.model.nn.postprocess import fill_holes_and_remove_specks, fill_small_holes
+from batchtrack.model.sam3.dual_neck import Sam3ImageEncoder
+from batchtrack.model.tracker.image_encoder import ImageEncoder, preprocess_frames
+from batchtrack.model.tracker.mask_decoder import ChosenMask, MaskDecoder, choose_mask
+from batchtrack.model.tracker.memory_attention import MemoryAttention
+from batchtrack.model.tracker.memory_bank import MemoryBank, MemorySelection
+from batchtrack.model.tracker.memory_encoder import MASK_DOWNSAMPLE_LAYERS, MemoryEncoder
+from batchtrack.model.tracker.object_pointer import (
     build_obj_ptr_proj,
     build_obj_ptr_tpos_proj,
     gate_pointer,
     pointer_tokens,
 )
-from batchtrack.model.postprocess import fill_holes_and_remove_specks, fill_small_holes
-from batchtrack.model.prompt_encoder import PAD_LABEL, PromptEncoder
+from batchtrack.model.tracker.prompt_encoder import PAD_LABEL, PromptEncoder
 from batchtrack.model.types import FrameResult, Prompt
 
 # Low-res logits of an object predicted to be absent (SAM 2's NO_OBJ_SCORE).
@@ -186,7 +186,7 @@ class DetectionPrompt:
 
 
 class FramePlanner(Protocol):
-    """Adds objects while a clip is tracked (batchtrack.model.auto); `track(..., planner=...)`."""
+    """Adds objects while a clip is tracked (batchtrack.model.modes.auto); `track(..., planner=...)`."""
 
     def wants(self, frame_index: int) -> bool:
         """Whether `plan` runs on this frame (such a frame is encoded even with no live object)."""
@@ -235,7 +235,7 @@ def _validate_prompt(p: Prompt, n: int) -> None:
 
 
 class Tracker(nn.Module):
-    """SAM 2.1-style memory tracker. Build it with `batchtrack.model.build.build_tracker`."""
+    """SAM 2.1-style memory tracker. Build it with `batchtrack.model.loading.build.build_tracker`."""
 
     def __init__(self, config: TrackerConfig) -> None:
         super().__init__()

@@ -54,7 +54,12 @@ from dataclasses import dataclass, field, fields, replace
 import torch
 
 from batchtrack.errors import ConfigError
-from batchtrack.model.association import DetectionMatch, match_detections, occlusion_suppression, select_detections
+from batchtrack.model.modes.association import (
+    DetectionMatch,
+    match_detections,
+    occlusion_suppression,
+    select_detections,
+)
 
 NEVER_OCCLUDED = -1
 # SAM 3's ALWAYS_OCCLUDED: the last-occluded frame a track removed by hot-start counts with on its last frame.

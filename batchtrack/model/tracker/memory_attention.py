@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from batchtrack.model.layers import Attention
+from batchtrack.model.nn.layers import Attention
 
 # The input features get a tenth of their sine position encoding before the first layer.
 INPUT_POS_SCALE = 0.1

@@ -16,9 +16,9 @@ import torch
 from torch import nn
 
 from batchtrack.model.configs import PEViTConfig
-from batchtrack.model.image_encoder import ImageFeatures
-from batchtrack.model.pe_vit import PEViT
-from batchtrack.model.position_encoding import SinePositionEncoding
+from batchtrack.model.nn.position_encoding import SinePositionEncoding
+from batchtrack.model.sam3.pe_vit import PEViT
+from batchtrack.model.tracker.image_encoder import ImageFeatures
 
 
 def _level(dim: int, d_model: int, scale: float) -> nn.Sequential:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from batchtrack.model.layers import MLP, Attention, LayerNorm2d
+from batchtrack.model.nn.layers import MLP, Attention, LayerNorm2d
 
 
 class TwoWayAttentionBlock(nn.Module):

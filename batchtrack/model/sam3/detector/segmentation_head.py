@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from batchtrack.model.layers import MLP
+from batchtrack.model.nn.layers import MLP
 
 _GROUPS = 8
 

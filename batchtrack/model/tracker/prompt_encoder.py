@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from batchtrack.model.layers import LayerNorm2d
+from batchtrack.model.nn.layers import LayerNorm2d
 
 PAD_LABEL = -1
 NUM_POINT_KINDS = 4  # negative, positive, box top-left, box bottom-right

@@ -23,15 +23,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from batchtrack.model.boxes import cxcywh_to_xyxy, inverse_sigmoid
 from batchtrack.model.configs import DetectorConfig
-from batchtrack.model.detr_decoder import DetrDecoder
-from batchtrack.model.dot_product_scoring import DotProductScoring
-from batchtrack.model.fusion_encoder import FusionEncoder
-from batchtrack.model.geometry_encoder import Exemplars, GeometryEncoder
-from batchtrack.model.image_encoder import ImageFeatures
-from batchtrack.model.segmentation_head import SegmentationHead
-from batchtrack.model.text_encoder import TextFeatures
+from batchtrack.model.nn.boxes import cxcywh_to_xyxy, inverse_sigmoid
+from batchtrack.model.sam3.detector.detr_decoder import DetrDecoder
+from batchtrack.model.sam3.detector.dot_product_scoring import DotProductScoring
+from batchtrack.model.sam3.detector.fusion_encoder import FusionEncoder
+from batchtrack.model.sam3.detector.geometry_encoder import Exemplars, GeometryEncoder
+from batchtrack.model.sam3.detector.segmentation_head import SegmentationHead
+from batchtrack.model.sam3.text.text_encoder import TextFeatures
+from batchtrack.model.tracker.image_encoder import ImageFeatures
 
 _SCORE_CLAMP = 10.0  # the combined score's logit range
 DEFAULT_SCORE_THRESHOLD = 0.5  # SAM 3 video: score_threshold_detection

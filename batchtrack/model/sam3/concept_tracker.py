@@ -22,12 +22,17 @@ from torch import nn
 
 from batchtrack.errors import ConfigError
 from batchtrack.model.configs import DetectorConfig, PEViTConfig, TrackerConfig
-from batchtrack.model.detector import DEFAULT_NMS_IOU, DEFAULT_SCORE_THRESHOLD, ConceptDetector, Detections
-from batchtrack.model.dual_neck import DualFeatures, Sam3ImageEncoder
-from batchtrack.model.geometry_encoder import Exemplars
-from batchtrack.model.image_encoder import preprocess_frames
-from batchtrack.model.text_encoder import TextEncoder, TextEncoderConfig, TextFeatures
-from batchtrack.model.tracker import Tracker
+from batchtrack.model.sam3.detector.detector import (
+    DEFAULT_NMS_IOU,
+    DEFAULT_SCORE_THRESHOLD,
+    ConceptDetector,
+    Detections,
+)
+from batchtrack.model.sam3.detector.geometry_encoder import Exemplars
+from batchtrack.model.sam3.dual_neck import DualFeatures, Sam3ImageEncoder
+from batchtrack.model.sam3.text.text_encoder import TextEncoder, TextEncoderConfig, TextFeatures
+from batchtrack.model.tracker.image_encoder import preprocess_frames
+from batchtrack.model.tracker.tracker import Tracker
 
 
 def text_encoder_config(detector: DetectorConfig, d_model: int) -> TextEncoderConfig:

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from batchtrack.model.boxes import cxcywh_to_xyxy, sine_coordinates
 from batchtrack.model.configs import DetectorConfig
-from batchtrack.model.fusion_encoder import FusionLayer
+from batchtrack.model.nn.boxes import cxcywh_to_xyxy, sine_coordinates
+from batchtrack.model.sam3.detector.fusion_encoder import FusionLayer
 
 
 @dataclass

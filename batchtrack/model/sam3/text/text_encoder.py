@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from batchtrack.errors import ConfigError
-from batchtrack.model.tokenizer import PAD_ID, SAM3_CONTEXT_LENGTH, Tokenizer, default_tokenizer
+from batchtrack.model.sam3.text.tokenizer import PAD_ID, SAM3_CONTEXT_LENGTH, Tokenizer, default_tokenizer
 
 CLIP_VOCAB_SIZE = 49408
 
