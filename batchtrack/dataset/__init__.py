@@ -8,8 +8,8 @@ torch is imported only by `to_torch()`.
 
 from __future__ import annotations
 
-from batchtrack.dataset.reader import TrackedMaskDataset, VideoSummary, open_dataset
-from batchtrack.dataset.video_rows import PRESENT_SCORE, FrameRows, TrackSpan, VideoRows
+from batchtrack.dataset.reader import TrackedMaskDataset, open_dataset
+from batchtrack.dataset.video_rows import PRESENT_SCORE, FrameRows, TrackSpan, VideoRows, VideoSummary
 
 __all__ = [
     "PRESENT_SCORE",

@@ -17,8 +17,7 @@ about one video never scans the whole output.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -29,34 +28,12 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from batchtrack.dataset.layout import OutputFiles, list_output
-from batchtrack.dataset.video_rows import ROW_COLUMNS, FrameRows, TrackSpan, VideoRows
+from batchtrack.dataset.video_rows import ROW_COLUMNS, FrameRows, TrackSpan, VideoRows, VideoSummary
 from batchtrack.errors import UnknownVideoError
 from batchtrack.io.schema import MASKS_SCHEMA, pointers_schema
 
 if TYPE_CHECKING:
     from batchtrack.dataset.torch_frames import TorchFrameDataset
-
-
-@dataclass(frozen=True)
-class VideoSummary:
-    """One video of the output, from its clips/ rows."""
-
-    video_id: str
-    video_uri: str
-    num_frames: int  # end of its last ok clip: frames [0, num_frames) were tracked (or sampled)
-    clips_ok: int
-    clips_failed: int
-    clips_skipped: int
-    unit_ids: tuple[str, ...]
-    sample_fps: float | None = None  # the run tracked only frames nearest this rate's grid
-    tracked_frames: tuple[int, ...] | None = None  # with sample_fps: the tracked frames of its ok clips
-
-    def annotated_frames(self, num_frames: int | None = None) -> Sequence[int]:
-        """The frames an export or evaluation covers: the sampled ones, else every frame below `num_frames`
-        (default: the end of the last ok clip)."""
-        if self.tracked_frames is not None:
-            return self.tracked_frames
-        return range(self.num_frames if num_frames is None else num_frames)
 
 
 def _arrow_filesystem(files: OutputFiles) -> pafs.FileSystem | Any:
@@ -235,7 +212,8 @@ class TrackedMaskDataset:
         """A torch IterableDataset of FrameSample(video_id, frame_index, masks (N, H, W) bool, track_ids (N,))."""
         from batchtrack.dataset.torch_frames import TorchFrameDataset
 
-        return TorchFrameDataset(self, present_only=present_only)
+        ok_videos = [video.video_id for video in self.videos() if video.clips_ok]
+        return TorchFrameDataset(ok_videos, self.iter_frames, present_only=present_only)
 
 
 def open_dataset(output: str, storage_options: Mapping[str, Any] | None = None) -> TrackedMaskDataset:

@@ -7,17 +7,14 @@ With a DataLoader of several workers, each worker takes every n-th video; use `b
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, NamedTuple
+from collections.abc import Callable, Iterable, Iterator
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from batchtrack.dataset.video_rows import FrameRows
-
-if TYPE_CHECKING:
-    from batchtrack.dataset.reader import TrackedMaskDataset
 
 
 class FrameSample(NamedTuple):
@@ -47,11 +44,18 @@ def frame_sample(rows: FrameRows, present_only: bool = True) -> FrameSample:
 class TorchFrameDataset(IterableDataset):
     """Frames of every video with rows, in (video_id, frame_index) order, split by video across workers."""
 
-    def __init__(self, dataset: TrackedMaskDataset, present_only: bool = True) -> None:
+    def __init__(
+        self,
+        video_ids: list[str],
+        iter_frames: Callable[[Iterable[str]], Iterator[FrameRows]],
+        present_only: bool = True,
+    ) -> None:
+        """`iter_frames` yields the rows of the given videos frame by frame (`TrackedMaskDataset.iter_frames`);
+        it is pickled into each DataLoader worker."""
         super().__init__()
-        self.dataset = dataset
+        self.video_ids = video_ids
+        self.iter_frames = iter_frames
         self.present_only = present_only
-        self.video_ids = [video.video_id for video in dataset.videos() if video.clips_ok]
 
     def _my_videos(self) -> list[str]:
         worker = get_worker_info()
@@ -60,5 +64,5 @@ class TorchFrameDataset(IterableDataset):
         return self.video_ids[worker.id :: worker.num_workers]
 
     def __iter__(self) -> Iterator[FrameSample]:
-        for rows in self.dataset.iter_frames(self._my_videos()):
+        for rows in self.iter_frames(self._my_videos()):
             yield frame_sample(rows, self.present_only)

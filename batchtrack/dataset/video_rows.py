@@ -8,7 +8,7 @@ for every frame of a live object, present or not.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -148,3 +148,25 @@ class VideoRows:
                 bboxes=columns["bbox"][start:end],
                 present=present[start:end],
             )
+
+
+@dataclass(frozen=True)
+class VideoSummary:
+    """One video of the output, from its clips/ rows."""
+
+    video_id: str
+    video_uri: str
+    num_frames: int  # end of its last ok clip: frames [0, num_frames) were tracked (or sampled)
+    clips_ok: int
+    clips_failed: int
+    clips_skipped: int
+    unit_ids: tuple[str, ...]
+    sample_fps: float | None = None  # the run tracked only frames nearest this rate's grid
+    tracked_frames: tuple[int, ...] | None = None  # with sample_fps: the tracked frames of its ok clips
+
+    def annotated_frames(self, num_frames: int | None = None) -> Sequence[int]:
+        """The frames an export or evaluation covers: the sampled ones, else every frame below `num_frames`
+        (default: the end of the last ok clip)."""
+        if self.tracked_frames is not None:
+            return self.tracked_frames
+        return range(self.num_frames if num_frames is None else num_frames)

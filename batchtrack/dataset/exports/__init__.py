@@ -15,8 +15,8 @@ from batchtrack.dataset.exports.destination import Destination
 from batchtrack.dataset.exports.frames import write_frames
 from batchtrack.dataset.exports.sav import SavWriter
 from batchtrack.dataset.exports.ytvis import YtvisWriter
-from batchtrack.dataset.reader import TrackedMaskDataset, VideoSummary, open_dataset
-from batchtrack.dataset.video_rows import VideoRows
+from batchtrack.dataset.reader import TrackedMaskDataset, open_dataset
+from batchtrack.dataset.video_rows import VideoRows, VideoSummary
 
 ExportFormat = Literal["sav", "ytvis", "davis"]
 FORMATS: tuple[ExportFormat, ...] = ("sav", "ytvis", "davis")

@@ -17,8 +17,7 @@ from PIL import Image
 
 from batchtrack.dataset.exports.destination import Destination
 from batchtrack.dataset.exports.frames import frame_name
-from batchtrack.dataset.reader import VideoSummary
-from batchtrack.dataset.video_rows import FrameRows, VideoRows
+from batchtrack.dataset.video_rows import FrameRows, VideoRows, VideoSummary
 from batchtrack.errors import BatchtrackError
 
 ANNOTATIONS_DIR = "Annotations"

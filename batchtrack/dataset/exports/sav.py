@@ -15,8 +15,7 @@ from typing import Any
 import numpy as np
 
 from batchtrack.dataset.exports.destination import Destination
-from batchtrack.dataset.reader import VideoSummary
-from batchtrack.dataset.video_rows import VideoRows
+from batchtrack.dataset.video_rows import VideoRows, VideoSummary
 from batchtrack.io.rle import encode_mask
 
 MASKLET_TYPE = "auto"  # model output, in SA-V's words (manual = human annotated)

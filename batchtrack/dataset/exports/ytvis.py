@@ -18,8 +18,7 @@ from typing import IO, Any
 
 from batchtrack.dataset.exports.destination import Destination
 from batchtrack.dataset.exports.frames import frame_name
-from batchtrack.dataset.reader import VideoSummary
-from batchtrack.dataset.video_rows import VideoRows
+from batchtrack.dataset.video_rows import VideoRows, VideoSummary
 
 YTVIS_FILE = "instances.json"
 CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
