@@ -268,6 +268,7 @@ class _Probe:
     width: int  # as decoded
     height: int
     orientation: Orientation = IDENTITY
+    interlaced: bool = False  # the first frame is coded as two fields
 
     def close(self) -> None:
         self.container.close()
@@ -297,7 +298,7 @@ def _probe_opened(source: _Source, threads: int) -> _Probe:
         # Set before the first decode opens the codec (reading the orientation does).
         probe.stream.thread_type = "AUTO"
         probe.stream.thread_count = threads  # 0: FFmpeg picks (every core of the node)
-        probe.orientation = _read_orientation(probe)
+        probe.orientation, probe.interlaced = _read_first_frame(probe)
         return probe
     except BaseException:
         container.close()
@@ -330,16 +331,19 @@ def _select_stream(
     return _Probe(source, container, file, stream, Fraction(rate), width, height)
 
 
-def _read_orientation(probe: _Probe) -> Orientation:
-    """The display matrix FFmpeg attaches to decoded frames (from the container's track header), as an
-    Orientation; the container is left at its start. A first frame that cannot be decoded says nothing:
-    the readers report that file as they would any other."""
+def _read_first_frame(probe: _Probe) -> tuple[Orientation, bool]:
+    """What only a decoded frame tells: the display matrix FFmpeg attaches to it (from the container's
+    track header), as an Orientation, and whether it is coded as interlaced fields; the container is left
+    at its start. A first frame that cannot be decoded says nothing: the readers report that file as they
+    would any other."""
     container, stream = probe.container, probe.stream
     matrix = None
+    interlaced = False
     try:
         for frame in container.decode(stream):
             side = frame.side_data.get(SideDataType.DISPLAYMATRIX)
             matrix = struct.unpack("<9i", bytes(side)) if side is not None else None
+            interlaced = bool(frame.interlaced_frame)
             break
     except av.error.FFmpegError:
         pass
@@ -349,7 +353,7 @@ def _read_orientation(probe: _Probe) -> Orientation:
         raise DecodeError(
             probe.source.uri, DecodeErrorKind.CORRUPT, f"cannot seek back to the start after the first frame: {exc}"
         ) from exc
-    return IDENTITY if matrix is None else Orientation.from_display_matrix(matrix)
+    return (IDENTITY if matrix is None else Orientation.from_display_matrix(matrix)), interlaced
 
 
 # --------------------------------------------------------------------------------------------
@@ -641,9 +645,11 @@ def _check_declared_length(probe: _Probe, reader: _Reader) -> None:
 
 def _decord_converts_exactly(probe: _Probe) -> bool:
     """decord's bundled FFmpeg turns samples of more than 8 bits (10-bit HEVC) into RGB differently
-    from FFmpeg's own conversion (up to 32 levels off on the codec matrix), so those go to PyAV."""
+    from FFmpeg's own conversion (up to 32 levels off on the codec matrix), and interlaced frames too
+    (its chroma differs at colour edges, up to 150 levels on the matrix), so those go to PyAV."""
     video_format = probe.stream.codec_context.format
-    return video_format is not None and all(component.bits <= 8 for component in video_format.components)
+    eight_bit = video_format is not None and all(component.bits <= 8 for component in video_format.components)
+    return eight_bit and not probe.interlaced
 
 
 def _decord_seeks_correctly(probe: _Probe) -> bool:

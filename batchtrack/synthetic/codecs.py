@@ -2,7 +2,7 @@
 
 Each `Encoding` names a codec, pixel format and container, and what real files add: display
 rotation (a phone's portrait video), variable frame rates (phones, screen recordings), a start
-offset (MPEG-TS, edited MP4s), audio as the first stream, odd and tiny sizes. `write_encoding`
+offset (MPEG-TS, edited MP4s), interlaced fields, audio as the first stream, odd and tiny sizes. `write_encoding`
 writes one of them from a deterministic moving pattern, so tests and benchmarks (4K) decode the
 same scene in every encoding. The catalogue `ARCHIVE_ENCODINGS` is the codec matrix the test suite
 checks every decoding backend against.
@@ -77,6 +77,7 @@ ARCHIVE_ENCODINGS: tuple[Encoding, ...] = (
     Encoding("one-frame", "libx264", ".mp4", frames=1, options=_x264(3)),
     Encoding("ntsc-30000-1001", "libx264", ".mp4", rate=Fraction(30000, 1001), options=_x264(3)),
     Encoding("mpeg-ts", "libx264", ".ts", options=_x264(3)),
+    Encoding("interlaced", "libx264", ".mp4", options={**_x264(3), "x264-params": "interlaced=1:tff=1"}),
     Encoding("start-offset", "libx264", ".mp4", start_s=1.0, options=_x264(3)),
     Encoding("rotate-90", "libx264", ".mp4", rotation=90, options=_x264(3)),
     Encoding("rotate-180", "libx264", ".mp4", rotation=180, options=_x264(3)),

@@ -191,7 +191,7 @@ def test_a_video_cut_into_clips_scores_like_the_same_video_tracked_as_one_clip(t
 
 
 def test_every_encoding_of_the_codec_matrix_ends_ok_with_one_row_per_frame(tmp_path: Path) -> None:
-    """The 23 files of the codec matrix (batchtrack.synthetic.codecs) in one job: every file is tracked whole,
+    """The files of the codec matrix (batchtrack.synthetic.codecs) in one job: every file is tracked whole,
     rotated ones in displayed coordinates, each row with its frame's own presentation time."""
     folder = tmp_path / "matrix"
     folder.mkdir()
