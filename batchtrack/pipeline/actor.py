@@ -34,7 +34,7 @@ import pyarrow as pa
 import ray
 import torch
 
-from batchtrack.config import AutoConfig, ModelConfig, UnitConfig
+from batchtrack.config import UnitConfig
 from batchtrack.errors import ConfigError, DecodeError, DecodeErrorKind, PromptError, TransientIOError
 from batchtrack.io.corpus import stable_hash
 from batchtrack.io.prompts import PromptRecord
@@ -52,15 +52,9 @@ from batchtrack.pipeline.commit import (
     read_attempts,
     write_attempts,
 )
-from batchtrack.pipeline.models import (
-    FrameTracker,
-    build_auto_tracker,
-    build_concept_loop,
-    load_tracker,
-    supports_auto,
-)
 from batchtrack.pipeline.plan import VideoTask, WorkUnit, clip_length, clip_spans, make_clip_id, video_clip_id
 from batchtrack.pipeline.sampling import FrameSample
+from batchtrack.trackers import FrameTracker, ResolvedModel, build_concept_loop, build_trackers
 
 if TYPE_CHECKING:
     from batchtrack.pipeline.metrics import TrackerMetrics
@@ -75,7 +69,7 @@ CRASH_ENV = "TRACKER_TEST_CRASH_ON"  # not BATCHTRACK_*: those are config keys
 class ActorSettings:
     """What every UnitTracker of a job shares (picklable; passed as a constructor argument)."""
 
-    model: ModelConfig
+    model: ResolvedModel  # decided on the driver (`trackers.resolve_model`): the actor builds exactly this
     output: str
     storage_options: dict[str, Any] = field(default_factory=dict)
     pointer_dtype: str = "float16"
@@ -84,8 +78,6 @@ class ActorSettings:
     num_gpus: float = 0.0
     prefetch_frames: int = 8
     prefetch_bytes: int | None = None  # bound on the bytes of frames decoded ahead (4K frames are 24 MiB)
-    auto: AutoConfig | None = None  # automatic-mode settings; None when the job has no automatic mode
-    detector: bool = False  # the job has concepts: load SAM 3 with its detector
     unit: UnitConfig = field(default_factory=UnitConfig)
 
 
@@ -474,7 +466,7 @@ class UnitProcessor:
         if self.auto_tracker is None:
             raise ConfigError(
                 f"video {video.ref.uri} is planned in automatic mode but this actor has no automatic tracker "
-                f"(auto settings given: {self.settings.auto is not None})"
+                f"(auto settings given: {self.settings.model.auto is not None})"
             )
         return self.auto_tracker
 
@@ -659,11 +651,8 @@ class UnitTracker:
             settings = self.settings
             device = choose_device(settings.num_gpus)
             node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
-            tracker = load_tracker(settings.model, device, settings.storage_options, detector=settings.detector)
-            auto = None
-            if settings.auto is not None and supports_auto(settings.model.name):
-                auto = build_auto_tracker(tracker, settings.auto, settings.model.name, settings.storage_options)
-            self._processor = UnitProcessor(tracker, settings, device, node_id, auto)
+            trackers = build_trackers(settings.model, device, settings.storage_options)
+            self._processor = UnitProcessor(trackers.prompted, settings, device, node_id, trackers.auto)
         return self._processor
 
     @property
