@@ -29,8 +29,9 @@ from pathlib import Path
 from batchtrack.config import ClipPlanConfig, ModelConfig
 from batchtrack.io.corpus import list_videos
 from batchtrack.io.prompts import PromptRecord
-from batchtrack.pipeline.actor import ActorSettings, UnitProcessor
+from batchtrack.pipeline.actor_settings import ActorSettings
 from batchtrack.pipeline.plan import ModelKey, PlanSettings, make_unit, plan_video
+from batchtrack.pipeline.unit_processor import UnitProcessor
 from batchtrack.synthetic.codecs import Encoding, write_encoding
 from batchtrack.synthetic.corpus import write_synthetic_video
 from batchtrack.synthetic.scene import SceneSpec

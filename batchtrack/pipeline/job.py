@@ -36,7 +36,8 @@ from ray.util.debug import log_once
 from batchtrack.config import JobConfig, UnitConfig
 from batchtrack.io.corpus import ListingPart, corpus_parts, corpus_scope, list_part
 from batchtrack.io.prompt_chunks import manifest_shards
-from batchtrack.pipeline.actor import ActorSettings, UnitSummary, UnitTracker
+from batchtrack.pipeline.actor import UnitTracker
+from batchtrack.pipeline.actor_settings import ActorSettings
 from batchtrack.pipeline.commit import OutputState, package_versions, scan_output, write_manifest
 from batchtrack.pipeline.orphans import describe as describe_orphans
 from batchtrack.pipeline.orphans import end_orphans, find_orphans
@@ -53,6 +54,7 @@ from batchtrack.pipeline.pool import PoolSize, pool_size
 from batchtrack.pipeline.progress import Progress
 from batchtrack.pipeline.prompt_join import JoinedPrompts, join_prompts, joined_videos
 from batchtrack.pipeline.tally import JobTally, TallyReader
+from batchtrack.pipeline.unit_summary import UnitSummary
 from batchtrack.trackers import ResolvedModel, resolve_model
 
 log = logging.getLogger(__name__)
@@ -404,7 +406,7 @@ def run_job(cfg: JobConfig, model: ResolvedModel | None = None) -> JobSummary:
     # Everything a user can get wrong is decided here, before Ray starts.
     parts = corpus_parts(cfg.corpus, options)
     shards = manifest_shards(cfg.prompts, options) if cfg.prompts else []
-    model = model or resolve_model(cfg)
+    model = resolve_model(cfg) if model is None else model
     settings = plan_settings(cfg, model)
     ensure_ray()
     summary = JobSummary(output=cfg.output)

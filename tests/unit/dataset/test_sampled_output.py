@@ -23,8 +23,9 @@ from batchtrack.eval.evaluate import evaluate_output
 from batchtrack.io.corpus import list_videos
 from batchtrack.io.prompts import PromptRecord
 from batchtrack.model.types import FrameResult, Prompt
-from batchtrack.pipeline.actor import ActorSettings, UnitProcessor
+from batchtrack.pipeline.actor_settings import ActorSettings
 from batchtrack.pipeline.plan import ModelKey, PlanSettings, make_unit, plan_video
+from batchtrack.pipeline.unit_processor import UnitProcessor
 from batchtrack.synthetic.corpus import write_prompts, write_synthetic_video
 from batchtrack.synthetic.scene import SceneSpec
 from batchtrack.trackers import ResolvedModel

@@ -23,9 +23,11 @@ from batchtrack.io.rle import decode_mask, encode_mask
 from batchtrack.io.sink import unit_file
 from batchtrack.model.modes.concept import ConceptLoop, FrameDetections
 from batchtrack.model.types import FrameResult, Prompt
-from batchtrack.pipeline.actor import ActorSettings, UnitProcessor, choose_device
+from batchtrack.pipeline.actor import choose_device
+from batchtrack.pipeline.actor_settings import ActorSettings
 from batchtrack.pipeline.commit import Attempts, ClipStatus, read_attempts, scan_output, write_attempts
 from batchtrack.pipeline.plan import ModelKey, PlanSettings, WorkUnit, make_clip_id, make_unit, plan_video
+from batchtrack.pipeline.unit_processor import UnitProcessor
 from batchtrack.synthetic.codecs import ARCHIVE_ENCODINGS, write_encoding
 from batchtrack.synthetic.corpus import write_synthetic_video
 from batchtrack.synthetic.scene import SceneSpec

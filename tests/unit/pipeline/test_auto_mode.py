@@ -18,9 +18,10 @@ from batchtrack.model.loading.build import build_tracker
 from batchtrack.model.modes.association import AssociationHead, save_association_head
 from batchtrack.model.modes.auto import AutoTracker
 from batchtrack.model.types import FrameResult, Prompt
-from batchtrack.pipeline.actor import ActorSettings, UnitProcessor
+from batchtrack.pipeline.actor_settings import ActorSettings
 from batchtrack.pipeline.job import plan_settings
 from batchtrack.pipeline.plan import PlanSettings, WorkUnit, make_unit, plan_video
+from batchtrack.pipeline.unit_processor import UnitProcessor
 from batchtrack.synthetic.corpus import write_synthetic_video
 from batchtrack.synthetic.render import render_frames
 from batchtrack.synthetic.scene import Scene, SceneSpec

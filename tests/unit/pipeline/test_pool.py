@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from batchtrack.config import ActorConfig, ModelConfig, load_config
-from batchtrack.pipeline.actor import ActorSettings, UnitTracker
+from batchtrack.pipeline.actor import UnitTracker
+from batchtrack.pipeline.actor_settings import ActorSettings
 from batchtrack.pipeline.pool import pool_size
 from batchtrack.trackers import ResolvedModel
 
