@@ -57,7 +57,6 @@ class ResolvedModel:
     checkpoint: CachedCheckpoint | None = None  # the checkpoint in the driver's node cache; None: none configured
     auto: AutoConfig | None = None  # automatic-mode settings; None when automatic mode is unavailable
     no_auto_reason: str | None = None  # why automatic mode is unavailable (videos without prompts are skipped)
-    association_head: str | None = None  # where the learned association head is read (auto.association="learned")
     has_detector: bool = False  # the model carries a concept detector (SAM 3's text encoder and detector)
     detector: bool = False  # the job tracks concepts: actors build the model with its detector
 
@@ -98,16 +97,14 @@ def resolve_model(cfg: JobConfig, *, text_source: str = TEXT_FROM_CONFIG) -> Res
         raise _no_detector(model_cfg.name, text_source)
     local = _checked_checkpoint(model_cfg, options)
     no_auto = auto_unavailable_reason(model_cfg.name, cfg.auto)
-    head = None
-    if no_auto is None and cfg.auto.association == "learned":
-        head = association_head_uri(model_cfg.name, cfg.auto, options)
+    if no_auto is None:
+        check_auto_config(cfg.auto, model_cfg.name, options)
     return ResolvedModel(
         config=model_cfg,
         checkpoint_hash=weights_hash(model_cfg, local),
         checkpoint=local,
         auto=cfg.auto if no_auto is None else None,
         no_auto_reason=no_auto,
-        association_head=head,
         has_detector=has_detector,
         detector=bool(cfg.text),
     )
@@ -116,11 +113,15 @@ def resolve_model(cfg: JobConfig, *, text_source: str = TEXT_FROM_CONFIG) -> Res
 def build_trackers(
     model: ResolvedModel, device: str, storage_options: Mapping[str, Any] | None = None
 ) -> ActorTrackers:
-    """What an actor tracks with, built on `device` as `model` says (its checkpoint fetched into this node's cache)."""
+    """What an actor tracks with, built on `device` as `model` says.
+
+    Files are located on this node: the checkpoint fetched into its cache, a learned association head read from
+    `auto.association_head` or from this node's copy of the file shipped for the model.
+    """
     tracker = load_tracker(model.config, device, storage_options, detector=model.detector)
     auto = None
     if model.auto is not None:
-        auto = build_auto_tracker(tracker, model.auto, model.name, storage_options, head_uri=model.association_head)
+        auto = build_auto_tracker(tracker, model.auto, model.name, storage_options)
     return ActorTrackers(tracker, auto)
 
 
@@ -146,14 +147,11 @@ def build_auto_tracker(
     auto: AutoConfig,
     model_name: str | None = None,
     storage_options: Mapping[str, Any] | None = None,
-    *,
-    head_uri: str | None = None,
 ) -> FrameTracker:
     """`tracker` wrapped for automatic mode with the job's `auto` thresholds (a SAM 2.1-style tracker only).
 
-    With `auto.association == "learned"` the association head is loaded from `head_uri` (a job's
-    `ResolvedModel.association_head`), else from `auto.association_head` or the file shipped for
-    `model_name` (see `association_head_uri`).
+    With `auto.association == "learned"` the association head is loaded from `auto.association_head`, or
+    from the file shipped for `model_name` (see `association_head_uri`).
     """
     from batchtrack.model.modes.auto import AutoTrackConfig, AutoTracker
     from batchtrack.model.tracker.tracker import Tracker
@@ -162,7 +160,7 @@ def build_auto_tracker(
         raise ConfigError(f"automatic mode needs a SAM 2.1-style tracker, got {type(tracker).__name__}")
     head = None
     if auto.association == "learned":
-        uri = head_uri or association_head_uri(model_name or "", auto, storage_options)
+        uri = association_head_uri(model_name or "", auto, storage_options)
         head = load_head(uri, tracker.config.d_model, storage_options).to(tracker.device)
     return AutoTracker(tracker, AutoTrackConfig.from_auto(auto), head)
 

@@ -34,6 +34,9 @@ def test_concepts_need_a_detector_named_by_where_they_come_from() -> None:
         resolve_model(_cfg("tiny-synthetic")).with_concepts("the prompt manifest's text lines")
 
 
-def test_a_learned_association_head_is_found_once_on_the_driver() -> None:
-    model = resolve_model(_cfg("tiny-synthetic", auto={"association": "learned"}))
-    assert model.association_head is not None and model.association_head.endswith(".association.safetensors")
+def test_a_learned_association_without_a_head_is_refused_on_the_driver() -> None:
+    assert resolve_model(_cfg("tiny-synthetic", auto={"association": "learned"})).auto is not None  # ships one
+    with pytest.raises(ConfigError, match=r"auto\.association='learned'.*'test-tiny' ships none"):
+        resolve_model(_cfg("test-tiny", auto={"association": "learned"}))
+    # Without automatic mode the head is never read, so its absence is no error.
+    assert resolve_model(_cfg("test-tiny", auto={"association": "learned", "enabled": False})).auto is None
