@@ -120,16 +120,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from batchtrack.config import load_config
 
     cfg = load_config(args.config, **_job_overrides(args))
-    from batchtrack.pipeline.models import check_model_weights
+    from batchtrack.trackers import resolve_model
 
-    check_model_weights(cfg.model)  # a model without weights is exit code 2 before Ray starts
-    if cfg.text:
-        from batchtrack.pipeline.models import check_concepts
-
-        check_concepts(cfg.model.name, "--text")  # a model without a detector: exit code 2 before Ray starts
+    # A model without weights, or --text without a detector, is exit code 2 before Ray is even imported.
+    model = resolve_model(cfg, text_source="--text")
     from batchtrack.pipeline.job import run_job  # after validation: config errors need no Ray import
 
-    summary = run_job(cfg)
+    summary = run_job(cfg, model)
     print(summary.to_table())
     return summary.exit_code(cfg.max_failed_fraction)
 

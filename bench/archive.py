@@ -29,12 +29,13 @@ from pathlib import Path
 from batchtrack.config import ClipPlanConfig, ModelConfig
 from batchtrack.io.corpus import list_videos
 from batchtrack.io.prompts import PromptRecord
-from batchtrack.pipeline.actor import ActorSettings, UnitProcessor
-from batchtrack.pipeline.models import load_tracker
+from batchtrack.pipeline.actor_settings import ActorSettings
 from batchtrack.pipeline.plan import ModelKey, PlanSettings, make_unit, plan_video
+from batchtrack.pipeline.unit_processor import UnitProcessor
 from batchtrack.synthetic.codecs import Encoding, write_encoding
 from batchtrack.synthetic.corpus import write_synthetic_video
 from batchtrack.synthetic.scene import SceneSpec
+from batchtrack.trackers import ResolvedModel, load_tracker
 
 
 def track_once(
@@ -46,12 +47,12 @@ def track_once(
     record = PromptRecord(video=str(video), frame=0, object_id=1, box=tuple(box))
     unit = make_unit([plan_video(ref, [record], settings)], settings)
     actor = ActorSettings(
-        model=ModelConfig(name=model, random_weights=model.startswith("sam2")),
+        model=ResolvedModel(ModelConfig(name=model, random_weights=model.startswith("sam2")), "bench"),
         output=str(out),
         prefetch_frames=8,
         prefetch_bytes=prefetch_bytes,
     )
-    tracker = load_tracker(actor.model, "cpu")
+    tracker = load_tracker(actor.model.config, "cpu")
     cpu_before = _cpu_seconds()
     summary = UnitProcessor(tracker, actor, device="cpu", node_id=None).process(unit)
     cpu = _cpu_seconds() - cpu_before

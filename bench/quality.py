@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from batchtrack.eval.baselines import build_baseline
+from batchtrack.baselines import build_baseline
 from batchtrack.eval.bootstrap import Interval, bootstrap_mean
 from batchtrack.eval.evaluate import score_video, track_corpus
 from batchtrack.eval.identity import count_id_switches, match_frame

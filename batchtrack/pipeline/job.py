@@ -36,9 +36,9 @@ from ray.util.debug import log_once
 from batchtrack.config import JobConfig, UnitConfig
 from batchtrack.io.corpus import ListingPart, corpus_parts, corpus_scope, list_part
 from batchtrack.io.prompt_chunks import manifest_shards
-from batchtrack.pipeline.actor import ActorSettings, UnitSummary, UnitTracker
+from batchtrack.pipeline.actor import UnitTracker
+from batchtrack.pipeline.actor_settings import ActorSettings
 from batchtrack.pipeline.commit import OutputState, package_versions, scan_output, write_manifest
-from batchtrack.pipeline.models import auto_unavailable_reason, check_auto_config, check_concepts, checkpoint_hash
 from batchtrack.pipeline.orphans import describe as describe_orphans
 from batchtrack.pipeline.orphans import end_orphans, find_orphans
 from batchtrack.pipeline.plan import (
@@ -54,6 +54,8 @@ from batchtrack.pipeline.pool import PoolSize, pool_size
 from batchtrack.pipeline.progress import Progress
 from batchtrack.pipeline.prompt_join import JoinedPrompts, join_prompts, joined_videos
 from batchtrack.pipeline.tally import JobTally, TallyReader
+from batchtrack.pipeline.unit_summary import UnitSummary
+from batchtrack.trackers import ResolvedModel, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -272,10 +274,11 @@ def _unit_blocks() -> Iterator[None]:
         ctx.target_max_block_size, ctx.enable_progress_bars = saved
 
 
-def actor_settings(cfg: JobConfig, detector: bool = False, pool: PoolSize | None = None) -> ActorSettings:
+def actor_settings(cfg: JobConfig, model: ResolvedModel, pool: PoolSize | None = None) -> ActorSettings:
+    """What every actor of the job shares: the resolved model and the job's output, pool and decoding settings."""
     pool = pool or pool_size(cfg.actors, {})
     return ActorSettings(
-        model=cfg.model,
+        model=model,
         output=cfg.output,
         storage_options=dict(cfg.storage_options),
         pointer_dtype=cfg.out.pointer_dtype,
@@ -284,9 +287,7 @@ def actor_settings(cfg: JobConfig, detector: bool = False, pool: PoolSize | None
         num_gpus=pool.num_gpus,
         prefetch_frames=cfg.actors.prefetch_frames,
         prefetch_bytes=int(cfg.actors.prefetch_mib * 2**20),
-        auto=cfg.auto if auto_unavailable_reason(cfg.model.name, cfg.auto) is None else None,
         unit=cfg.unit,
-        detector=detector,
     )
 
 
@@ -294,13 +295,14 @@ def track_units(
     parts: Sequence[ListingPart],
     context: PlanContext,
     cfg: JobConfig,
-    detector: bool = False,
+    model: ResolvedModel,
     size: PoolSize | None = None,
     tally: ray.actor.ActorHandle | None = None,
 ) -> Iterator[UnitSummary]:
     """The streaming pipeline: listing parts (or joined partitions) → units → actor pool; yields one summary per
     unit as it finishes.
 
+    `model`: what the actors build (`trackers.resolve_model`).
     `size`: the pool (default: `cfg.actors` on the running Ray cluster's resources); `tally`: a `JobTally`
     the listing tasks count their units and parts (or partitions) into, and the actors their commits.
     """
@@ -333,7 +335,7 @@ def track_units(
             num_cpus=size.num_cpus,
             num_gpus=size.num_gpus,
             fn_constructor_kwargs={
-                "settings": actor_settings(cfg, detector=bool(cfg.text) or detector, pool=size),
+                "settings": actor_settings(cfg, model, pool=size),
                 "tally": tally,
             },
             # Ray Data's default is to restart forever (-1); pass only another bound (a Ray remote arg: Ray Data
@@ -345,20 +347,13 @@ def track_units(
                 yield UnitSummary(**json.loads(str(text)))
 
 
-def plan_settings(cfg: JobConfig, storage_options: Mapping[str, Any]) -> PlanSettings:
-    """The model key and modes every unit shares; raises ConfigError for settings the job cannot run."""
-    if cfg.text:
-        check_concepts(cfg.model.name, "--text (config key text)")
-    model = ModelKey(cfg.model.name, checkpoint_hash(cfg.model, storage_options))
-    no_auto = auto_unavailable_reason(model.name, cfg.auto)
-    if no_auto is None:
-        check_auto_config(cfg.auto, cfg.model.name, storage_options)
-    auto_key = auto_mode_key(cfg.auto) if no_auto is None else None
+def plan_settings(cfg: JobConfig, model: ResolvedModel) -> PlanSettings:
+    """The model key and modes every unit shares, from the job's resolved model."""
     return PlanSettings(
-        model=model,
+        model=ModelKey(model.name, model.checkpoint_hash),
         clip=cfg.clip,
-        auto_key=auto_key,
-        no_auto_reason=no_auto,
+        auto_key=auto_mode_key(model.auto) if model.auto is not None else None,
+        no_auto_reason=model.no_auto_reason,
         seed=cfg.seed,
         concepts=cfg.text,
         sample_fps=cfg.sample.fps,
@@ -370,9 +365,8 @@ def _joined_prompts(
     shards: Sequence[tuple[str, int]],
     parts: Sequence[ListingPart],
     settings: PlanSettings,
-    summary: JobSummary,
 ) -> JoinedPrompts:
-    """The prompt manifest read, checked and joined with the corpus on the cluster; its counts into `summary`.
+    """The prompt manifest read, checked and joined with the corpus on the cluster.
 
     With automatic mode unavailable and no job-wide concepts, only prompted videos are tracked, so the manifest
     drives the job and the corpus is not listed (unless it is itself a manifest of videos: only reading it says
@@ -381,9 +375,11 @@ def _joined_prompts(
     assert cfg.prompts is not None
     scope = corpus_scope(parts)
     manifest_drives = settings.no_auto_reason is not None and not settings.concepts and scope is not None
-    joined = join_prompts(shards, dict(cfg.storage_options), None if manifest_drives else parts, scope)
-    if joined.concept_lines:
-        check_concepts(cfg.model.name, f"the text lines of the prompt manifest {cfg.prompts}")
+    return join_prompts(shards, dict(cfg.storage_options), None if manifest_drives else parts, scope)
+
+
+def _count_prompts(cfg: JobConfig, joined: JoinedPrompts, summary: JobSummary) -> None:
+    """The joined manifest's counts into `summary`, with a warning for lines that name no video of the corpus."""
     stats = joined.stats
     summary.prompt_lines = stats.lines
     summary.unmatched_videos, summary.unmatched_lines = stats.unmatched_videos, stats.unmatched_lines
@@ -396,21 +392,29 @@ def _joined_prompts(
             cfg.corpus,
             ", ".join(stats.examples[:3]),
         )
-    return joined
 
 
-def run_job(cfg: JobConfig) -> JobSummary:
-    """Run the whole batch job described by `cfg` and return its summary (also in `_manifest.json`)."""
+def run_job(cfg: JobConfig, model: ResolvedModel | None = None) -> JobSummary:
+    """Run the whole batch job described by `cfg` and return its summary (also in `_manifest.json`).
+
+    `model`: the job's model when the caller resolved it already (`trackers.resolve_model(cfg)`, as the CLI does
+    before it imports Ray); by default it is resolved here, before Ray starts.
+    """
     started = time.perf_counter()
     started_at = datetime.now(timezone.utc).isoformat()
     options = dict(cfg.storage_options)
     # Everything a user can get wrong is decided here, before Ray starts.
     parts = corpus_parts(cfg.corpus, options)
     shards = manifest_shards(cfg.prompts, options) if cfg.prompts else []
-    settings = plan_settings(cfg, options)
+    model = resolve_model(cfg) if model is None else model
+    settings = plan_settings(cfg, model)
     ensure_ray()
     summary = JobSummary(output=cfg.output)
-    joined = _joined_prompts(cfg, shards, parts, settings, summary) if shards else None
+    joined = _joined_prompts(cfg, shards, parts, settings) if shards else None
+    if joined is not None:
+        if joined.concept_lines:
+            model = model.with_concepts(f"the text lines of the prompt manifest {cfg.prompts}")
+        _count_prompts(cfg, joined, summary)
     summary.manifest_seconds = time.perf_counter() - started
     state = scan_output(cfg.output, options)
     context = PlanContext(settings, state, cfg.unit, cfg.retry_failed, options, joined.partitions if joined else ())
@@ -425,8 +429,7 @@ def run_job(cfg: JobConfig) -> JobSummary:
     tally = JobTally.remote(listing_items)
     with Progress(TallyReader(tally, listing_items), cfg.progress_seconds) as progress:
         progress.note(f"batchtrack: {size.describe()}; listing {listing_items} part(s) of {cfg.corpus}")
-        detector = bool(joined and joined.concept_lines)
-        for unit in track_units(parts, context, cfg, detector=detector, size=size, tally=tally):
+        for unit in track_units(parts, context, cfg, model, size=size, tally=tally):
             summary.add(unit)
             progress.add(unit)
     ray.kill(tally)

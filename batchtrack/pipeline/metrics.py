@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ray.util.metrics import Counter
 
-from batchtrack.pipeline.actor import UnitSummary
+from batchtrack.pipeline.unit_summary import UnitSummary
 
 
 class TrackerMetrics:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
-from batchtrack.pipeline.actor import UnitSummary
+from batchtrack.pipeline.unit_summary import UnitSummary
 
 
 @dataclass(frozen=True)

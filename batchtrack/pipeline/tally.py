@@ -11,8 +11,8 @@ from dataclasses import replace
 
 import ray
 
-from batchtrack.pipeline.actor import UnitSummary
 from batchtrack.pipeline.progress import Counts, Listing, Tally
+from batchtrack.pipeline.unit_summary import UnitSummary
 
 
 @ray.remote(num_cpus=0)

@@ -35,7 +35,7 @@ from batchtrack.config import ModelConfig
 from batchtrack.model.configs import get_config
 from batchtrack.model.loading.build import shipped_weights
 from batchtrack.model.tracker.tracker import Tracker
-from batchtrack.pipeline.models import checkpoint_hash, load_tracker
+from batchtrack.trackers import checkpoint_hash, load_tracker
 
 from .conftest import Corpus, make_corpus
 

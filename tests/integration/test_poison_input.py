@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from batchtrack.pipeline.actor import CRASH_ENV
+from batchtrack.pipeline.unit_processor import CRASH_ENV
 
 from .conftest import assert_complete_dataset, make_corpus, read_table
 

@@ -1,5 +1,5 @@
-"""One-way layering (style.md): model/ never imports ray, fsspec or pyarrow; io/ imports neither torch nor ray;
-only pipeline/ imports ray; nothing in batchtrack imports jobs/ or tests/."""
+"""One-way layering (style.md): model/ and baselines/ never import ray, fsspec or pyarrow; io/ imports neither
+torch nor ray; only pipeline/ imports ray; nothing in batchtrack imports jobs/ or tests/."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ FORBIDDEN = {
     "io": {"torch", "ray", "batchtrack.pipeline", "batchtrack.model.tracker"},
     "synthetic": {"ray", "batchtrack.pipeline"},
     "eval": {"ray", "batchtrack.pipeline"},
+    "baselines": {"ray", "fsspec", "pyarrow", "batchtrack.pipeline", "batchtrack.io", "batchtrack.eval"},
 }
 
 

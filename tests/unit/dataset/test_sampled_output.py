@@ -23,10 +23,12 @@ from batchtrack.eval.evaluate import evaluate_output
 from batchtrack.io.corpus import list_videos
 from batchtrack.io.prompts import PromptRecord
 from batchtrack.model.types import FrameResult, Prompt
-from batchtrack.pipeline.actor import ActorSettings, UnitProcessor
+from batchtrack.pipeline.actor_settings import ActorSettings
 from batchtrack.pipeline.plan import ModelKey, PlanSettings, make_unit, plan_video
+from batchtrack.pipeline.unit_processor import UnitProcessor
 from batchtrack.synthetic.corpus import write_prompts, write_synthetic_video
 from batchtrack.synthetic.scene import SceneSpec
+from batchtrack.trackers import ResolvedModel
 
 SAMPLED = [0, 3, 6, 9]
 
@@ -67,7 +69,7 @@ def sampled_output(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
     )
     [ref] = list_videos(str(video.video_path))
     unit = make_unit([plan_video(ref, [record], settings)], settings)
-    actor = ActorSettings(model=ModelConfig(name="box-painter"), output=str(out))
+    actor = ActorSettings(model=ResolvedModel(ModelConfig(name="box-painter"), "none"), output=str(out))
     summary = UnitProcessor(BoxPainter(), actor, device="cpu", node_id=None).process(unit)
     assert (summary.ok, summary.frames, summary.mask_rows) == (2, 4, 4)
     return out, corpus

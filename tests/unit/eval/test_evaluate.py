@@ -133,7 +133,7 @@ class _GroundTruthReplay:
 
 
 def test_evaluate_tracker_runs_a_tracker_over_a_corpus_with_its_prompts(tmp_path: Path) -> None:
-    from batchtrack.eval.baselines import FlowTracker
+    from batchtrack.baselines import FlowTracker
     from batchtrack.eval.evaluate import evaluate_tracker
     from batchtrack.synthetic import make_demo_corpus
 

@@ -20,7 +20,7 @@ from batchtrack.model.configs import get_config
 from batchtrack.model.loading.build import build_tracker
 from batchtrack.model.loading.checkpoint import save_safetensors
 from batchtrack.model.tracker.tracker import Tracker
-from batchtrack.pipeline.models import check_model_weights, checkpoint_hash, load_tracker
+from batchtrack.trackers import check_model_weights, checkpoint_hash, load_tracker
 
 
 @pytest.fixture

@@ -23,12 +23,15 @@ from batchtrack.io.rle import decode_mask, encode_mask
 from batchtrack.io.sink import unit_file
 from batchtrack.model.modes.concept import ConceptLoop, FrameDetections
 from batchtrack.model.types import FrameResult, Prompt
-from batchtrack.pipeline.actor import ActorSettings, UnitProcessor, choose_device
+from batchtrack.pipeline.actor import choose_device
+from batchtrack.pipeline.actor_settings import ActorSettings
 from batchtrack.pipeline.commit import Attempts, ClipStatus, read_attempts, scan_output, write_attempts
 from batchtrack.pipeline.plan import ModelKey, PlanSettings, WorkUnit, make_clip_id, make_unit, plan_video
+from batchtrack.pipeline.unit_processor import UnitProcessor
 from batchtrack.synthetic.codecs import ARCHIVE_ENCODINGS, write_encoding
 from batchtrack.synthetic.corpus import write_synthetic_video
 from batchtrack.synthetic.scene import SceneSpec
+from batchtrack.trackers import ResolvedModel
 
 MODEL = ModelKey("box-painter", "none")
 
@@ -93,7 +96,10 @@ def _processor(
     out: Path, tracker: BoxPainter | None = None, dtype: str = "float16", unit: UnitConfig | None = None
 ) -> UnitProcessor:
     settings = ActorSettings(
-        model=ModelConfig(name="box-painter"), output=str(out), pointer_dtype=dtype, unit=unit or UnitConfig()
+        model=ResolvedModel(ModelConfig(name="box-painter"), "none"),
+        output=str(out),
+        pointer_dtype=dtype,
+        unit=unit or UnitConfig(),
     )
     return UnitProcessor(tracker or BoxPainter(), settings, device="cpu", node_id=None)
 
@@ -345,7 +351,7 @@ def test_gpu_request_without_cuda_falls_back_to_cpu(caplog: pytest.LogCaptureFix
 
 
 def test_rows_do_not_depend_on_the_actor_or_the_order_of_videos(tmp_path: Path) -> None:
-    from batchtrack.eval.baselines import build_baseline  # GrabCut and RANSAC draw from OpenCV's global RNG
+    from batchtrack.baselines import build_baseline  # GrabCut and RANSAC draw from OpenCV's global RNG
 
     folder = tmp_path / "corpus"
     folder.mkdir()
@@ -375,7 +381,7 @@ def test_committed_units_pass_through_an_actor_without_loading_the_model(video: 
     from batchtrack.pipeline.actor import UnitTracker
 
     # A model that cannot be built here (no checkpoint): any attempt to load it raises.
-    settings = ActorSettings(model=ModelConfig(name="sam2.1_hiera_tiny"), output=str(tmp_path))
+    settings = ActorSettings(model=ResolvedModel(ModelConfig(name="sam2.1_hiera_tiny"), "none"), output=str(tmp_path))
     actor = UnitTracker(settings)
     unit = _one(video, [_box(0, 1, (2, 3, 20, 30))])
     batch = {
@@ -423,7 +429,7 @@ def test_a_concept_video_writes_rows_naming_the_concept(tmp_path: Path) -> None:
     unit = make_unit([plan_video(ref, [prompt], settings, concepts=["thing"])], settings)
     assert unit.videos[0].mode == "concept"
     out = tmp_path / "out"
-    settings_ = ActorSettings(model=ModelConfig(name="tiny-synthetic"), output=str(out))
+    settings_ = ActorSettings(model=ResolvedModel(ModelConfig(name="tiny-synthetic"), "none"), output=str(out))
     processor = UnitProcessor(tracker, settings_, "cpu", None, concept_loop=ConceptLoop(tracker, truth))
     summary = processor.process(unit)
     assert (summary.clips, summary.ok) == (3, 3)

@@ -18,19 +18,22 @@ from batchtrack.model.loading.build import build_tracker
 from batchtrack.model.modes.association import AssociationHead, save_association_head
 from batchtrack.model.modes.auto import AutoTracker
 from batchtrack.model.types import FrameResult, Prompt
-from batchtrack.pipeline.actor import ActorSettings, UnitProcessor
+from batchtrack.pipeline.actor_settings import ActorSettings
 from batchtrack.pipeline.job import plan_settings
-from batchtrack.pipeline.models import (
+from batchtrack.pipeline.plan import PlanSettings, WorkUnit, make_unit, plan_video
+from batchtrack.pipeline.unit_processor import UnitProcessor
+from batchtrack.synthetic.corpus import write_synthetic_video
+from batchtrack.synthetic.render import render_frames
+from batchtrack.synthetic.scene import Scene, SceneSpec
+from batchtrack.trackers import (
+    ResolvedModel,
     association_head_uri,
     auto_unavailable_reason,
     build_auto_tracker,
     check_auto_config,
+    resolve_model,
     shipped_association_head,
 )
-from batchtrack.pipeline.plan import PlanSettings, WorkUnit, make_unit, plan_video
-from batchtrack.synthetic.corpus import write_synthetic_video
-from batchtrack.synthetic.render import render_frames
-from batchtrack.synthetic.scene import Scene, SceneSpec
 
 PROMPTED = VideoRef(video_id="aaaaaaaaaaaaaaaa", uri="/data/prompted.mp4", size=10, etag="1")
 BARE = VideoRef(video_id="bbbbbbbbbbbbbbbb", uri="/data/bare.mp4", size=10, etag="1")
@@ -42,7 +45,7 @@ def _prompt(frame: int, object_id: int = 1, uri: str = PROMPTED.uri) -> PromptRe
 
 def _settings(model: str = "test-tiny", **auto: object) -> PlanSettings:
     cfg = load_config(None, corpus="/data", output="/out", model={"name": model}, auto=auto or None)
-    return plan_settings(cfg, {})
+    return plan_settings(cfg, resolve_model(cfg))
 
 
 def test_unprompted_videos_are_automatic_and_prompted_ones_keep_their_prompts_by_default() -> None:
@@ -157,7 +160,8 @@ def test_actor_tracks_auto_videos_with_the_automatic_tracker_and_prompted_ones_w
     corpus: Path, tmp_path: Path
 ) -> None:
     prompted, auto = Recorder("prompted"), Recorder("auto")
-    settings = ActorSettings(model=ModelConfig(name="test-tiny"), output=str(tmp_path), auto=AutoConfig())
+    model = ResolvedModel(ModelConfig(name="test-tiny"), "none", auto=AutoConfig())
+    settings = ActorSettings(model=model, output=str(tmp_path))
     processor = UnitProcessor(prompted, settings, "cpu", None, auto)
     unit = _unit(corpus, _settings())
     assert [v.mode for v in unit.videos] == ["prompted", "auto"]
@@ -171,7 +175,7 @@ def test_actor_tracks_auto_videos_with_the_automatic_tracker_and_prompted_ones_w
 
 
 def test_actor_without_an_automatic_tracker_fails_auto_videos_with_the_reason(corpus: Path, tmp_path: Path) -> None:
-    settings = ActorSettings(model=ModelConfig(name="test-tiny"), output=str(tmp_path))
+    settings = ActorSettings(model=ResolvedModel(ModelConfig(name="test-tiny"), "none"), output=str(tmp_path))
     processor = UnitProcessor(Recorder("prompted"), settings, "cpu", None)
     unit = _unit(corpus, _settings())
     processor.process(unit)

@@ -133,7 +133,7 @@ def test_image_command_rayjob_entrypoint_and_cluster_submit_command_agree() -> N
 def test_the_checkpoint_comes_from_object_storage_and_nothing_in_infra_overrides_it() -> None:
     from batchtrack.config import load_config
     from batchtrack.model.configs import SAM21_NAMES
-    from batchtrack.pipeline.models import check_model_weights
+    from batchtrack.trackers import check_model_weights
 
     _, config = _entrypoint_script_and_config(_load(INFRA / "kuberay" / "rayjob.yaml")["spec"]["entrypoint"])
     model = load_config(ROOT / config).model

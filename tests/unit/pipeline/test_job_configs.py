@@ -10,7 +10,7 @@ import pytest
 
 from batchtrack.config import load_config
 from batchtrack.pipeline.job import Failure, JobSummary
-from batchtrack.pipeline.models import check_model_weights
+from batchtrack.trackers import check_model_weights
 
 ROOT = Path(__file__).resolve().parents[3]
 JOB_CONFIGS = sorted(p for p in (ROOT / "jobs" / "configs").glob("*.yaml") if not p.name.startswith("train"))

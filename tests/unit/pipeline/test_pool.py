@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from batchtrack.config import ActorConfig, ModelConfig, load_config
-from batchtrack.pipeline.actor import ActorSettings, UnitTracker
+from batchtrack.pipeline.actor import UnitTracker
+from batchtrack.pipeline.actor_settings import ActorSettings
 from batchtrack.pipeline.pool import pool_size
+from batchtrack.trackers import ResolvedModel
 
 
 def test_defaults_autoscale_up_to_the_cpus_of_a_multi_core_node() -> None:
@@ -60,7 +62,8 @@ def _restore_torch_threads() -> Iterator[None]:
 
 @pytest.mark.usefixtures("_restore_torch_threads")
 def test_an_actor_runs_as_many_torch_threads_as_it_has_cpus(tmp_path: Path) -> None:
-    UnitTracker(ActorSettings(model=ModelConfig(name="test-tiny"), output=str(tmp_path), num_cpus=2))
+    model = ResolvedModel(ModelConfig(name="test-tiny"), "none")
+    UnitTracker(ActorSettings(model=model, output=str(tmp_path), num_cpus=2))
     assert torch.get_num_threads() == 2
-    UnitTracker(ActorSettings(model=ModelConfig(name="test-tiny"), output=str(tmp_path), num_cpus=1))
+    UnitTracker(ActorSettings(model=model, output=str(tmp_path), num_cpus=1))
     assert torch.get_num_threads() == 1

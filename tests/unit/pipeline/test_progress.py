@@ -8,8 +8,8 @@ import re
 import threading
 import time
 
-from batchtrack.pipeline.actor import UnitSummary
 from batchtrack.pipeline.progress import Counts, Listing, Progress, Tally, eta_seconds, progress_line
+from batchtrack.pipeline.unit_summary import UnitSummary
 
 
 class _Terminal(io.StringIO):

@@ -1,13 +1,20 @@
-"""Which tracker an actor runs: SAM 2.1-style models from batchtrack.model, classical baselines from eval.
+"""Which tracker a job runs: a SAM 2.1-style model from batchtrack.model, or a classical baseline.
+
+The driver decides it once, before Ray starts (`resolve_model`): the model and its weights (the checkpoint
+fetched, checked against the model and hashed), whether automatic mode is available or why not, and whether
+the actors need SAM 3's concept detector. The result, a `ResolvedModel`, is what planning keys its ids by
+and what every actor builds (`build_trackers`) without deciding anything again.
 
 Automatic mode (clips without prompts) wraps a loaded SAM 2.1-style tracker in `AutoTracker`; the
-classical baselines only propagate given masks and cannot find objects, so they have no automatic mode.
+classical baselines (batchtrack.baselines) only propagate given masks and cannot find objects, so they
+have no automatic mode.
 """
 
 from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -15,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import fsspec
 import numpy as np
 
-from batchtrack.config import AutoConfig, ModelConfig
+from batchtrack.config import AutoConfig, JobConfig, ModelConfig
 from batchtrack.errors import ConfigError
 from batchtrack.io.checkpoint_cache import CachedCheckpoint, fetch_checkpoint
 from batchtrack.model.types import FrameResult, Prompt
@@ -25,6 +32,8 @@ if TYPE_CHECKING:
     from batchtrack.model.modes.concept import ConceptLoop
 
 BASELINE_PREFIX = "baseline-"
+# How the job-wide concepts are named in an error when the config (not the CLI's --text flag) gave them.
+TEXT_FROM_CONFIG = "--text (config key text)"
 
 
 class FrameTracker(Protocol):
@@ -33,6 +42,87 @@ class FrameTracker(Protocol):
     def track(
         self, frames: Iterable[tuple[int, np.ndarray]], prompts: Sequence[Prompt], *, reverse: bool = False
     ) -> Iterator[FrameResult]: ...
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Which tracker a job runs and with what, decided once on the driver before Ray starts (`resolve_model`).
+
+    Planning reads its name, weights hash and automatic-mode availability; each actor builds exactly this
+    (`build_trackers`). Picklable: it travels to the actors inside their settings.
+    """
+
+    config: ModelConfig
+    checkpoint_hash: str  # 16 hex chars of the checkpoint's SHA-256, or a tag of shipped or random weights
+    checkpoint: CachedCheckpoint | None = None  # the checkpoint in the driver's node cache; None: none configured
+    auto: AutoConfig | None = None  # automatic-mode settings; None when automatic mode is unavailable
+    no_auto_reason: str | None = None  # why automatic mode is unavailable (videos without prompts are skipped)
+    has_detector: bool = False  # the model carries a concept detector (SAM 3's text encoder and detector)
+    detector: bool = False  # the job tracks concepts: actors build the model with its detector
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def check_concepts(self, where: str) -> None:
+        """Raise ConfigError (one line, naming `where`: the flag or the manifest) when concepts cannot be tracked."""
+        if not self.has_detector:
+            raise _no_detector(self.name, where)
+
+    def with_concepts(self, where: str) -> ResolvedModel:
+        """This model, built with its detector because `where` (e.g. the prompt manifest's text lines) has concepts."""
+        self.check_concepts(where)
+        return replace(self, detector=True)
+
+
+@dataclass(frozen=True)
+class ActorTrackers:
+    """The trackers one actor runs: the prompted one, and the automatic one when the job has automatic mode."""
+
+    prompted: FrameTracker
+    auto: FrameTracker | None  # tracks videos planned in mode `auto`; None: the job has no automatic mode
+
+
+def resolve_model(cfg: JobConfig, *, text_source: str = TEXT_FROM_CONFIG) -> ResolvedModel:
+    """The job's model, decided once: raises ConfigError (CheckpointError for a checkpoint that does not fit)
+    for anything the job cannot run, before any actor starts.
+
+    `text_source` names the job-wide concepts in the error when the model has no detector (the CLI says --text).
+    Fetching the checkpoint here, on the driver, also fills this node's cache.
+    """
+    model_cfg, options = cfg.model, dict(cfg.storage_options)
+    check_model_weights(model_cfg)
+    has_detector = has_concept_detector(model_cfg.name)
+    if cfg.text and not has_detector:
+        raise _no_detector(model_cfg.name, text_source)
+    local = _checked_checkpoint(model_cfg, options)
+    no_auto = auto_unavailable_reason(model_cfg.name, cfg.auto)
+    if no_auto is None:
+        check_auto_config(cfg.auto, model_cfg.name, options)
+    return ResolvedModel(
+        config=model_cfg,
+        checkpoint_hash=weights_hash(model_cfg, local),
+        checkpoint=local,
+        auto=cfg.auto if no_auto is None else None,
+        no_auto_reason=no_auto,
+        has_detector=has_detector,
+        detector=bool(cfg.text),
+    )
+
+
+def build_trackers(
+    model: ResolvedModel, device: str, storage_options: Mapping[str, Any] | None = None
+) -> ActorTrackers:
+    """What an actor tracks with, built on `device` as `model` says.
+
+    Files are located on this node: the checkpoint fetched into its cache, a learned association head read from
+    `auto.association_head` or from this node's copy of the file shipped for the model.
+    """
+    tracker = load_tracker(model.config, device, storage_options, detector=model.detector)
+    auto = None
+    if model.auto is not None:
+        auto = build_auto_tracker(tracker, model.auto, model.name, storage_options)
+    return ActorTrackers(tracker, auto)
 
 
 def supports_auto(model_name: str) -> bool:
@@ -125,13 +215,10 @@ def has_concept_detector(model_name: str) -> bool:
     return getattr(get_config(model_name), "detector", None) is not None
 
 
-def check_concepts(model_name: str, where: str) -> None:
-    """Raise ConfigError (one line, naming `where`: the flag or the manifest) when concepts cannot be tracked."""
-    if not has_concept_detector(model_name):
-        raise ConfigError(
-            f"{where} needs a model with a concept detector (--model sam3 or sam3-test-tiny); "
-            f"model {model_name!r} has none"
-        )
+def _no_detector(model_name: str, where: str) -> ConfigError:
+    return ConfigError(
+        f"{where} needs a model with a concept detector (--model sam3 or sam3-test-tiny); model {model_name!r} has none"
+    )
 
 
 def build_concept_loop(tracker: FrameTracker) -> ConceptLoop:
@@ -194,10 +281,12 @@ def load_tracker(
     A checkpoint URI is read with `storage_options` (the job's) and cached on this node. image_size,
     encoder_batch_size and max_cond_frames of `model_cfg` reach the tracker's config. `detector`: SAM 3 with
     its text encoder and detector too (concept mode), read from the checkpoint or random with the rest.
+    A model without the weights it needs is refused in the words of `check_model_weights`, also when a
+    hand-made `ResolvedModel` (not one from `resolve_model`) reaches an actor.
     """
     check_model_weights(model_cfg)
     if model_cfg.name.startswith(BASELINE_PREFIX):
-        from batchtrack.eval.baselines import build_baseline
+        from batchtrack.baselines import build_baseline
 
         return build_baseline(model_cfg.name)
     from batchtrack.model.configs import PEViTConfig, tracker_config
@@ -244,16 +333,20 @@ def check_checkpoint_fits(model_cfg: ModelConfig, local: CachedCheckpoint) -> No
         ) from exc
 
 
-def checkpoint_hash(model_cfg: ModelConfig, storage_options: Mapping[str, Any] | None = None) -> str:
-    """16 hex chars of SHA-256 over the checkpoint's bytes, or a tag of the shipped (or random) weights.
-
-    Part of every clip id, so new weights never resume from old outputs. Fetching the checkpoint here,
-    on the driver, also fills this node's cache, and a missing one is a ConfigError before any actor starts.
-    """
-    check_model_weights(model_cfg)
+def _checked_checkpoint(model_cfg: ModelConfig, storage_options: Mapping[str, Any]) -> CachedCheckpoint | None:
+    """The configured checkpoint fetched into this node's cache and checked against the model, if any."""
     local = fetch_model_checkpoint(model_cfg, storage_options)
     if local is not None:
         check_checkpoint_fits(model_cfg, local)
+    return local
+
+
+def weights_hash(model_cfg: ModelConfig, local: CachedCheckpoint | None) -> str:
+    """16 hex chars of SHA-256 over the checkpoint's bytes (`local`), or a tag of the shipped (or random) weights.
+
+    Part of every clip id, so new weights never resume from old outputs.
+    """
+    if local is not None:
         return local.short_hash
     if model_cfg.random_weights:
         from batchtrack.model.loading.build import RANDOM_WEIGHTS_SEED
@@ -265,3 +358,12 @@ def checkpoint_hash(model_cfg: ModelConfig, storage_options: Mapping[str, Any] |
     except metadata.PackageNotFoundError:  # running from a source tree that is not installed
         version = "source"
     return f"builtin-{version}"
+
+
+def checkpoint_hash(model_cfg: ModelConfig, storage_options: Mapping[str, Any] | None = None) -> str:
+    """The weights hash of `model_cfg` (`weights_hash`), its checkpoint fetched and checked on this node.
+
+    A missing checkpoint is a ConfigError, one that does not fit the model a CheckpointError.
+    """
+    check_model_weights(model_cfg)
+    return weights_hash(model_cfg, _checked_checkpoint(model_cfg, dict(storage_options or {})))

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from batchtrack.baselines import FlowTracker, HomographyTracker, build_baseline, initial_mask
 from batchtrack.errors import ConfigError, PromptError
-from batchtrack.eval.baselines import FlowTracker, HomographyTracker, build_baseline, initial_mask
 from batchtrack.eval.metrics import jaccard
 from batchtrack.model.types import Prompt
 
