@@ -36,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,14 +70,6 @@ CORRECTION_FRAME = 12
 MIN_PRESENT = 0.75  # fraction of compared frames on which each object must be present
 
 OracleFrame = tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor]  # ids, logits (N,H,W), scores (N,), ptrs (N,C)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _threads() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    yield
-    torch.set_num_threads(previous)
 
 
 def _draw_frame(t: int) -> np.ndarray:
