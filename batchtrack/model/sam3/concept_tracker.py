@@ -48,7 +48,7 @@ class ConceptTracker(Tracker):
     def __init__(self, config: TrackerConfig) -> None:
         if config.detector is None or not isinstance(config.image_encoder, PEViTConfig):
             raise ConfigError(f"model {config.name!r} has no SAM 3 detector to build (config.detector is None)")
-        super().__init__(config)
+        super().__init__(config, image_encoder=Sam3ImageEncoder(config.image_encoder, config.image_size))
         d_model = config.image_encoder.d_model
         self.text_encoder = TextEncoder(text_encoder_config(config.detector, d_model))
         self.detector = ConceptDetector(config.detector, d_model)

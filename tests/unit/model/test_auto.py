@@ -25,7 +25,8 @@ from batchtrack.model.modes.auto import (
     grid_points,
     propose_objects,
 )
-from batchtrack.model.tracker.tracker import FramePlan, KeyframeView, Tracker
+from batchtrack.model.tracker.planning import FramePlan, KeyframeView
+from batchtrack.model.tracker.tracker import Tracker
 from batchtrack.model.types import Prompt
 from batchtrack.synthetic.render import render_frames
 from batchtrack.synthetic.scene import Scene, SceneSpec
