@@ -30,7 +30,7 @@ from batchtrack.model.modes.association import (
     associate,
     learned_assignment,
 )
-from batchtrack.model.modes.association import mask_nms as nms
+from batchtrack.model.nn.masks import mask_nms as nms
 from batchtrack.model.tracker.mask_decoder import MaskDecoder, choose_mask, stability_scores
 from batchtrack.model.tracker.memory_bank import MemoryBank
 from batchtrack.model.tracker.planning import FramePlan, KeyframeView

@@ -29,7 +29,8 @@ from torch import nn
 from batchtrack.errors import ConfigError, PromptError
 from batchtrack.model.configs import PEViTConfig, TrackerConfig
 from batchtrack.model.nn.postprocess import fill_holes_and_remove_specks, fill_small_holes
-from batchtrack.model.tracker.image_encoder import ImageEncoder, ImageFeatures, preprocess_frames
+from batchtrack.model.nn.preprocess import preprocess_frames
+from batchtrack.model.tracker.image_encoder import ImageEncoder, ImageFeatures
 from batchtrack.model.tracker.mask_decoder import ChosenMask, MaskDecoder, choose_mask
 from batchtrack.model.tracker.memory_attention import MemoryAttention
 from batchtrack.model.tracker.memory_bank import MemoryBank, MemorySelection

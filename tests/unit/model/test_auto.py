@@ -63,7 +63,7 @@ def frames() -> list[tuple[int, np.ndarray]]:
 
 
 def _features(tracker: Tracker, image: np.ndarray) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-    from batchtrack.model.tracker.image_encoder import preprocess_frames
+    from batchtrack.model.nn.preprocess import preprocess_frames
 
     with torch.no_grad():
         out = tracker.image_encoder(preprocess_frames(image, tracker.config.image_size))
