@@ -1,10 +1,10 @@
 """A differentiable unroll of the tracker over a short clip: what `Tracker.track` does, with gradients.
 
 Frame 0 is prompted (a box, or a mask) for every object; frames 1..T-1 are tracked from the memory
-bank. The unroll drives the inference tracker's own modules and per-frame steps (memory attention,
-decoder, pointer gating, memory encoding, the bounded `MemoryBank`), so training trains exactly what
-inference runs. Differences in train mode are SAM 2's: the decoder's every candidate mask is kept for
-the loss, the "dynamic multimask via stability" switch and hole filling are eval-only. In eval mode
+bank. The unroll takes the tracker's public per-frame step (batchtrack.model.tracker.step: `encode` with the
+config's normalisation, `attend_memory`, `decode`, pointer gating, `memorise` into the bounded `MemoryBank`), so
+training trains exactly what inference runs. Differences in train mode are SAM 2's: the decoder's every candidate
+mask is kept for the loss, the "dynamic multimask via stability" switch and hole filling are eval-only. In eval mode
 the unroll reproduces `Tracker.track` (tests/unit/training/test_unroll.py pins this).
 
 Letters: T frames, N objects, K = 1 + num_multimask_outputs decoder masks, M candidates trained on,
@@ -22,8 +22,7 @@ from torch import nn
 from batchtrack.model.loading.build import new_tracker
 from batchtrack.model.modes.association import AssociationHead, association_loss
 from batchtrack.model.nn.postprocess import fill_small_holes
-from batchtrack.model.tracker.mask_decoder import ChosenMask, DecoderOutput, choose_mask
-from batchtrack.model.tracker.step import BOX_LABELS, ClipState, FrameFeatures, ObjectPrompt, Rows, no_points
+from batchtrack.model.tracker.step import BOX_LABELS, ClipState, Decoded, FrameFeatures, ObjectPrompt, Rows, no_points
 from batchtrack.model.tracker.tracker import Tracker
 from batchtrack.training.data import ClipBatch, TrainingClip
 from batchtrack.training.losses import LossTerms, LossWeights, frame_loss, mask_iou
@@ -157,19 +156,13 @@ class TrainingUnroll(nn.Module):
 
     def _decode(
         self, image: torch.Tensor, feat: FrameFeatures, coords: torch.Tensor, labels: torch.Tensor, multimask: bool
-    ) -> tuple[DecoderOutput, ChosenMask]:
-        """Prompt encoder + decoder on (N, C, h, w) features; every candidate plus the one inference picks."""
-        tr = self.tracker
-        n = image.shape[0]
-        sparse, dense = tr.sam_prompt_encoder(coords, labels, None)
-        high_res = (feat.high_res[0].expand(n, -1, -1, -1), feat.high_res[1].expand(n, -1, -1, -1))
-        out = tr.sam_mask_decoder(image, tr.sam_prompt_encoder.dense_pe(), sparse, dense, high_res)
-        stability = tr.config.dynamic_multimask_via_stability and not self.training
-        delta = tr.config.dynamic_multimask_stability_delta if stability else None
-        return out, choose_mask(out, multimask, delta, tr.config.dynamic_multimask_stability_thresh)
+    ) -> Decoded:
+        # SAM 2 picks a multimask output by stability in eval only; in train mode the loss picks among candidates.
+        return self.tracker.decode(image, feat, coords, labels, multimask=multimask, stability=not self.training)
 
-    def _frame(self, out: DecoderOutput, chosen: ChosenMask, rows: Rows, multimask: bool) -> UnrolledFrame:
+    def _frame(self, decoded: Decoded, rows: Rows, multimask: bool) -> UnrolledFrame:
         # SAM 2 trains the 3 multimask candidates when it outputs them, else the single mask 0.
+        out, chosen = decoded.candidates, decoded.chosen
         first = 1 if multimask else 0
         last = out.masks.shape[1] if multimask else 1
         return UnrolledFrame(
@@ -210,9 +203,9 @@ class TrainingUnroll(nn.Module):
         image = (feat.vision + tr.no_mem_embed.view(1, -1, 1, 1)).expand(n, -1, -1, -1)  # (N, C, h, w)
         # Inference's rule: multimask (3 candidates, the min-loss one trained) for <= 1 click, else mask 0.
         multimask = tr.uses_multimask(int(labels.shape[1]))
-        out, chosen = self._decode(image, feat, coords, labels, multimask)
-        rows = tr.rows_from_decoder(object_ids, chosen, prompted=True)
-        return self._frame(out, chosen, rows, multimask), rows
+        decoded = self._decode(image, feat, coords, labels, multimask)
+        rows = tr.rows_from_decoder(object_ids, decoded.chosen, prompted=True)
+        return self._frame(decoded, rows, multimask), rows
 
     def _tracked(
         self, state: ClipState, frame_index: int, feat: FrameFeatures, object_ids: list[int]
@@ -223,10 +216,9 @@ class TrainingUnroll(nn.Module):
         image = tr.attend_memory(state, feat, object_ids, selection)  # (N, C, h, w)
         coords, labels = no_points(len(object_ids), image.device)
         multimask = tr.uses_multimask(0)
-        out, chosen = self._decode(image, feat, coords, labels, multimask)
-        rows = tr.rows_from_decoder(object_ids, chosen, prompted=False)
-        return self._frame(out, chosen, rows, multimask), rows
-
+        decoded = self._decode(image, feat, coords, labels, multimask)
+        rows = tr.rows_from_decoder(object_ids, decoded.chosen, prompted=False)
+        return self._frame(decoded, rows, multimask), rows
 
     def _association(
         self, clip: TrainingClip, t: int, feat: FrameFeatures, frame: UnrolledFrame
@@ -243,7 +235,7 @@ class TrainingUnroll(nn.Module):
         coords = (clip.clicks[t, visible].to(tr.device) / scale * tr.config.image_size).unsqueeze(1)  # (P, 1, 2)
         labels = torch.ones(visible.numel(), 1, dtype=torch.int32, device=tr.device)  # (P, 1) positive clicks
         image = (feat.vision + tr.no_mem_embed.view(1, -1, 1, 1)).expand(visible.numel(), -1, -1, -1)
-        _, chosen = self._decode(image, feat, coords, labels, multimask=tr.uses_multimask(1))
+        chosen = self._decode(image, feat, coords, labels, multimask=tr.uses_multimask(1)).chosen
         n = frame.pointers.shape[0]
         left_out = int(clip.left_out[t])
         kept = [k for k in range(n) if k != left_out]

@@ -2,7 +2,8 @@
 
 The step, as `Tracker` methods: `encode` a batch of frames (with the config's normalisation) into `FrameFeatures`;
 predict each object's `Rows`, either from its prompt (`mask_as_output` for a mask, the decoder for points and
-boxes) or from memory (`attend_memory` over its bank selection, then the decoder, `rows_from_decoder`); then
+boxes) or from memory (`attend_memory` over its bank selection), through the SAM heads (`decode`,
+`rows_from_decoder`); then
 `memorise` the rows into the clip's bank (`ClipState`). Inference adds hole filling, planners and re-conditioning
 around these calls (tracker.py); training keeps every decoder candidate for its losses (training/unroll.py).
 
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from batchtrack.model.tracker.mask_decoder import ChosenMask, DecoderOutput
 from batchtrack.model.tracker.memory_bank import MemoryBank
 from batchtrack.model.tracker.prompt_encoder import PAD_LABEL
 
@@ -42,6 +44,8 @@ class ObjectPrompt:
 
 @dataclass
 class FrameFeatures:
+    """What the step reads of one encoded frame."""
+
     vision: torch.Tensor  # (1, C, h, w) stride-16 features
     vision_pos: torch.Tensor  # (1, C, h, w)
     high_res: tuple[torch.Tensor, torch.Tensor]  # conv_s0 (1, C/8, 4h, 4w), conv_s1 (1, C/4, 2h, 2w)
@@ -60,6 +64,7 @@ class Rows:
 
     @staticmethod
     def cat(parts: list[Rows]) -> Rows:
+        """The rows of every part, in order."""
         return Rows(
             object_ids=[o for p in parts for o in p.object_ids],
             low_res=torch.cat([p.low_res for p in parts]),
@@ -70,6 +75,7 @@ class Rows:
         )
 
     def reorder(self, object_ids: list[int]) -> Rows:
+        """These rows in `object_ids` order (a subset of them, or all)."""
         pos = {o: i for i, o in enumerate(self.object_ids)}
         idx = torch.tensor([pos[o] for o in object_ids], device=self.low_res.device)
         return Rows(
@@ -84,7 +90,7 @@ class Rows:
 
 @dataclass
 class ClipState:
-    """State of one `track` call: the frame size, the live objects and the memory bank."""
+    """State of one clip (a `track` call, or a training clip): the frame size, the live objects and the memory bank."""
 
     height: int
     width: int
@@ -102,6 +108,14 @@ class ClipState:
         return ClipState(height=height, width=width, bank=bank, max_ptr_offset=max(1, bank.max_obj_ptrs - 1))
 
 
+@dataclass
+class Decoded:
+    """The decoder on N objects: every candidate mask (training's losses read them) and the one chosen per object."""
+
+    candidates: DecoderOutput
+    chosen: ChosenMask
+
+
 def no_points(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """SAM 2's prompt for "no points": one padding point at (0, 0), (N, 1, 2) and (N, 1)."""
     coords = torch.zeros(n, 1, 2, device=device)
@@ -109,4 +123,4 @@ def no_points(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]
     return coords, labels
 
 
-__all__ = ["BOX_LABELS", "ClipState", "FrameFeatures", "ObjectPrompt", "Rows", "no_points"]
+__all__ = ["BOX_LABELS", "ClipState", "Decoded", "FrameFeatures", "ObjectPrompt", "Rows", "no_points"]

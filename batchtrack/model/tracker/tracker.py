@@ -49,7 +49,7 @@ from batchtrack.model.tracker.planning import (
     validate_prompt,
 )
 from batchtrack.model.tracker.prompt_encoder import PromptEncoder
-from batchtrack.model.tracker.step import BOX_LABELS, ClipState, FrameFeatures, ObjectPrompt, Rows, no_points
+from batchtrack.model.tracker.step import BOX_LABELS, ClipState, Decoded, FrameFeatures, ObjectPrompt, Rows, no_points
 from batchtrack.model.types import FrameResult, Prompt
 
 # Low-res logits of an object predicted to be absent (SAM 2's NO_OBJ_SCORE).
@@ -252,6 +252,29 @@ class Tracker(nn.Module):
         out = self.memory_attention(curr, curr_pos, memory, memory_pos, (h, w), ptr_tok.shape[1])  # (N, hw, C)
         return out.transpose(1, 2).reshape(n, c, h, w)
 
+    def decode(
+        self,
+        image: torch.Tensor,
+        feat: FrameFeatures,
+        coords: torch.Tensor,
+        labels: torch.Tensor,
+        mask_input: torch.Tensor | None = None,
+        *,
+        multimask: bool,
+        stability: bool = True,
+    ) -> Decoded:
+        """The SAM heads on (N, C, h, w) features: prompt encoder, decoder, mask choice.
+
+        stability: whether the config's dynamic multimask via stability may pick the mask (SAM 2 applies it in eval
+        only, so the training unroll passes False in train mode)."""
+        n = image.shape[0]
+        sparse, dense = self.sam_prompt_encoder(coords, labels, mask_input)
+        high_res = (feat.high_res[0].expand(n, -1, -1, -1), feat.high_res[1].expand(n, -1, -1, -1))
+        out = self.sam_mask_decoder(image, self.sam_prompt_encoder.dense_pe(), sparse, dense, high_res)
+        dynamic = stability and self.config.dynamic_multimask_via_stability
+        delta = self.config.dynamic_multimask_stability_delta if dynamic else None
+        return Decoded(out, choose_mask(out, multimask, delta, self.config.dynamic_multimask_stability_thresh))
+
     def uses_multimask(self, num_points: int) -> bool:
         """Whether the decoder picks among its multimask candidates for a prompt of this many points (0: tracked)."""
         return self.config.multimask_min_pt_num <= num_points <= self.config.multimask_max_pt_num
@@ -298,7 +321,7 @@ class Tracker(nn.Module):
         if dense.shape[-1] != low_side:
             # SAM 2.1's rule at stride 14: the official heads resize a mask prompt to the decoder's mask grid like this.
             dense = F.interpolate(dense, size=low_hw, mode="bilinear", align_corners=False, antialias=True)
-        chosen = self._decode(image, feat, coords, labels, dense, multimask=False)
+        chosen = self.decode(image, feat, coords, labels, dense, multimask=False).chosen
         # SAM 2 gates this pointer twice: by the decoder's own object score, then by the mask being non-empty.
         pointers = gate_pointer(self.obj_ptr_proj(chosen.token), chosen.object_score_logits > 0, self.no_obj_ptr)
         visible = (masks.flatten(1) > 0).any(dim=1, keepdim=True)  # (N, 1)
@@ -521,7 +544,7 @@ class Tracker(nn.Module):
             coords = torch.stack([g.coords for g in group if g.coords is not None])  # (N, P, 2)
             labels = torch.stack([g.labels for g in group if g.labels is not None])  # (N, P)
             mask_input = torch.stack([previous[g.object_id] for g in group]) if with_mask else None  # (N, 1, 4h, 4w)
-            chosen = self._decode(image, feat, coords, labels, mask_input, self.uses_multimask(count))
+            chosen = self.decode(image, feat, coords, labels, mask_input, multimask=self.uses_multimask(count)).chosen
             parts.append(self.rows_from_decoder([g.object_id for g in group], chosen, prompted=True))
         return parts
 
@@ -536,26 +559,9 @@ class Tracker(nn.Module):
         for selection, ids in groups.items():
             image = self.attend_memory(clip, feat, ids, selection)
             coords, labels = no_points(len(ids), image.device)
-            chosen = self._decode(image, feat, coords, labels, None, multimask=self.uses_multimask(0))
+            chosen = self.decode(image, feat, coords, labels, multimask=self.uses_multimask(0)).chosen
             parts.append(self.rows_from_decoder(ids, chosen, prompted=False))
         return parts
-
-    def _decode(
-        self,
-        image: torch.Tensor,
-        feat: FrameFeatures,
-        coords: torch.Tensor,
-        labels: torch.Tensor,
-        mask_input: torch.Tensor | None,
-        multimask: bool,
-    ) -> ChosenMask:
-        """The SAM heads on (N, C, h, w) features: prompt encoder, decoder, mask choice."""
-        n = image.shape[0]
-        sparse, dense = self.sam_prompt_encoder(coords, labels, mask_input)
-        high_res = (feat.high_res[0].expand(n, -1, -1, -1), feat.high_res[1].expand(n, -1, -1, -1))
-        out = self.sam_mask_decoder(image, self.sam_prompt_encoder.dense_pe(), sparse, dense, high_res)
-        delta = self.config.dynamic_multimask_stability_delta if self.config.dynamic_multimask_via_stability else None
-        return choose_mask(out, multimask, delta, self.config.dynamic_multimask_stability_thresh)
 
     def _video_res_mask_logits(self, prompts: list[ObjectPrompt]) -> torch.Tensor:
         """SAM 3: mask prompts as +-1024 logits at video resolution, (N, 1, H, W); each pixel goes to the last mask
