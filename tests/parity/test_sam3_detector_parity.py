@@ -42,6 +42,7 @@ from batchtrack.model.sam3.concept_tracker import ConceptTracker
 from batchtrack.model.sam3.detector.detector import ConceptDetector, DetectorOutput
 from batchtrack.model.sam3.detector.geometry_encoder import Exemplars
 from batchtrack.model.sam3.text.text_encoder import TextFeatures
+from batchtrack.model.sam3.text.tokenizer import DEFAULT_BPE_PATH
 from batchtrack.model.tracker.image_encoder import ImageFeatures
 
 from .sam3_oracle import cpu_patches, detector_modules, official_dual_neck, reference_roi_align
@@ -496,7 +497,7 @@ def _official_detector(ns: SimpleNamespace) -> nn.Module:
     return detector
 
 
-VOCAB = Path(importlib.util.find_spec("batchtrack").origin).parent / "model" / "assets" / "bpe_simple_vocab_16e6.txt.gz"
+VOCAB = DEFAULT_BPE_PATH
 
 
 @pytest.fixture(scope="module")
