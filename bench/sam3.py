@@ -133,7 +133,7 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_official(args: argparse.Namespace) -> dict[str, Any]:
-    from batchtrack.model.tracker.image_encoder import preprocess_frames
+    from batchtrack.model.nn.preprocess import preprocess_frames
 
     oracle = _oracle()
     frames, prompts = _frames(args.length, args.height, args.width), _prompts(args.height, args.width)

@@ -30,8 +30,7 @@ import torch.distributed as dist
 from torch import nn
 
 from batchtrack.errors import CheckpointError, ConfigError
-from batchtrack.model.configs import get_config
-from batchtrack.model.loading.build import shipped_weights
+from batchtrack.model.loading.build import new_tracker, shipped_weights
 from batchtrack.model.loading.checkpoint import load_state_dict_file, load_strict, save_safetensors
 from batchtrack.model.modes.association import AssociationHead, load_association_head, save_association_head
 from batchtrack.model.tracker.tracker import Tracker
@@ -126,7 +125,7 @@ def frozen_tracker(name: str, checkpoint: str | Path | None = None) -> Tracker:
             f"train_only='association_head' needs tracker weights: model {name!r} ships none and "
             "init_checkpoint is not set"
         )
-    tracker = Tracker(get_config(name))
+    tracker = new_tracker(name)
     load_strict(tracker, load_state_dict_file(path), str(path))
     tracker.requires_grad_(False)
     return tracker.eval()
@@ -200,7 +199,7 @@ def seed_checkpoint(config: TrainConfig, weights: str | Path, step: int) -> Path
             f"seeding at step {step} needs a stage with reset_optimizer starting there (the optimizer state is not "
             "in a weights file)"
         )
-    tracker = Tracker(get_config(config.model))
+    tracker = new_tracker(config.model)
     load_strict(tracker, load_state_dict_file(weights), str(weights))
     unroll = TrainingUnroll(tracker, None)
     state = {"config": config.model_dump(mode="json"), "metrics": {}, "seeded_from": str(weights), "elapsed_s": 0.0}

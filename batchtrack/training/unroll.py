@@ -1,10 +1,10 @@
 """A differentiable unroll of the tracker over a short clip: what `Tracker.track` does, with gradients.
 
 Frame 0 is prompted (a box, or a mask) for every object; frames 1..T-1 are tracked from the memory
-bank. The unroll drives the inference tracker's own modules and per-frame steps (memory attention,
-decoder, pointer gating, memory encoding, the bounded `MemoryBank`), so training trains exactly what
-inference runs. Differences in train mode are SAM 2's: the decoder's every candidate mask is kept for
-the loss, the "dynamic multimask via stability" switch and hole filling are eval-only. In eval mode
+bank. The unroll takes the tracker's public per-frame step (batchtrack.model.tracker.step: `encode` with the
+config's normalisation, `attend_memory`, `decode`, pointer gating, `memorise` into the bounded `MemoryBank`), so
+training trains exactly what inference runs. Differences in train mode are SAM 2's: the decoder's every candidate
+mask is kept for the loss, the "dynamic multimask via stability" switch and hole filling are eval-only. In eval mode
 the unroll reproduces `Tracker.track` (tests/unit/training/test_unroll.py pins this).
 
 Letters: T frames, N objects, K = 1 + num_multimask_outputs decoder masks, M candidates trained on,
@@ -19,21 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from batchtrack.model.configs import get_config
+from batchtrack.model.loading.build import new_tracker
 from batchtrack.model.modes.association import AssociationHead, association_loss
 from batchtrack.model.nn.postprocess import fill_small_holes
-from batchtrack.model.tracker.image_encoder import preprocess_frames
-from batchtrack.model.tracker.mask_decoder import ChosenMask, DecoderOutput, choose_mask
-from batchtrack.model.tracker.memory_bank import MemoryBank
-from batchtrack.model.tracker.tracker import (
-    BOX_LABELS,
-    Tracker,
-    _Clip,
-    _FrameFeatures,
-    _no_points,
-    _ObjectPrompt,
-    _Rows,
-)
+from batchtrack.model.tracker.step import BOX_LABELS, ClipState, Decoded, FrameFeatures, ObjectPrompt, Rows, no_points
+from batchtrack.model.tracker.tracker import Tracker
 from batchtrack.training.data import ClipBatch, TrainingClip
 from batchtrack.training.losses import LossTerms, LossWeights, frame_loss, mask_iou
 
@@ -44,7 +34,7 @@ def build_trainable(name: str, decoder_qk_tie_scale: float = 0.0) -> Tracker:
     With `decoder_qk_tie_scale` > 0 the decoder's cross-attentions start with key = query projection
     (see `tie_decoder_attention`).
     """
-    tracker = Tracker(get_config(name)).train()
+    tracker = new_tracker(name).train()
     if decoder_qk_tie_scale > 0:
         tie_decoder_attention(tracker, decoder_qk_tie_scale)
     return tracker
@@ -138,21 +128,14 @@ class TrainingUnroll(nn.Module):
         """Run the tracker over the clip's T frames, prompting every object on frame 0."""
         return self._run(clip)[0]
 
-    def _run(self, clip: TrainingClip) -> tuple[list[UnrolledFrame], list[_FrameFeatures]]:
+    def _run(self, clip: TrainingClip) -> tuple[list[UnrolledFrame], list[FrameFeatures]]:
         tr = self.tracker
         t_frames, height, width = clip.frames.shape[0], clip.frames.shape[1], clip.frames.shape[2]
-        max_ptrs = max(1, min(t_frames, tr.config.max_obj_ptrs_in_encoder))
-        bank = MemoryBank(
-            tr.config.num_maskmem,
-            max_ptrs,
-            tr.config.max_cond_frames_in_attn,
-            tr.config.memory_temporal_stride_for_eval,
-            reverse=False,
-        )
-        state = _Clip(height=height, width=width, bank=bank, max_ptr_offset=max(1, max_ptrs - 1))
+        bank = tr.new_bank(num_frames=t_frames)
+        state = ClipState.start(height, width, bank)
         object_ids = list(range(len(clip.object_ids)))
         state.live = list(object_ids)
-        features = self.encode(clip.frames)
+        features = tr.encode(clip.frames)
 
         out = []
         for t in range(t_frames):
@@ -166,38 +149,20 @@ class TrainingUnroll(nn.Module):
                 # Inference outputs hole-filled masks, and encodes a prompted frame from its filled one.
                 frame.low_res = fill_small_holes(rows.low_res, tr.config.fill_hole_area)
                 mem_source = frame.low_res if t == 0 else rows.low_res
-            tr._memorise(state, t, feat, rows, mem_source, rows.prompted)  # no re-conditioning in training
+            tr.memorise(state, t, feat, rows, mem_source, rows.prompted)  # no re-conditioning in training
             bank.prune(t + 1)
             out.append(frame)
         return out, features
 
-    def encode(self, frames: torch.Tensor) -> list[_FrameFeatures]:
-        """(T, H, W, 3) uint8 frames → per-frame features, as `Tracker._encode` computes them."""
-        tr = self.tracker
-        images = preprocess_frames(frames, tr.config.image_size, tr.device)  # (T, 3, S, S)
-        enc = tr.image_encoder(images)
-        s0, s1 = tr.sam_mask_decoder.project_high_res(enc.backbone_fpn[0], enc.backbone_fpn[1])
-        vision, pos = enc.backbone_fpn[-1], enc.vision_pos_enc[-1]
-        return [
-            _FrameFeatures(vision[i : i + 1], pos[i : i + 1], (s0[i : i + 1], s1[i : i + 1]))
-            for i in range(images.shape[0])
-        ]
-
     def _decode(
-        self, image: torch.Tensor, feat: _FrameFeatures, coords: torch.Tensor, labels: torch.Tensor, multimask: bool
-    ) -> tuple[DecoderOutput, ChosenMask]:
-        """Prompt encoder + decoder on (N, C, h, w) features; every candidate plus the one inference picks."""
-        tr = self.tracker
-        n = image.shape[0]
-        sparse, dense = tr.sam_prompt_encoder(coords, labels, None)
-        high_res = (feat.high_res[0].expand(n, -1, -1, -1), feat.high_res[1].expand(n, -1, -1, -1))
-        out = tr.sam_mask_decoder(image, tr.sam_prompt_encoder.dense_pe(), sparse, dense, high_res)
-        stability = tr.config.dynamic_multimask_via_stability and not self.training
-        delta = tr.config.dynamic_multimask_stability_delta if stability else None
-        return out, choose_mask(out, multimask, delta, tr.config.dynamic_multimask_stability_thresh)
+        self, image: torch.Tensor, feat: FrameFeatures, coords: torch.Tensor, labels: torch.Tensor, multimask: bool
+    ) -> Decoded:
+        # SAM 2 picks a multimask output by stability in eval only; in train mode the loss picks among candidates.
+        return self.tracker.decode(image, feat, coords, labels, multimask=multimask, stability=not self.training)
 
-    def _frame(self, out: DecoderOutput, chosen: ChosenMask, rows: _Rows, multimask: bool) -> UnrolledFrame:
+    def _frame(self, decoded: Decoded, rows: Rows, multimask: bool) -> UnrolledFrame:
         # SAM 2 trains the 3 multimask candidates when it outputs them, else the single mask 0.
+        out, chosen = decoded.candidates, decoded.chosen
         first = 1 if multimask else 0
         last = out.masks.shape[1] if multimask else 1
         return UnrolledFrame(
@@ -210,13 +175,13 @@ class TrainingUnroll(nn.Module):
         )
 
     def _prompted(
-        self, feat: _FrameFeatures, clip: TrainingClip, object_ids: list[int]
-    ) -> tuple[UnrolledFrame, _Rows]:
+        self, feat: FrameFeatures, clip: TrainingClip, object_ids: list[int]
+    ) -> tuple[UnrolledFrame, Rows]:
         tr = self.tracker
         n = len(object_ids)
         if clip.prompt_masks is not None:
-            prompts = [_ObjectPrompt(oid, mask=clip.prompt_masks[oid].cpu().numpy()) for oid in object_ids]
-            rows = tr._mask_as_output(feat, prompts)
+            prompts = [ObjectPrompt(oid, mask=clip.prompt_masks[oid].cpu().numpy()) for oid in object_ids]
+            rows = tr.mask_as_output(feat, prompts)
             frame = UnrolledFrame(
                 candidates=None,
                 candidate_iou=None,
@@ -227,7 +192,7 @@ class TrainingUnroll(nn.Module):
             )
             return frame, rows
         height, width = clip.frames.shape[1], clip.frames.shape[2]
-        # Video pixels -> model-input pixels, exactly as `Tracker._merge_prompts` maps prompts.
+        # Video pixels -> model-input pixels, exactly as `Tracker.track` maps prompts.
         scale = torch.tensor([width, height], dtype=torch.float32, device=tr.device)
         if clip.prompt_points is not None:
             coords = clip.prompt_points.to(tr.device) / scale * tr.config.image_size  # (N, P, 2)
@@ -237,27 +202,26 @@ class TrainingUnroll(nn.Module):
             labels = torch.tensor(BOX_LABELS, dtype=torch.int32, device=tr.device).expand(n, -1)  # (N, 2)
         image = (feat.vision + tr.no_mem_embed.view(1, -1, 1, 1)).expand(n, -1, -1, -1)  # (N, C, h, w)
         # Inference's rule: multimask (3 candidates, the min-loss one trained) for <= 1 click, else mask 0.
-        multimask = tr._multimask(int(labels.shape[1]))
-        out, chosen = self._decode(image, feat, coords, labels, multimask)
-        rows = tr._rows_from_decoder(object_ids, chosen, prompted=True)
-        return self._frame(out, chosen, rows, multimask), rows
+        multimask = tr.uses_multimask(int(labels.shape[1]))
+        decoded = self._decode(image, feat, coords, labels, multimask)
+        rows = tr.rows_from_decoder(object_ids, decoded.chosen, prompted=True)
+        return self._frame(decoded, rows, multimask), rows
 
     def _tracked(
-        self, state: _Clip, frame_index: int, feat: _FrameFeatures, object_ids: list[int]
-    ) -> tuple[UnrolledFrame, _Rows]:
+        self, state: ClipState, frame_index: int, feat: FrameFeatures, object_ids: list[int]
+    ) -> tuple[UnrolledFrame, Rows]:
         tr = self.tracker
         # Every object of a training clip joins on frame 0, so all share one bank selection.
         selection = state.bank.select(object_ids[0], frame_index)
-        image = tr._attend_memory(state, feat, object_ids, selection)  # (N, C, h, w)
-        coords, labels = _no_points(len(object_ids), image.device)
-        multimask = tr._multimask(0)
-        out, chosen = self._decode(image, feat, coords, labels, multimask)
-        rows = tr._rows_from_decoder(object_ids, chosen, prompted=False)
-        return self._frame(out, chosen, rows, multimask), rows
-
+        image = tr.attend_memory(state, feat, object_ids, selection)  # (N, C, h, w)
+        coords, labels = no_points(len(object_ids), image.device)
+        multimask = tr.uses_multimask(0)
+        decoded = self._decode(image, feat, coords, labels, multimask)
+        rows = tr.rows_from_decoder(object_ids, decoded.chosen, prompted=False)
+        return self._frame(decoded, rows, multimask), rows
 
     def _association(
-        self, clip: TrainingClip, t: int, feat: _FrameFeatures, frame: UnrolledFrame
+        self, clip: TrainingClip, t: int, feat: FrameFeatures, frame: UnrolledFrame
     ) -> torch.Tensor:
         """Association loss of frame t: click proposals of the visible objects against the frame's pointers."""
         tr = self.tracker
@@ -271,7 +235,7 @@ class TrainingUnroll(nn.Module):
         coords = (clip.clicks[t, visible].to(tr.device) / scale * tr.config.image_size).unsqueeze(1)  # (P, 1, 2)
         labels = torch.ones(visible.numel(), 1, dtype=torch.int32, device=tr.device)  # (P, 1) positive clicks
         image = (feat.vision + tr.no_mem_embed.view(1, -1, 1, 1)).expand(visible.numel(), -1, -1, -1)
-        _, chosen = self._decode(image, feat, coords, labels, multimask=tr._multimask(1))
+        chosen = self._decode(image, feat, coords, labels, multimask=tr.uses_multimask(1)).chosen
         n = frame.pointers.shape[0]
         left_out = int(clip.left_out[t])
         kept = [k for k in range(n) if k != left_out]

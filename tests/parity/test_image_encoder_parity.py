@@ -23,7 +23,8 @@ import sam2.build_sam as build_sam
 
 from batchtrack.model.configs import get_config
 from batchtrack.model.loading.build import build_image_encoder
-from batchtrack.model.tracker.image_encoder import IMAGENET_STD, ImageEncoder, preprocess_frames
+from batchtrack.model.nn.preprocess import IMAGENET_STD, preprocess_frames
+from batchtrack.model.tracker.image_encoder import ImageEncoder
 from batchtrack.model.tracker.tracker import Tracker
 
 pytestmark = pytest.mark.parity

@@ -50,8 +50,9 @@ if importlib.util.find_spec("sam3") is None:
 from batchtrack.model.configs import PEViTConfig, TrackerConfig, get_config
 from batchtrack.model.loading.build import build_tracker
 from batchtrack.model.loading.checkpoint import load_state_dict_file, save_safetensors
-from batchtrack.model.tracker.image_encoder import preprocess_frames
-from batchtrack.model.tracker.tracker import FramePlan, KeyframeView, Tracker
+from batchtrack.model.nn.preprocess import preprocess_frames
+from batchtrack.model.tracker.planning import FramePlan, KeyframeView
+from batchtrack.model.tracker.tracker import Tracker
 from batchtrack.model.types import FrameResult, Prompt
 
 from .sam3_oracle import cpu_patches, meta_state_dict, official_tracker, oracle_modules, perturb_for_comparison

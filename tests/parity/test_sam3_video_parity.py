@@ -34,8 +34,8 @@ from batchtrack.model.loading.build import build_tracker
 from batchtrack.model.modes import concept as concept_module
 from batchtrack.model.modes.concept import ConceptLoop
 from batchtrack.model.modes.track_planning import TrackPlanningConfig
+from batchtrack.model.nn.preprocess import preprocess_frames
 from batchtrack.model.sam3.concept_tracker import ConceptTracker, Sam3FrameDetector
-from batchtrack.model.tracker.image_encoder import preprocess_frames
 
 from .sam3_oracle import cpu_patches, detector_modules, official_tracker, oracle_modules
 from .sam3_video_oracle import OfficialFrame, official_video_model, run_official

@@ -105,6 +105,15 @@ def _builds_detector(config: TrackerConfig, path: Path | None, parts: Sequence[s
     return True
 
 
+def _sam3_tracker(config: TrackerConfig) -> Tracker:
+    """SAM 3's tracker without the detector: the tracker on SAM 3's image encoder (PE ViT trunk + dual neck)."""
+    from batchtrack.model.sam3.dual_neck import Sam3ImageEncoder
+    from batchtrack.model.tracker.tracker import Tracker
+
+    assert isinstance(config.image_encoder, PEViTConfig)
+    return Tracker(config, image_encoder=Sam3ImageEncoder(config.image_encoder, config.image_size))
+
+
 def _tracker_factory(config: TrackerConfig, path: Path | None, parts: Sequence[str] | None) -> Callable[..., Tracker]:
     from batchtrack.model.tracker.tracker import Tracker
 
@@ -115,7 +124,18 @@ def _tracker_factory(config: TrackerConfig, path: Path | None, parts: Sequence[s
         from batchtrack.model.sam3.concept_tracker import ConceptTracker
 
         return ConceptTracker
-    return Tracker
+    return _sam3_tracker if sam3 else Tracker
+
+
+def new_tracker(config: TrackerConfig | str, *, parts: Sequence[str] | None = None) -> Tracker:
+    """A tracker of `config` as initialised (nothing loaded, the caller's RNG and default device), in train mode.
+
+    The parts are the ones `build_tracker` builds without a checkpoint: SAM 2.1's Hiera encoder, or SAM 3's
+    image encoder and, when `parts` names "detector", the detector (a ConceptTracker). For training, tests and
+    state-dict checks; a tracker to run comes from `build_tracker`.
+    """
+    config = get_config(config) if isinstance(config, str) else config
+    return _tracker_factory(config, None, parts)(config)
 
 
 def check_checkpoint(

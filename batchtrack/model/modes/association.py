@@ -41,6 +41,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from batchtrack.errors import CheckpointError, ConfigError
+from batchtrack.model.nn.masks import as_logits, mask_iou_matrix, mask_nms
 
 
 class _AutoSettings(Protocol):
@@ -107,61 +108,6 @@ class AssociationResult:
 # Mask geometry
 
 
-def _as_logits(masks: torch.Tensor) -> torch.Tensor:
-    """Bool masks become ±1 logits so that every input is thresholded at 0 the same way."""
-    if masks.dtype == torch.bool:
-        return masks.float() * 2.0 - 1.0
-    return masks.float()
-
-
-def _binarise_at(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    logits = _as_logits(masks)
-    if tuple(logits.shape[-2:]) != size:
-        # Resizing logits (not bits) keeps thin structures roughly where they were.
-        logits = F.interpolate(logits[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]  # (K, h, w)
-    return logits > 0
-
-
-def mask_iou_matrix(masks_a: torch.Tensor, masks_b: torch.Tensor) -> torch.Tensor:
-    """Mask IoU between every pair of (N, Ha, Wa) and (M, Hb, Wb) masks: an (N, M) float tensor.
-
-    Masks are logits (binarised at 0) or bools. Both sets are resized to the smaller of the two
-    resolutions first, as SAM 3 does. Two empty masks have IoU 0.
-    """
-    if masks_a.ndim != 3 or masks_b.ndim != 3:
-        raise ValueError(f"masks must be (K, H, W), got {tuple(masks_a.shape)} and {tuple(masks_b.shape)}")
-    n, m = masks_a.shape[0], masks_b.shape[0]
-    if n == 0 or m == 0:
-        return torch.zeros(n, m)
-    ha, wa = masks_a.shape[-2:]
-    hb, wb = masks_b.shape[-2:]
-    size = (ha, wa) if ha * wa <= hb * wb else (hb, wb)
-    a = _binarise_at(masks_a, size).flatten(1).float()  # (N, h*w)
-    b = _binarise_at(masks_b, size).flatten(1).float()  # (M, h*w)
-    inter = a @ b.T  # (N, M)
-    union = a.sum(1)[:, None] + b.sum(1)[None, :] - inter  # (N, M)
-    return torch.where(union > 0, inter / union.clamp(min=1.0), torch.zeros_like(inter))
-
-
-def mask_nms(masks: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> list[int]:
-    """Greedy mask NMS: indices of the kept (K, H, W) masks, best score first.
-
-    A mask is dropped when its IoU with an already kept, higher-scoring mask exceeds
-    `iou_threshold`. Ties in score keep the lower index (deterministic).
-    """
-    k = masks.shape[0]
-    if k == 0:
-        return []
-    ious = mask_iou_matrix(masks, masks)  # (K, K)
-    # Stable sort on the negated scores: equal scores keep their input order.
-    order = torch.sort(-scores.float(), stable=True).indices.tolist()
-    kept: list[int] = []
-    for idx in order:
-        if all(ious[idx, j] <= iou_threshold for j in kept):
-            kept.append(idx)
-    return kept
-
-
 def hidden_tracks(masks: torch.Tensor, min_area_fraction: float) -> list[int]:
     """Indices of (M, H, W) mask logits that keep < `min_area_fraction` of their area under non-overlap.
 
@@ -172,7 +118,7 @@ def hidden_tracks(masks: torch.Tensor, min_area_fraction: float) -> list[int]:
     m = masks.shape[0]
     if m < 2:
         return []
-    logits = _as_logits(masks)
+    logits = as_logits(masks)
     area = (logits > 0).flatten(1).sum(1)  # (M,)
     winner = logits.argmax(dim=0)  # (H, W)
     owned = (logits > 0) & (winner[None] == torch.arange(m)[:, None, None])  # (M, H, W)
@@ -211,7 +157,7 @@ def associate(
     result = AssociationResult()
     scores = proposal_scores.float()
     ious = mask_iou_matrix(proposal_masks, track_masks)  # (N, M)
-    track_nonempty = (_as_logits(track_masks) > 0).flatten(1).any(1) if m else torch.zeros(0, dtype=torch.bool)
+    track_nonempty = (as_logits(track_masks) > 0).flatten(1).any(1) if m else torch.zeros(0, dtype=torch.bool)
 
     for j, tid in enumerate(ids):
         if not track_nonempty[j]:
@@ -316,7 +262,7 @@ def match_detections(
             f"match inputs disagree: {d} detection masks, {det_scores.shape[0]} scores; {m} tracks, {len(ids)} ids"
         )
     scores = det_scores.float()
-    nonempty = (_as_logits(track_masks) > 0).flatten(1).any(1).tolist() if m else []
+    nonempty = (as_logits(track_masks) > 0).flatten(1).any(1).tolist() if m else []
     result = DetectionMatch(empty_tracks=[t for t, full in zip(ids, nonempty, strict=True) if not full])
     if m == 0:
         # SAM 3's `_associate_det_trk` with no track at all takes every detection as new, whatever its score.

@@ -30,11 +30,12 @@ from batchtrack.model.modes.association import (
     associate,
     learned_assignment,
 )
-from batchtrack.model.modes.association import mask_nms as nms
+from batchtrack.model.nn.masks import mask_nms as nms
 from batchtrack.model.tracker.mask_decoder import MaskDecoder, choose_mask, stability_scores
 from batchtrack.model.tracker.memory_bank import MemoryBank
+from batchtrack.model.tracker.planning import FramePlan, KeyframeView
 from batchtrack.model.tracker.prompt_encoder import PromptEncoder
-from batchtrack.model.tracker.tracker import FramePlan, KeyframeView, Tracker
+from batchtrack.model.tracker.tracker import Tracker
 from batchtrack.model.types import FrameResult, Prompt
 
 POSITIVE_CLICK = 1

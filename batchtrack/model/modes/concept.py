@@ -52,7 +52,8 @@ import torch.nn.functional as F
 from batchtrack.errors import ConfigError
 from batchtrack.model.modes.track_planning import FrameDecision, PlanningState, TrackPlanningConfig, plan_frame
 from batchtrack.model.tracker.memory_bank import MemoryBank
-from batchtrack.model.tracker.tracker import DetectionPrompt, FramePlan, KeyframeView, Tracker
+from batchtrack.model.tracker.planning import DetectionPrompt, FramePlan, KeyframeView
+from batchtrack.model.tracker.tracker import Tracker
 from batchtrack.model.types import FrameResult, Prompt
 
 

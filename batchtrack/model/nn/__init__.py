@@ -1,1 +1,2 @@
-"""Shared neural-network blocks: layers, position encodings, boxes, mask post-processing."""
+"""Shared neural-network blocks: layers, position encodings, boxes, mask post-processing, mask IoU / NMS, window
+partition and frame preprocessing."""

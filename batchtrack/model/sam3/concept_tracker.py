@@ -22,6 +22,7 @@ from torch import nn
 
 from batchtrack.errors import ConfigError
 from batchtrack.model.configs import DetectorConfig, PEViTConfig, TrackerConfig
+from batchtrack.model.nn.preprocess import preprocess_frames
 from batchtrack.model.sam3.detector.detector import (
     DEFAULT_NMS_IOU,
     DEFAULT_SCORE_THRESHOLD,
@@ -31,7 +32,6 @@ from batchtrack.model.sam3.detector.detector import (
 from batchtrack.model.sam3.detector.geometry_encoder import Exemplars
 from batchtrack.model.sam3.dual_neck import DualFeatures, Sam3ImageEncoder
 from batchtrack.model.sam3.text.text_encoder import TextEncoder, TextEncoderConfig, TextFeatures
-from batchtrack.model.tracker.image_encoder import preprocess_frames
 from batchtrack.model.tracker.tracker import Tracker
 
 
@@ -48,7 +48,7 @@ class ConceptTracker(Tracker):
     def __init__(self, config: TrackerConfig) -> None:
         if config.detector is None or not isinstance(config.image_encoder, PEViTConfig):
             raise ConfigError(f"model {config.name!r} has no SAM 3 detector to build (config.detector is None)")
-        super().__init__(config)
+        super().__init__(config, image_encoder=Sam3ImageEncoder(config.image_encoder, config.image_size))
         d_model = config.image_encoder.d_model
         self.text_encoder = TextEncoder(text_encoder_config(config.detector, d_model))
         self.detector = ConceptDetector(config.detector, d_model)

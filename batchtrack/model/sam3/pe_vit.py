@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from batchtrack.model.configs import PEViTConfig
-from batchtrack.model.tracker.image_encoder import window_partition, window_unpartition
+from batchtrack.model.nn.windows import window_partition, window_unpartition
 
 _LAYER_NORM_EPS = 1e-5
 

@@ -18,20 +18,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from itertools import islice
-from typing import Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from batchtrack.errors import PromptError
+from batchtrack.errors import ConfigError, PromptError
 from batchtrack.model.configs import PEViTConfig, TrackerConfig
 from batchtrack.model.nn.postprocess import fill_holes_and_remove_specks, fill_small_holes
-from batchtrack.model.sam3.dual_neck import Sam3ImageEncoder
-from batchtrack.model.tracker.image_encoder import ImageEncoder, preprocess_frames
+from batchtrack.model.nn.preprocess import preprocess_frames
+from batchtrack.model.tracker.image_encoder import ImageEncoder, ImageFeatures
 from batchtrack.model.tracker.mask_decoder import ChosenMask, MaskDecoder, choose_mask
 from batchtrack.model.tracker.memory_attention import MemoryAttention
 from batchtrack.model.tracker.memory_bank import MemoryBank, MemorySelection
@@ -42,7 +41,15 @@ from batchtrack.model.tracker.object_pointer import (
     gate_pointer,
     pointer_tokens,
 )
-from batchtrack.model.tracker.prompt_encoder import PAD_LABEL, PromptEncoder
+from batchtrack.model.tracker.planning import (
+    DetectionPrompt,
+    FramePlanner,
+    KeyframeView,
+    PromptPlan,
+    validate_prompt,
+)
+from batchtrack.model.tracker.prompt_encoder import PromptEncoder
+from batchtrack.model.tracker.step import BOX_LABELS, ClipState, Decoded, FrameFeatures, ObjectPrompt, Rows, no_points
 from batchtrack.model.types import FrameResult, Prompt
 
 # Low-res logits of an object predicted to be absent (SAM 2's NO_OBJ_SCORE).
@@ -51,7 +58,6 @@ NO_OBJECT_LOGIT = -1024.0
 MASK_PROMPT_SCALE, MASK_PROMPT_BIAS = 20.0, -10.0
 # A mask suppressed by a FramePlanner is clamped to at most this logit (SAM 3's area-shrink suppression).
 SUPPRESSED_LOGIT = -10.0
-BOX_LABELS = (2, 3)
 # SAM 3 clamps a tracked mask to +-32 before feeding it back as the mask input of a click correction.
 TRACKED_MASK_INPUT_LIMIT = 32.0
 # SAM 3 suppresses a mask that keeps less than this fraction of its area under pixel-wise non-overlap.
@@ -65,187 +71,18 @@ def _trunc_normal_param(*shape: int) -> nn.Parameter:
     return p
 
 
-@dataclass
-class _ObjectPrompt:
-    """All prompts of one object on one frame, in model-input coordinates."""
+class Tracker(nn.Module):
+    """SAM 2.1-style memory tracker. Build it with `batchtrack.model.loading.build.build_tracker`.
 
-    object_id: int
-    coords: torch.Tensor | None = None  # (P, 2) pixels of the S x S input; box corners first
-    labels: torch.Tensor | None = None  # (P,) int32
-    mask: np.ndarray | None = None  # (H, W) bool at video resolution
-    # (1, side, side) the decoder pass's mask input when given apart from `mask` (a detection's, at input size)
-    input_mask: torch.Tensor | None = None
-
-    @property
-    def num_points(self) -> int:
-        return 0 if self.labels is None else int(self.labels.shape[0])
-
-
-@dataclass
-class _FrameFeatures:
-    vision: torch.Tensor  # (1, C, h, w) stride-16 features
-    vision_pos: torch.Tensor  # (1, C, h, w)
-    high_res: tuple[torch.Tensor, torch.Tensor]  # conv_s0 (1, C/8, 4h, 4w), conv_s1 (1, C/4, 2h, 2w)
-
-
-@dataclass
-class _Rows:
-    """Per-object predictions on one frame, rows in `object_ids` order."""
-
-    object_ids: list[int]
-    low_res: torch.Tensor  # (N, 1, 4h, 4w) mask logits
-    iou: torch.Tensor  # (N,)
-    pointers: torch.Tensor  # (N, C)
-    scores: torch.Tensor  # (N, 1) object score logits
-    prompted: torch.Tensor  # (N,) bool: conditioning frame of that object
-
-    @staticmethod
-    def cat(parts: list[_Rows]) -> _Rows:
-        return _Rows(
-            object_ids=[o for p in parts for o in p.object_ids],
-            low_res=torch.cat([p.low_res for p in parts]),
-            iou=torch.cat([p.iou for p in parts]),
-            pointers=torch.cat([p.pointers for p in parts]),
-            scores=torch.cat([p.scores for p in parts]),
-            prompted=torch.cat([p.prompted for p in parts]),
-        )
-
-    def reorder(self, object_ids: list[int]) -> _Rows:
-        pos = {o: i for i, o in enumerate(self.object_ids)}
-        idx = torch.tensor([pos[o] for o in object_ids], device=self.low_res.device)
-        return _Rows(
-            object_ids=list(object_ids),
-            low_res=self.low_res[idx],
-            iou=self.iou[idx],
-            pointers=self.pointers[idx],
-            scores=self.scores[idx],
-            prompted=self.prompted[idx],
-        )
-
-
-@dataclass
-class _Clip:
-    """State of one `track` call: the frame size, the live objects and the memory bank."""
-
-    height: int
-    width: int
-    bank: MemoryBank
-    max_ptr_offset: int
-    live: list[int] = field(default_factory=list)  # object ids in joining order
-    # (R, 1, 4h, 4w) low-res masks of objects removed on the current frame (SAM 3's memory re-encoding reads them)
-    bystanders: torch.Tensor | None = None
-    memory_pos: torch.Tensor | None = None  # (1, M, h, w), the same for every memory frame
-
-
-@dataclass
-class KeyframeView:
-    """What a `FramePlanner` sees of a frame: its features and the live objects' predictions, before memory."""
-
-    frame_index: int
-    height: int  # video frame size
-    width: int
-    vision: torch.Tensor  # (1, C, h, w) stride-16 image features, without memory
-    high_res: tuple[torch.Tensor, torch.Tensor]  # projected stride-4 / stride-8 levels
-    object_ids: list[int]
-    low_res_logits: torch.Tensor  # (N, 4h, 4w) mask logits of the live objects
-    object_score_logits: torch.Tensor  # (N,)
-    pointers: torch.Tensor  # (N, C)
-
-
-@dataclass
-class FramePlan:
-    """A planner's changes to one frame (automatic mode)."""
-
-    prompts: list[Prompt] = field(default_factory=list)  # mask prompts: new objects join (or live ones restart)
-    suppress: list[int] = field(default_factory=list)  # live objects whose mask here is cleared (output and memory)
-    remove: list[int] = field(default_factory=list)  # live objects that stop here: no row, memory dropped
-    # Mask prompts of live objects that re-condition them (SAM 3's _recondition_masklets then
-    # _tracker_update_memories): the frame becomes a conditioning frame of the object with the mask's pointer,
-    # while its output, object score and memory features stay those of its propagated prediction (after
-    # `suppress`), encoded as a tracked frame's.
-    recondition: list[Prompt] = field(default_factory=list)
-    # New objects from detections (SAM 3's concept mode), after `prompts`, in this order.
-    detections: list[DetectionPrompt] = field(default_factory=list)
-    # Re-conditioning from detections (SAM 3's `_recondition_masklets`): as `recondition`, with the detection's
-    # mask at input size (see DetectionPrompt) for the pointer.
-    recondition_detections: list[DetectionPrompt] = field(default_factory=list)
-
-
-@dataclass
-class DetectionPrompt:
-    """A new object started from a detection, as SAM 3's video loop adds one (`_tracker_add_new_objects`).
-
-    The detection's low-res logits become a binary mask at the tracker's input-mask size (16 x feature grid, by
-    bilinear resize then > 0): the decoder pass for its pointer reads it, and its antialiased resize to video size
-    (> 0.5) is the mask prompt whose +-1024 logits go into memory. The frame's output is the detection's own logits
-    (after the video loop's hole filling) resized to video size, as SAM 3's `build_outputs` writes a new object.
+    image_encoder: (B, 3, S, S) images -> `ImageFeatures`; the builder passes SAM 3's (PE ViT + dual neck) in,
+    so the tracker does not depend on SAM 3. Without one, a Hiera config gets SAM 2.1's `ImageEncoder`.
     """
 
-    object_id: int
-    mask_logits: torch.Tensor  # (h, w) the detection's low-res mask logits (4 x feature grid)
-
-
-class FramePlanner(Protocol):
-    """Adds objects while a clip is tracked (batchtrack.model.modes.auto); `track(..., planner=...)`."""
-
-    def wants(self, frame_index: int) -> bool:
-        """Whether `plan` runs on this frame (such a frame is encoded even with no live object)."""
-        ...
-
-    def plan(self, view: KeyframeView) -> FramePlan: ...
-
-
-class PromptPlan:
-    """Prompts grouped by frame and object, validated up front (PromptError names what is wrong)."""
-
-    def __init__(self, prompts: Sequence[Prompt]) -> None:
-        self.by_frame: dict[int, dict[int, list[Prompt]]] = {}
-        self.order: dict[int, int] = {}  # object id -> rank of its first prompt in the sequence
-        for n, p in enumerate(prompts):
-            _validate_prompt(p, n)
-            self.by_frame.setdefault(int(p.frame_index), {}).setdefault(int(p.object_id), []).append(p)
-            self.order.setdefault(int(p.object_id), n)
-
-    def at(self, frame_index: int) -> dict[int, list[Prompt]]:
-        return self.by_frame.get(frame_index, {})
-
-
-def _validate_prompt(p: Prompt, n: int) -> None:
-    where = f"prompt #{n} (object {p.object_id}, frame {p.frame_index})"
-    if p.points is None and p.box is None and p.mask is None:
-        raise PromptError(f"{where}: needs points, a box or a mask")
-    if p.mask is not None and (p.points is not None or p.box is not None):
-        raise PromptError(f"{where}: a mask cannot be combined with points or a box")
-    if (p.points is None) != (p.point_labels is None):
-        raise PromptError(f"{where}: points and point_labels must be given together")
-    if p.points is not None and p.point_labels is not None:
-        pts, labels = np.asarray(p.points), np.asarray(p.point_labels)
-        if pts.ndim != 2 or pts.shape[1] != 2 or labels.shape != (pts.shape[0],):
-            raise PromptError(f"{where}: points must be (P, 2) with labels (P,), got {pts.shape} and {labels.shape}")
-        if not np.isin(labels, (0, 1)).all():
-            raise PromptError(f"{where}: point_labels must be 0 (background) or 1 (foreground), got {labels.tolist()}")
-        if not np.isfinite(pts).all():
-            raise PromptError(f"{where}: points must be finite")
-    if p.box is not None:
-        box = np.asarray(p.box, dtype=np.float64)
-        if box.shape != (4,) or not np.isfinite(box).all():
-            raise PromptError(f"{where}: box must be 4 finite numbers x0, y0, x1, y1, got {box.tolist()}")
-    if p.mask is not None and np.asarray(p.mask).ndim != 2:
-        raise PromptError(f"{where}: mask must be 2-D (H, W), got shape {np.asarray(p.mask).shape}")
-
-
-class Tracker(nn.Module):
-    """SAM 2.1-style memory tracker. Build it with `batchtrack.model.loading.build.build_tracker`."""
-
-    def __init__(self, config: TrackerConfig) -> None:
+    def __init__(self, config: TrackerConfig, image_encoder: nn.Module | None = None) -> None:
         super().__init__()
         self.config = config
         c, m = config.d_model, config.mem_dim
-        self.image_encoder: ImageEncoder | Sam3ImageEncoder = (
-            Sam3ImageEncoder(config.image_encoder, config.image_size)
-            if isinstance(config.image_encoder, PEViTConfig)
-            else ImageEncoder(config.image_encoder)
-        )
+        self.image_encoder = image_encoder if image_encoder is not None else _hiera_image_encoder(config)
         self.memory_attention = MemoryAttention(
             c,
             m,
@@ -328,14 +165,13 @@ class Tracker(nn.Module):
             bank = self.new_bank(reverse=reverse, num_frames=num_frames)
         elif bank.sign != (-1 if reverse else 1):
             raise ValueError(f"the memory bank was made for reverse={bank.sign < 0}, not reverse={reverse}")
-        max_ptrs = bank.max_obj_ptrs
-        clip: _Clip | None = None
+        clip: ClipState | None = None
         step = -1 if reverse else 1
         iterator = iter(frames)
         while chunk := list(islice(iterator, self.config.encoder_batch_size)):
             if clip is None:
                 h, w = _check_frame(chunk[0][1], None)
-                clip = _Clip(height=h, width=w, bank=bank, max_ptr_offset=max(1, max_ptrs - 1))
+                clip = ClipState.start(h, w, bank)
             for _, frame in chunk:
                 _check_frame(frame, (clip.height, clip.width))
             # A frame needs features when an object is live on it: joined before, or prompted on it.
@@ -344,8 +180,9 @@ class Tracker(nn.Module):
                 or any(plan.at(i) or (planner is not None and planner.wants(i)) for i, _ in chunk[: k + 1])
                 for k in range(len(chunk))
             ]
+            needed = [f for (_, f), need in zip(chunk, live_from, strict=True) if need]
             with torch.no_grad(), self._autocast():
-                features = self._encode([f for (_, f), need in zip(chunk, live_from, strict=True) if need])
+                features = self.encode(np.stack(needed)) if needed else []
             feats = iter(features)
             for (index, _), need in zip(chunk, live_from, strict=True):
                 if not need:
@@ -355,7 +192,7 @@ class Tracker(nn.Module):
                     result = self._step(clip, index, next(feats), plan, planner)
                 bank.prune(index + step)
                 yield result
-            del features, feats, chunk
+            del features, feats, chunk, needed
 
     def new_bank(self, *, reverse: bool = False, num_frames: int | None = None) -> MemoryBank:
         """An empty memory bank for one clip (SAM 2 reads min(clip length, 16) pointers)."""
@@ -372,11 +209,169 @@ class Tracker(nn.Module):
         )
 
     # ------------------------------------------------------------------------------------------
-    # One frame
+    # The per-frame step (public: training/unroll.py takes the same step; see step.py)
+    # ------------------------------------------------------------------------------------------
+
+    def encode(self, frames: np.ndarray | torch.Tensor) -> list[FrameFeatures]:
+        """(B, H, W, 3) uint8 RGB frames -> per-frame features: the stride-16 level and the projected high-res levels
+        (all the tracker reads), normalised with the config's `image_mean` / `image_std`. Gradients flow when the
+        caller allows them (training)."""
+        images = preprocess_frames(
+            frames, self.config.image_size, self.device, self.config.image_mean, self.config.image_std
+        )  # (B, 3, S, S)
+        out: ImageFeatures = self.image_encoder(images)
+        level0, level1 = out.backbone_fpn[0], out.backbone_fpn[1]
+        s0, s1 = self.sam_mask_decoder.project_high_res(level0, level1)
+        vision, pos = out.backbone_fpn[-1], out.vision_pos_enc[-1]
+        return [
+            FrameFeatures(vision[i : i + 1], pos[i : i + 1], (s0[i : i + 1], s1[i : i + 1]))
+            for i in range(images.shape[0])
+        ]
+
+    def attend_memory(
+        self, clip: ClipState, feat: FrameFeatures, object_ids: list[int], selection: MemorySelection
+    ) -> torch.Tensor:
+        """Memory-conditioned features (N, C, h, w) for objects sharing one bank selection."""
+        assert clip.memory_pos is not None, "a tracked object always has a conditioning frame in the bank"
+        n = len(object_ids)
+        _, c, h, w = feat.vision.shape
+        mem = clip.bank.gather(object_ids, selection)
+        s, m = mem.maskmem.shape[1], mem.maskmem.shape[2]
+        spatial = mem.maskmem.to(feat.vision.dtype).flatten(3).transpose(2, 3).reshape(n, s * h * w, m)  # (N, S*hw, M)
+        base_pos = clip.memory_pos.flatten(2).transpose(1, 2)  # (1, hw, M)
+        rows = torch.tensor(mem.tpos_rows, device=base_pos.device)
+        tpos = self.maskmem_tpos_enc[rows].reshape(s, 1, m)  # (S, 1, M)
+        spatial_pos = (base_pos + tpos).reshape(1, s * h * w, m).expand(n, -1, -1)  # (N, S*hw, M)
+        ptr_tok, ptr_pos = pointer_tokens(
+            mem.pointers, mem.offsets, clip.max_ptr_offset, self.obj_ptr_tpos_proj, m
+        )  # (N, 4P, M) each
+        memory = torch.cat([spatial, ptr_tok.to(spatial.dtype)], dim=1)  # (N, K, M)
+        memory_pos = torch.cat([spatial_pos, ptr_pos.to(spatial_pos.dtype)], dim=1)  # (N, K, M)
+        curr = feat.vision.flatten(2).transpose(1, 2).expand(n, -1, -1)  # (N, hw, C)
+        curr_pos = feat.vision_pos.flatten(2).transpose(1, 2).expand(n, -1, -1)  # (N, hw, C)
+        out = self.memory_attention(curr, curr_pos, memory, memory_pos, (h, w), ptr_tok.shape[1])  # (N, hw, C)
+        return out.transpose(1, 2).reshape(n, c, h, w)
+
+    def decode(
+        self,
+        image: torch.Tensor,
+        feat: FrameFeatures,
+        coords: torch.Tensor,
+        labels: torch.Tensor,
+        mask_input: torch.Tensor | None = None,
+        *,
+        multimask: bool,
+        stability: bool = True,
+    ) -> Decoded:
+        """The SAM heads on (N, C, h, w) features: prompt encoder, decoder, mask choice.
+
+        stability: whether the config's dynamic multimask via stability may pick the mask (SAM 2 applies it in eval
+        only, so the training unroll passes False in train mode)."""
+        n = image.shape[0]
+        sparse, dense = self.sam_prompt_encoder(coords, labels, mask_input)
+        high_res = (feat.high_res[0].expand(n, -1, -1, -1), feat.high_res[1].expand(n, -1, -1, -1))
+        out = self.sam_mask_decoder(image, self.sam_prompt_encoder.dense_pe(), sparse, dense, high_res)
+        dynamic = stability and self.config.dynamic_multimask_via_stability
+        delta = self.config.dynamic_multimask_stability_delta if dynamic else None
+        return Decoded(out, choose_mask(out, multimask, delta, self.config.dynamic_multimask_stability_thresh))
+
+    def uses_multimask(self, num_points: int) -> bool:
+        """Whether the decoder picks among its multimask candidates for a prompt of this many points (0: tracked)."""
+        return self.config.multimask_min_pt_num <= num_points <= self.config.multimask_max_pt_num
+
+    def rows_from_decoder(self, object_ids: list[int], chosen: ChosenMask, prompted: bool) -> Rows:
+        """The decoder's chosen masks as rows: an object predicted absent gets NO_OBJECT_LOGIT and `no_obj_ptr`."""
+        visible = chosen.object_score_logits > 0  # (N, 1)
+        low_res = torch.where(visible[:, :, None, None], chosen.low_res.float(), NO_OBJECT_LOGIT)
+        pointers = gate_pointer(self.obj_ptr_proj(chosen.token), visible, self.no_obj_ptr)
+        return Rows(
+            object_ids=object_ids,
+            low_res=low_res,
+            iou=chosen.iou.float(),
+            pointers=pointers,
+            scores=chosen.object_score_logits.float(),
+            prompted=torch.full((len(object_ids),), prompted, dtype=torch.bool, device=low_res.device),
+        )
+
+    def mask_as_output(self, feat: FrameFeatures, prompts: list[ObjectPrompt]) -> Rows:
+        """Mask prompts bypass the decoder for the mask; a decoder pass on the raw features gives the pointer."""
+        video_res = self.config.mask_prompt_at_video_res
+        # SAM 3 reads the mask at 4 x its low-res side, so the 4x mask_downsample lands on the decoder's mask grid.
+        side = 16 * self.config.feature_size if video_res else self.config.image_size
+        masks = torch.stack(
+            [
+                p.input_mask if p.input_mask is not None else self._mask_to_input(p.mask, side, binarise=not video_res)
+                for p in prompts
+                if p.mask is not None
+            ]
+        )  # (N, 1, side, side)
+        n = masks.shape[0]
+        low_side = 4 * self.config.feature_size  # S / 4 for SAM 2.1; 288 for SAM 3 at 1008
+        low_hw = (low_side, low_side)
+        if video_res:
+            low_res = F.interpolate(
+                self._video_res_mask_logits(prompts), size=low_hw, mode="bilinear", align_corners=False, antialias=True
+            )
+        else:
+            high = masks * MASK_PROMPT_SCALE + MASK_PROMPT_BIAS
+            low_res = F.interpolate(high, size=low_hw, mode="bilinear", align_corners=False, antialias=True)
+        image = feat.vision.expand(n, -1, -1, -1)
+        coords, labels = no_points(n, image.device)
+        dense = self.mask_downsample(masks)  # (N, 1, side/4, side/4)
+        if dense.shape[-1] != low_side:
+            # SAM 2.1's rule at stride 14: the official heads resize a mask prompt to the decoder's mask grid like this.
+            dense = F.interpolate(dense, size=low_hw, mode="bilinear", align_corners=False, antialias=True)
+        chosen = self.decode(image, feat, coords, labels, dense, multimask=False).chosen
+        # SAM 2 gates this pointer twice: by the decoder's own object score, then by the mask being non-empty.
+        pointers = gate_pointer(self.obj_ptr_proj(chosen.token), chosen.object_score_logits > 0, self.no_obj_ptr)
+        visible = (masks.flatten(1) > 0).any(dim=1, keepdim=True)  # (N, 1)
+        pointers = gate_pointer(pointers, visible, self.no_obj_ptr)
+        return Rows(
+            object_ids=[p.object_id for p in prompts],
+            low_res=low_res,
+            iou=torch.ones(n, device=low_res.device),
+            pointers=pointers,
+            scores=visible.float() * MASK_PROMPT_SCALE + MASK_PROMPT_BIAS,
+            prompted=torch.ones(n, dtype=torch.bool, device=low_res.device),
+        )
+
+    def memorise(
+        self,
+        clip: ClipState,
+        frame_index: int,
+        feat: FrameFeatures,
+        rows: Rows,
+        low_res: torch.Tensor,
+        from_prompt: torch.Tensor,
+        video_loop: torch.Tensor | None = None,
+    ) -> None:
+        """Encode every object's prediction into memory and store it in the bank.
+
+        from_prompt: (N,) bool, rows whose mask is a prompt's (binarised, made non-overlapping as configured);
+        the bank's conditioning flag is `rows.prompted`. video_loop: (N,) bool, rows whose memory SAM 3's video
+        loop re-encodes itself (`_video_loop_memory`); the others are encoded together here."""
+        if video_loop is not None and bool(video_loop.any()):
+            own = torch.nonzero(~video_loop).flatten().tolist()
+            loop = torch.nonzero(video_loop).flatten().tolist()
+            features, absent = self._video_loop_memory(feat, low_res[loop], clip.bystanders)
+            if own:
+                own_rows = rows.reorder([rows.object_ids[i] for i in own])
+                own_features, own_absent = self._memory_features(feat, own_rows, low_res[own], from_prompt[own])
+                order = torch.tensor(loop + own, device=features.device)
+                inverse = torch.argsort(order)
+                features = torch.cat([features, own_features.to(features.dtype)])[inverse]
+                absent = torch.cat([absent, own_absent.to(absent.dtype)])[inverse]
+        else:
+            features, absent = self._memory_features(feat, rows, low_res, from_prompt)
+        features = features + absent[:, :, None, None] * self.no_obj_embed_spatial[..., None, None]
+        self._store_memory(clip, frame_index, rows, features)
+
+    # ------------------------------------------------------------------------------------------
+    # One frame of `track`
     # ------------------------------------------------------------------------------------------
 
     def _step(
-        self, clip: _Clip, frame_index: int, feat: _FrameFeatures, plan: PromptPlan, planner: FramePlanner | None
+        self, clip: ClipState, frame_index: int, feat: FrameFeatures, plan: PromptPlan, planner: FramePlanner | None
     ) -> FrameResult:
         prompted = {oid: self._merge_prompts(ps, clip) for oid, ps in plan.at(frame_index).items()}
         corrected = any(oid in clip.live for oid in prompted)
@@ -393,7 +388,7 @@ class Tracker(nn.Module):
         parts = self._predict_tracked(clip, frame_index, feat, tracked + refined)
         previous: dict[int, torch.Tensor] = {}
         if refined:
-            rows = _Rows.cat(parts)
+            rows = Rows.cat(parts)
             previous = {
                 oid: rows.low_res[i].clamp(-TRACKED_MASK_INPUT_LIMIT, TRACKED_MASK_INPUT_LIMIT)
                 for i, oid in enumerate(rows.object_ids)
@@ -412,7 +407,7 @@ class Tracker(nn.Module):
             parts, reconditioned, outputs = self._apply_planner(clip, frame_index, feat, parts, planner)
         if not parts:
             return _empty_result(frame_index, clip.height, clip.width, self.config.d_model)
-        rows = _Rows.cat(parts).reorder(clip.live)
+        rows = Rows.cat(parts).reorder(clip.live)
         if corrected and self.config.correction_conditions_all_objects:
             rows = replace(rows, prompted=torch.ones_like(rows.prompted))
         # Rows whose memory mask is a prompt's; a re-conditioned row is a conditioning frame memorised as tracked.
@@ -429,7 +424,7 @@ class Tracker(nn.Module):
             loop_memory = ~from_prompt & ~torch.tensor(
                 [o in outputs for o in rows.object_ids], dtype=torch.bool, device=from_prompt.device
             )
-        self._memorise(clip, frame_index, feat, rows, mem_source, from_prompt, loop_memory)
+        self.memorise(clip, frame_index, feat, rows, mem_source, from_prompt, loop_memory)
         clip.bystanders = None
         if outputs:
             index = torch.tensor([i for i, o in enumerate(rows.object_ids) if o in outputs], device=filled.device)
@@ -438,12 +433,12 @@ class Tracker(nn.Module):
         return self._result(clip, frame_index, rows, filled)
 
     def _apply_planner(
-        self, clip: _Clip, frame_index: int, feat: _FrameFeatures, parts: list[_Rows], planner: FramePlanner
-    ) -> tuple[list[_Rows], set[int], dict[int, torch.Tensor]]:
+        self, clip: ClipState, frame_index: int, feat: FrameFeatures, parts: list[Rows], planner: FramePlanner
+    ) -> tuple[list[Rows], set[int], dict[int, torch.Tensor]]:
         """Let the planner add mask prompts, re-condition, suppress and remove objects on this frame; returns the
         new rows, the re-conditioned objects and the output low-res logits (1, 4h, 4w) of objects born from
         detections (their frame's output is not their memory's mask)."""
-        rows = _Rows.cat(parts).reorder(clip.live) if parts else None
+        rows = Rows.cat(parts).reorder(clip.live) if parts else None
         n_pix = 4 * self.config.feature_size
         view = KeyframeView(
             frame_index=frame_index,
@@ -458,7 +453,7 @@ class Tracker(nn.Module):
         )
         update = planner.plan(view)
         for n, p in enumerate([*update.prompts, *update.recondition]):
-            _validate_prompt(p, n)
+            validate_prompt(p, n)
             if p.mask is None or p.frame_index != frame_index:
                 raise PromptError(f"planner prompt #{n} must be a mask on frame {frame_index}")
         recondition = {int(p.object_id) for p in update.recondition}
@@ -506,7 +501,7 @@ class Tracker(nn.Module):
         }
         return ([rows.reorder(kept)] if rows is not None and kept else []) + new_parts, recondition, outputs
 
-    def _detection_prompt(self, detection: DetectionPrompt, clip: _Clip) -> _ObjectPrompt:
+    def _detection_prompt(self, detection: DetectionPrompt, clip: ClipState) -> ObjectPrompt:
         """A detection as SAM 3's `_tracker_add_new_objects` hands it to `add_new_mask` (see DetectionPrompt)."""
         side = 16 * self.config.feature_size
         logits = detection.mask_logits.float().to(self.device)[None, None]  # (1, 1, h, w)
@@ -514,12 +509,12 @@ class Tracker(nn.Module):
         size = (clip.height, clip.width)
         video = F.interpolate(binary, size=size, mode="bilinear", align_corners=False, antialias=True)  # (1, 1, H, W)
         mask = (video[0, 0] > 0.5).cpu().numpy()
-        return _ObjectPrompt(int(detection.object_id), mask=mask, input_mask=binary[0])
+        return ObjectPrompt(int(detection.object_id), mask=mask, input_mask=binary[0])
 
-    def _recondition(self, feat: _FrameFeatures, rows: _Rows, prompts: list[_ObjectPrompt]) -> _Rows:
+    def _recondition(self, feat: FrameFeatures, rows: Rows, prompts: list[ObjectPrompt]) -> Rows:
         """`rows` with the prompted objects turned conditioning, their pointers from the masks (SAM 3's add_new_mask);
         masks, scores and IoUs stay the propagated ones."""
-        masked = self._mask_as_output(feat, prompts)
+        masked = self.mask_as_output(feat, prompts)
         index = {o: i for i, o in enumerate(rows.object_ids)}
         idx = torch.tensor([index[o] for o in masked.object_ids], dtype=torch.long, device=rows.pointers.device)
         pointers = rows.pointers.index_copy(0, idx, masked.pointers.to(rows.pointers.dtype))
@@ -527,8 +522,8 @@ class Tracker(nn.Module):
         return replace(rows, pointers=pointers, prompted=prompted)
 
     def _predict_prompted(
-        self, feat: _FrameFeatures, prompts: list[_ObjectPrompt], previous: dict[int, torch.Tensor] | None = None
-    ) -> list[_Rows]:
+        self, feat: FrameFeatures, prompts: list[ObjectPrompt], previous: dict[int, torch.Tensor] | None = None
+    ) -> list[Rows]:
         """Conditioning outputs: points/boxes through the decoder without memory, masks used as output.
 
         previous: object id -> (1, 4h, 4w) low-res logits given to the decoder as mask input with its points."""
@@ -536,8 +531,8 @@ class Tracker(nn.Module):
         parts = []
         masks = [p for p in prompts if p.mask is not None]
         if masks:
-            parts.append(self._mask_as_output(feat, masks))
-        groups: dict[tuple[int, bool], list[_ObjectPrompt]] = {}
+            parts.append(self.mask_as_output(feat, masks))
+        groups: dict[tuple[int, bool], list[ObjectPrompt]] = {}
         for p in prompts:
             if p.mask is None:
                 groups.setdefault((p.num_points, p.object_id in previous), []).append(p)
@@ -549,125 +544,26 @@ class Tracker(nn.Module):
             coords = torch.stack([g.coords for g in group if g.coords is not None])  # (N, P, 2)
             labels = torch.stack([g.labels for g in group if g.labels is not None])  # (N, P)
             mask_input = torch.stack([previous[g.object_id] for g in group]) if with_mask else None  # (N, 1, 4h, 4w)
-            chosen = self._decode(image, feat, coords, labels, mask_input, self._multimask(count))
-            parts.append(self._rows_from_decoder([g.object_id for g in group], chosen, prompted=True))
+            chosen = self.decode(image, feat, coords, labels, mask_input, multimask=self.uses_multimask(count)).chosen
+            parts.append(self.rows_from_decoder([g.object_id for g in group], chosen, prompted=True))
         return parts
 
     def _predict_tracked(
-        self, clip: _Clip, frame_index: int, feat: _FrameFeatures, object_ids: list[int]
-    ) -> list[_Rows]:
+        self, clip: ClipState, frame_index: int, feat: FrameFeatures, object_ids: list[int]
+    ) -> list[Rows]:
         """Tracking outputs: memory attention over each object's bank selection, then the decoder."""
         groups: dict[MemorySelection, list[int]] = {}
         for oid in object_ids:
             groups.setdefault(clip.bank.select(oid, frame_index), []).append(oid)
         parts = []
         for selection, ids in groups.items():
-            image = self._attend_memory(clip, feat, ids, selection)
-            coords, labels = _no_points(len(ids), image.device)
-            chosen = self._decode(image, feat, coords, labels, None, multimask=self._multimask(0))
-            parts.append(self._rows_from_decoder(ids, chosen, prompted=False))
+            image = self.attend_memory(clip, feat, ids, selection)
+            coords, labels = no_points(len(ids), image.device)
+            chosen = self.decode(image, feat, coords, labels, multimask=self.uses_multimask(0)).chosen
+            parts.append(self.rows_from_decoder(ids, chosen, prompted=False))
         return parts
 
-    def _attend_memory(
-        self, clip: _Clip, feat: _FrameFeatures, object_ids: list[int], selection: MemorySelection
-    ) -> torch.Tensor:
-        """Memory-conditioned features (N, C, h, w) for objects sharing one bank selection."""
-        assert clip.memory_pos is not None, "a tracked object always has a conditioning frame in the bank"
-        n = len(object_ids)
-        _, c, h, w = feat.vision.shape
-        mem = clip.bank.gather(object_ids, selection)
-        s, m = mem.maskmem.shape[1], mem.maskmem.shape[2]
-        spatial = mem.maskmem.to(feat.vision.dtype).flatten(3).transpose(2, 3).reshape(n, s * h * w, m)  # (N, S*hw, M)
-        base_pos = clip.memory_pos.flatten(2).transpose(1, 2)  # (1, hw, M)
-        rows = torch.tensor(mem.tpos_rows, device=base_pos.device)
-        tpos = self.maskmem_tpos_enc[rows].reshape(s, 1, m)  # (S, 1, M)
-        spatial_pos = (base_pos + tpos).reshape(1, s * h * w, m).expand(n, -1, -1)  # (N, S*hw, M)
-        ptr_tok, ptr_pos = pointer_tokens(
-            mem.pointers, mem.offsets, clip.max_ptr_offset, self.obj_ptr_tpos_proj, m
-        )  # (N, 4P, M) each
-        memory = torch.cat([spatial, ptr_tok.to(spatial.dtype)], dim=1)  # (N, K, M)
-        memory_pos = torch.cat([spatial_pos, ptr_pos.to(spatial_pos.dtype)], dim=1)  # (N, K, M)
-        curr = feat.vision.flatten(2).transpose(1, 2).expand(n, -1, -1)  # (N, hw, C)
-        curr_pos = feat.vision_pos.flatten(2).transpose(1, 2).expand(n, -1, -1)  # (N, hw, C)
-        out = self.memory_attention(curr, curr_pos, memory, memory_pos, (h, w), ptr_tok.shape[1])  # (N, hw, C)
-        return out.transpose(1, 2).reshape(n, c, h, w)
-
-    def _decode(
-        self,
-        image: torch.Tensor,
-        feat: _FrameFeatures,
-        coords: torch.Tensor,
-        labels: torch.Tensor,
-        mask_input: torch.Tensor | None,
-        multimask: bool,
-    ) -> ChosenMask:
-        """The SAM heads on (N, C, h, w) features: prompt encoder, decoder, mask choice."""
-        n = image.shape[0]
-        sparse, dense = self.sam_prompt_encoder(coords, labels, mask_input)
-        high_res = (feat.high_res[0].expand(n, -1, -1, -1), feat.high_res[1].expand(n, -1, -1, -1))
-        out = self.sam_mask_decoder(image, self.sam_prompt_encoder.dense_pe(), sparse, dense, high_res)
-        delta = self.config.dynamic_multimask_stability_delta if self.config.dynamic_multimask_via_stability else None
-        return choose_mask(out, multimask, delta, self.config.dynamic_multimask_stability_thresh)
-
-    def _multimask(self, num_points: int) -> bool:
-        return self.config.multimask_min_pt_num <= num_points <= self.config.multimask_max_pt_num
-
-    def _rows_from_decoder(self, object_ids: list[int], chosen: ChosenMask, prompted: bool) -> _Rows:
-        visible = chosen.object_score_logits > 0  # (N, 1)
-        low_res = torch.where(visible[:, :, None, None], chosen.low_res.float(), NO_OBJECT_LOGIT)
-        pointers = gate_pointer(self.obj_ptr_proj(chosen.token), visible, self.no_obj_ptr)
-        return _Rows(
-            object_ids=object_ids,
-            low_res=low_res,
-            iou=chosen.iou.float(),
-            pointers=pointers,
-            scores=chosen.object_score_logits.float(),
-            prompted=torch.full((len(object_ids),), prompted, dtype=torch.bool, device=low_res.device),
-        )
-
-    def _mask_as_output(self, feat: _FrameFeatures, prompts: list[_ObjectPrompt]) -> _Rows:
-        """Mask prompts bypass the decoder for the mask; a decoder pass on the raw features gives the pointer."""
-        video_res = self.config.mask_prompt_at_video_res
-        # SAM 3 reads the mask at 4 x its low-res side, so the 4x mask_downsample lands on the decoder's mask grid.
-        side = 16 * self.config.feature_size if video_res else self.config.image_size
-        masks = torch.stack(
-            [
-                p.input_mask if p.input_mask is not None else self._mask_to_input(p.mask, side, binarise=not video_res)
-                for p in prompts
-                if p.mask is not None
-            ]
-        )  # (N, 1, side, side)
-        n = masks.shape[0]
-        low_side = 4 * self.config.feature_size  # S / 4 for SAM 2.1; 288 for SAM 3 at 1008
-        low_hw = (low_side, low_side)
-        if video_res:
-            low_res = F.interpolate(
-                self._video_res_mask_logits(prompts), size=low_hw, mode="bilinear", align_corners=False, antialias=True
-            )
-        else:
-            high = masks * MASK_PROMPT_SCALE + MASK_PROMPT_BIAS
-            low_res = F.interpolate(high, size=low_hw, mode="bilinear", align_corners=False, antialias=True)
-        image = feat.vision.expand(n, -1, -1, -1)
-        coords, labels = _no_points(n, image.device)
-        dense = self.mask_downsample(masks)  # (N, 1, side/4, side/4)
-        if dense.shape[-1] != low_side:
-            # SAM 2.1's rule at stride 14: the official heads resize a mask prompt to the decoder's mask grid like this.
-            dense = F.interpolate(dense, size=low_hw, mode="bilinear", align_corners=False, antialias=True)
-        chosen = self._decode(image, feat, coords, labels, dense, multimask=False)
-        # SAM 2 gates this pointer twice: by the decoder's own object score, then by the mask being non-empty.
-        pointers = gate_pointer(self.obj_ptr_proj(chosen.token), chosen.object_score_logits > 0, self.no_obj_ptr)
-        visible = (masks.flatten(1) > 0).any(dim=1, keepdim=True)  # (N, 1)
-        pointers = gate_pointer(pointers, visible, self.no_obj_ptr)
-        return _Rows(
-            object_ids=[p.object_id for p in prompts],
-            low_res=low_res,
-            iou=torch.ones(n, device=low_res.device),
-            pointers=pointers,
-            scores=visible.float() * MASK_PROMPT_SCALE + MASK_PROMPT_BIAS,
-            prompted=torch.ones(n, dtype=torch.bool, device=low_res.device),
-        )
-
-    def _video_res_mask_logits(self, prompts: list[_ObjectPrompt]) -> torch.Tensor:
+    def _video_res_mask_logits(self, prompts: list[ObjectPrompt]) -> torch.Tensor:
         """SAM 3: mask prompts as +-1024 logits at video resolution, (N, 1, H, W); each pixel goes to the last mask
         prompted on it, as the official add_new_mask takes a new mask's pixels from the masks added before it."""
         masks = [torch.from_numpy(np.asarray(p.mask, dtype=bool)) for p in prompts if p.mask is not None]
@@ -689,39 +585,8 @@ class Tracker(nn.Module):
                 m = (m >= 0.5).float()
         return m[0]
 
-    def _memorise(
-        self,
-        clip: _Clip,
-        frame_index: int,
-        feat: _FrameFeatures,
-        rows: _Rows,
-        low_res: torch.Tensor,
-        from_prompt: torch.Tensor,
-        video_loop: torch.Tensor | None = None,
-    ) -> None:
-        """Encode every object's prediction into memory and store it in the bank.
-
-        from_prompt: (N,) bool, rows whose mask is a prompt's (binarised, made non-overlapping as configured);
-        the bank's conditioning flag is `rows.prompted`. video_loop: (N,) bool, rows whose memory SAM 3's video
-        loop re-encodes itself (`_video_loop_memory`); the others are encoded together here."""
-        if video_loop is not None and bool(video_loop.any()):
-            own = torch.nonzero(~video_loop).flatten().tolist()
-            loop = torch.nonzero(video_loop).flatten().tolist()
-            features, absent = self._video_loop_memory(feat, low_res[loop], clip.bystanders)
-            if own:
-                own_rows = rows.reorder([rows.object_ids[i] for i in own])
-                own_features, own_absent = self._memory_features(feat, own_rows, low_res[own], from_prompt[own])
-                order = torch.tensor(loop + own, device=features.device)
-                inverse = torch.argsort(order)
-                features = torch.cat([features, own_features.to(features.dtype)])[inverse]
-                absent = torch.cat([absent, own_absent.to(absent.dtype)])[inverse]
-        else:
-            features, absent = self._memory_features(feat, rows, low_res, from_prompt)
-        features = features + absent[:, :, None, None] * self.no_obj_embed_spatial[..., None, None]
-        self._store_memory(clip, frame_index, rows, features)
-
     def _video_loop_memory(
-        self, feat: _FrameFeatures, low_res: torch.Tensor, bystanders: torch.Tensor | None = None
+        self, feat: FrameFeatures, low_res: torch.Tensor, bystanders: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """SAM 3's `_tracker_update_memories` for (T, 1, 4h, 4w) tracked logits: resized straight to the memory
         encoder's mask size, masks that shrink under pixel-wise non-overlap (with each other and with the
@@ -746,7 +611,7 @@ class Tracker(nn.Module):
         return memory.features, 1 - visible.float()
 
     def _memory_features(
-        self, feat: _FrameFeatures, rows: _Rows, low_res: torch.Tensor, from_prompt: torch.Tensor
+        self, feat: FrameFeatures, rows: Rows, low_res: torch.Tensor, from_prompt: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Memory features (N, M, h, w) of the rows' own predictions, and (N, 1) 1 where the object is absent."""
         s = self.config.image_size
@@ -763,7 +628,7 @@ class Tracker(nn.Module):
         memory = self.memory_encoder(feat.vision.expand(n, -1, -1, -1), mask.to(feat.vision.dtype))
         return memory.features, 1 - (rows.scores > 0).float()
 
-    def _store_memory(self, clip: _Clip, frame_index: int, rows: _Rows, features: torch.Tensor) -> None:
+    def _store_memory(self, clip: ClipState, frame_index: int, rows: Rows, features: torch.Tensor) -> None:
         if clip.memory_pos is None:
             clip.memory_pos = self.memory_encoder.position_encoding(features[:1]).float()
         selectable = self._passes_memory_selection(rows)
@@ -771,7 +636,7 @@ class Tracker(nn.Module):
             prompted = bool(rows.prompted[i])
             clip.bank.add(oid, frame_index, features[i], rows.pointers[i], cond=prompted, selectable=selectable)
 
-    def _passes_memory_selection(self, rows: _Rows) -> bool:
+    def _passes_memory_selection(self, rows: Rows) -> bool:
         """SAM 3's criterion for keeping this frame's tracked memories readable (always True when it is off).
 
         One verdict per frame, over the objects tracked on it together, as the official `cal_mem_score` gives it:
@@ -785,7 +650,7 @@ class Tracker(nn.Module):
         score = norm.mean() * rows.iou[tracked].mean()
         return bool(score > self.config.memory_selection_threshold)
 
-    def _result(self, clip: _Clip, frame_index: int, rows: _Rows, low_res: torch.Tensor) -> FrameResult:
+    def _result(self, clip: ClipState, frame_index: int, rows: Rows, low_res: torch.Tensor) -> FrameResult:
         video = F.interpolate(low_res, size=(clip.height, clip.width), mode="bilinear", align_corners=False)
         return FrameResult(
             frame_index=frame_index,
@@ -796,27 +661,7 @@ class Tracker(nn.Module):
             object_pointers=rows.pointers.float().cpu(),
         )
 
-    # ------------------------------------------------------------------------------------------
-    # Helpers
-    # ------------------------------------------------------------------------------------------
-
-    def _encode(self, frames: list[np.ndarray]) -> list[_FrameFeatures]:
-        """Encode a batch of frames; keeps only what the tracker reads (stride-16 level + projected high-res)."""
-        if not frames:
-            return []
-        images = preprocess_frames(
-            np.stack(frames), self.config.image_size, self.device, self.config.image_mean, self.config.image_std
-        )
-        out = self.image_encoder(images)
-        level0, level1 = out.backbone_fpn[0], out.backbone_fpn[1]
-        s0, s1 = self.sam_mask_decoder.project_high_res(level0, level1)
-        vision, pos = out.backbone_fpn[-1], out.vision_pos_enc[-1]
-        return [
-            _FrameFeatures(vision[i : i + 1], pos[i : i + 1], (s0[i : i + 1], s1[i : i + 1]))
-            for i in range(len(frames))
-        ]
-
-    def _merge_prompts(self, prompts: list[Prompt], clip: _Clip) -> _ObjectPrompt:
+    def _merge_prompts(self, prompts: list[Prompt], clip: ClipState) -> ObjectPrompt:
         """One object's prompts on one frame → model coordinates (box corners first, as SAM 2 trains)."""
         oid = int(prompts[0].object_id)
         where = f"object {oid}, frame {prompts[0].frame_index}"
@@ -829,7 +674,7 @@ class Tracker(nn.Module):
             if mask.shape != (clip.height, clip.width):
                 frame_hw = (clip.height, clip.width)
                 raise PromptError(f"{where}: mask shape {mask.shape} differs from the frame size {frame_hw}")
-            return _ObjectPrompt(oid, mask=mask)
+            return ObjectPrompt(oid, mask=mask)
         if len(boxes) > 1:
             raise PromptError(f"{where}: at most one box per object and frame, got {len(boxes)}")
         coords: list[np.ndarray] = []
@@ -844,12 +689,22 @@ class Tracker(nn.Module):
         xy = torch.from_numpy(np.concatenate(coords)).to(self.device)  # (P, 2)
         scale = torch.tensor([clip.width, clip.height], dtype=torch.float32, device=self.device)
         xy = xy / scale * self.config.image_size
-        return _ObjectPrompt(oid, coords=xy, labels=torch.from_numpy(np.concatenate(labels)).to(self.device))
+        return ObjectPrompt(oid, coords=xy, labels=torch.from_numpy(np.concatenate(labels)).to(self.device))
 
     def _autocast(self) -> AbstractContextManager[object]:
         if self.device.type == "cuda" and self.config.cuda_dtype == "bfloat16":
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return nullcontext()
+
+
+def _hiera_image_encoder(config: TrackerConfig) -> ImageEncoder:
+    if isinstance(config.image_encoder, PEViTConfig):
+        # The PE ViT encoder lives with SAM 3 (model/sam3/), above the tracker: only the builder knows both.
+        raise ConfigError(
+            f"model {config.name!r} has a PE ViT (SAM 3) image encoder: build it with batchtrack.build_tracker, "
+            "or pass image_encoder= to Tracker"
+        )
+    return ImageEncoder(config.image_encoder)
 
 
 def _check_frame(frame: np.ndarray, size: tuple[int, int] | None) -> tuple[int, int]:
@@ -860,13 +715,6 @@ def _check_frame(frame: np.ndarray, size: tuple[int, int] | None) -> tuple[int, 
     if size is not None and hw != size:
         raise ValueError(f"frame size changed within a clip: {hw} after {size}")
     return hw
-
-
-def _no_points(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """SAM 2's prompt for "no points": one padding point at (0, 0), (N, 1, 2) and (N, 1)."""
-    coords = torch.zeros(n, 1, 2, device=device)
-    labels = torch.full((n, 1), PAD_LABEL, dtype=torch.int32, device=device)
-    return coords, labels
 
 
 def _empty_result(frame_index: int, height: int, width: int, dim: int) -> FrameResult:
@@ -880,4 +728,4 @@ def _empty_result(frame_index: int, height: int, width: int, dim: int) -> FrameR
     )
 
 
-__all__ = ["FramePlan", "FramePlanner", "KeyframeView", "PromptPlan", "Tracker"]
+__all__ = ["NO_OBJECT_LOGIT", "Tracker"]

@@ -18,8 +18,6 @@ from batchtrack.model.modes.association import (
     hidden_tracks,
     learned_assignment,
     load_association_head,
-    mask_iou_matrix,
-    mask_nms,
     match_detections,
     occlusion_suppression,
     save_association_head,
@@ -44,28 +42,6 @@ def box(x0: int, y0: int, x1: int, y1: int, size: tuple[int, int] = (H, W)) -> t
 
 def stack(*masks: torch.Tensor) -> torch.Tensor:
     return torch.stack(masks) if masks else torch.zeros(0, H, W, dtype=torch.bool)
-
-
-def test_mask_iou_matrix_counts_pixels() -> None:
-    a = stack(box(0, 0, 10, 10), box(20, 20, 30, 30))
-    b = stack(box(5, 0, 15, 10))
-    iou = mask_iou_matrix(a, b)
-    assert iou.shape == (2, 1)
-    assert iou[0, 0].item() == pytest.approx(50 / 150)
-    assert iou[1, 0].item() == 0.0
-
-
-def test_mask_iou_matrix_resizes_to_the_smaller_resolution_and_thresholds_logits_at_zero() -> None:
-    small = stack(box(0, 0, 8, 8, size=(16, 16)))
-    big_logits = torch.full((1, 64, 64), -5.0)
-    big_logits[0, :32, :32] = 3.0
-    assert mask_iou_matrix(small, big_logits)[0, 0].item() == pytest.approx(1.0)
-    assert mask_iou_matrix(big_logits, small)[0, 0].item() == pytest.approx(1.0)
-
-
-def test_two_empty_masks_have_zero_iou() -> None:
-    empty = torch.zeros(1, H, W, dtype=torch.bool)
-    assert mask_iou_matrix(empty, empty)[0, 0].item() == 0.0
 
 
 def test_track_is_matched_to_its_best_overlapping_proposal() -> None:
@@ -108,12 +84,6 @@ def test_duplicate_new_proposals_are_suppressed_by_mask_nms() -> None:
     scores = torch.tensor([0.8, 0.9, 0.75])
     result = associate(proposals, scores, stack(), torch.zeros(0))
     assert result.new_proposals == [1, 2]
-
-
-def test_mask_nms_keeps_the_higher_score_and_breaks_ties_by_index() -> None:
-    masks = stack(box(0, 0, 10, 10), box(0, 0, 10, 10), box(0, 0, 4, 10))
-    assert mask_nms(masks, torch.tensor([0.5, 0.5, 0.9]), 0.5) == [2, 0]
-    assert mask_nms(masks, torch.tensor([0.5, 0.5, 0.9]), 0.3) == [2]
 
 
 def test_mostly_hidden_track_is_suppressed() -> None:

@@ -25,7 +25,8 @@ from batchtrack.model.modes.auto import (
     grid_points,
     propose_objects,
 )
-from batchtrack.model.tracker.tracker import FramePlan, KeyframeView, Tracker
+from batchtrack.model.tracker.planning import FramePlan, KeyframeView
+from batchtrack.model.tracker.tracker import Tracker
 from batchtrack.model.types import Prompt
 from batchtrack.synthetic.render import render_frames
 from batchtrack.synthetic.scene import Scene, SceneSpec
@@ -62,7 +63,7 @@ def frames() -> list[tuple[int, np.ndarray]]:
 
 
 def _features(tracker: Tracker, image: np.ndarray) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-    from batchtrack.model.tracker.image_encoder import preprocess_frames
+    from batchtrack.model.nn.preprocess import preprocess_frames
 
     with torch.no_grad():
         out = tracker.image_encoder(preprocess_frames(image, tracker.config.image_size))

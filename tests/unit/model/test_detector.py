@@ -12,10 +12,10 @@ from batchtrack.errors import CheckpointError, ConfigError
 from batchtrack.model.configs import DetectorConfig, get_config
 from batchtrack.model.loading.build import build_tracker
 from batchtrack.model.loading.checkpoint import our_key_to_sam3, sam3_key_to_ours, sam3_part
+from batchtrack.model.nn.preprocess import preprocess_frames
 from batchtrack.model.sam3.concept_tracker import ConceptTracker, Sam3FrameDetector
-from batchtrack.model.sam3.detector.detector import ConceptDetector, Detections, combined_score, mask_nms
+from batchtrack.model.sam3.detector.detector import ConceptDetector, Detections, combined_score
 from batchtrack.model.sam3.detector.geometry_encoder import Exemplars, pack_valid_first, roi_align
-from batchtrack.model.tracker.image_encoder import preprocess_frames
 from batchtrack.model.tracker.tracker import Tracker
 
 TINY = get_config("sam3-test-tiny")
@@ -107,15 +107,6 @@ def test_frame_detector_reuses_text_features_and_returns_frame_detections(model:
     assert detector._text is cached
     assert len(first) == HEAD.num_queries  # every query passes threshold 0
     assert first.mask_logits.shape[1:] == (4 * (TINY.image_size // 14),) * 2
-
-
-def test_mask_nms_drops_a_worse_overlapping_mask_only() -> None:
-    masks = torch.zeros(3, 8, 8, dtype=torch.bool)
-    masks[0, :4, :4] = True
-    masks[1, :4, :3] = True  # IoU 0.75 with mask 0
-    masks[2, 4:, 4:] = True  # disjoint
-    kept = mask_nms(torch.tensor([0.9, 0.95, 0.5]), masks, iou_threshold=0.5)
-    assert kept.tolist() == [1, 2]
 
 
 def test_roi_align_averages_a_linear_ramp_to_its_cell_centres() -> None:

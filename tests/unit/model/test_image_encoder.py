@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from batchtrack.model.configs import get_config
-from batchtrack.model.tracker.image_encoder import IMAGENET_MEAN, IMAGENET_STD, ImageEncoder, preprocess_frames
+from batchtrack.model.nn.preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess_frames
+from batchtrack.model.tracker.image_encoder import ImageEncoder
 
 # Copied from the SAM 2.1 reference notes into the repo so a clean clone runs this test.
 REFERENCE_STATE_DICT = Path(__file__).resolve().parents[2] / "data" / "sam21_tiny_state_dict.txt"

@@ -11,8 +11,9 @@ import torch
 
 from batchtrack.errors import CheckpointError, ConfigError
 from batchtrack.model.configs import get_config
-from batchtrack.model.loading.build import build_tracker
+from batchtrack.model.loading.build import build_tracker, new_tracker
 from batchtrack.model.loading.checkpoint import our_key_to_sam3, sam3_key_to_ours, sam3_part
+from batchtrack.model.sam3.dual_neck import Sam3ImageEncoder
 from batchtrack.model.tracker.tracker import Tracker
 from batchtrack.model.types import Prompt
 
@@ -28,7 +29,7 @@ def tiny() -> Tracker:
 
 def test_full_sam3_keys_map_to_meta_names_and_back() -> None:
     with torch.device("meta"):
-        model = Tracker(get_config("sam3"))
+        model = new_tracker("sam3")
     keys = list(model.state_dict())
     meta = [our_key_to_sam3(k) for k in keys]
     assert "detector.backbone.vision_backbone.trunk.blocks.31.attn.freqs_cis" in meta
@@ -125,3 +126,10 @@ def test_rope_tables_of_another_grid_are_rebuilt_for_the_configured_image_size(t
     torch.save({"model": bad}, path)
     with pytest.raises(CheckpointError, match=r"mis-shaped keys: .*attn\.freqs_cis"):
         build_tracker(config, checkpoint=path, device="cpu", parts=("vision", "tracker"))
+
+
+def test_a_sam3_tracker_takes_its_image_encoder_from_the_builder() -> None:
+    with torch.device("meta"), pytest.raises(ConfigError, match=r"PE ViT .*batchtrack\.build_tracker"):
+        Tracker(get_config("sam3"))
+    with torch.device("meta"):
+        assert isinstance(new_tracker("sam3").image_encoder, Sam3ImageEncoder)

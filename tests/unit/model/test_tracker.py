@@ -10,7 +10,8 @@ import torch
 
 from batchtrack.errors import PromptError
 from batchtrack.model.loading.build import build_tracker
-from batchtrack.model.tracker.tracker import NO_OBJECT_LOGIT, FramePlan, KeyframeView, Tracker
+from batchtrack.model.tracker.planning import FramePlan, KeyframeView
+from batchtrack.model.tracker.tracker import NO_OBJECT_LOGIT, Tracker
 from batchtrack.model.types import FrameResult, Prompt
 
 H, W = 48, 64

@@ -25,6 +25,7 @@ from torch import nn
 
 from batchtrack.model.configs import DetectorConfig
 from batchtrack.model.nn.boxes import cxcywh_to_xyxy, inverse_sigmoid
+from batchtrack.model.nn.masks import mask_nms
 from batchtrack.model.sam3.detector.detr_decoder import DetrDecoder
 from batchtrack.model.sam3.detector.dot_product_scoring import DotProductScoring
 from batchtrack.model.sam3.detector.fusion_encoder import FusionEncoder
@@ -92,23 +93,6 @@ def combined_score(query_logits: torch.Tensor, presence_logits: torch.Tensor) ->
     """logit(sigmoid(query) x sigmoid(presence)) clamped to +-10: (..., Q) and (...) -> (..., Q)."""
     joint = query_logits.sigmoid() * presence_logits.sigmoid()[..., None]
     return inverse_sigmoid(joint).clamp(min=-_SCORE_CLAMP, max=_SCORE_CLAMP)
-
-
-def mask_nms(scores: torch.Tensor, masks: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """Greedy NMS on mask IoU: (K,) scores, (K, h, w) boolean masks -> kept indices, best score first.
-
-    A candidate is dropped when its IoU with a kept, higher-scoring mask exceeds `iou_threshold`.
-    """
-    flat = masks.flatten(1).float()  # (K, hw)
-    inter = flat @ flat.T  # (K, K)
-    area = flat.sum(dim=1)
-    overlaps = (inter / (area[:, None] + area[None, :] - inter).clamp(min=1) > iou_threshold).cpu()  # (K, K)
-    order = torch.argsort(scores, descending=True, stable=True).tolist()
-    kept: list[int] = []
-    for i in order:
-        if not kept or not overlaps[i, kept].any():
-            kept.append(i)
-    return torch.tensor(kept, dtype=torch.long, device=scores.device)
 
 
 class ConceptDetector(nn.Module):
@@ -200,7 +184,8 @@ class ConceptDetector(nn.Module):
             for c in concept.unique().tolist():
                 idx = torch.nonzero(concept == c, as_tuple=True)[0]
                 masks = out.mask_logits[c, query[idx]] > 0
-                keep.append(idx[mask_nms(probs[c, query[idx]], masks, nms_iou_threshold)])
+                kept = mask_nms(masks=masks, scores=probs[c, query[idx]], iou_threshold=nms_iou_threshold)
+                keep.append(idx[torch.tensor(kept, dtype=torch.long, device=idx.device)])
             # Kept queries in query order, as SAM 3's video loop reads them (new objects are numbered in this order).
             order = torch.sort(torch.cat(keep)).values
             concept, query = concept[order], query[order]
