@@ -31,17 +31,7 @@ from batchtrack.model.modes.track_planning import (
     plan_frame,
 )
 
-H = W = 32
-
-
-def box(x0: int, y0: int, x1: int, y1: int, size: tuple[int, int] = (H, W)) -> torch.Tensor:
-    m = torch.zeros(size, dtype=torch.bool)
-    m[y0:y1, x0:x1] = True
-    return m
-
-
-def stack(*masks: torch.Tensor) -> torch.Tensor:
-    return torch.stack(masks) if masks else torch.zeros(0, H, W, dtype=torch.bool)
+from .mask_shapes import H, W, box, stack
 
 
 def test_track_is_matched_to_its_best_overlapping_proposal() -> None:
