@@ -60,7 +60,7 @@ def main() -> None:
     corpus = work / "corpus"
     make_demo_corpus(corpus, num_videos=args.videos, width=args.width, height=args.height, num_frames=args.frames)
     _prompt_clip_starts(sorted(corpus.glob("*.mp4")), corpus / "prompts.jsonl", args.clip_frames - 2)
-    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
 
     results: list[tuple[int, JobSummary, dict[str, float]]] = []
     for actors in (1, 2):

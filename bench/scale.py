@@ -7,7 +7,7 @@ Each video is 96x64, 12 frames (one clip), with one box prompt on frame 0; the c
 synthetic video written once and copied under N names (a copy is a distinct video: its id hashes
 its URI, size and mtime/ETag), each with its own prompt line. The job runs with a cheap classical
 tracker (`--model baseline-homography`, no automatic mode) on one embedded local Ray
-(`ray.init(num_cpus=--cpus)`) shared by every run; the S3 backend is moto's server on
+(`ray.init(address="local", num_cpus=--cpus)`) shared by every run; the S3 backend is moto's server on
 127.0.0.1 (in a process of its own), reached through `storage_options` and fake AWS_* credentials.
 
 Per (backend, N) one row, all measured in this one invocation:
@@ -776,7 +776,7 @@ def main() -> None:
     prompt_rows: list[PromptRow] = []
     with moto_backend() if "s3" in args.backends else nullcontext() as s3:
         # Ray starts after the S3 variables are set, so its workers inherit them.
-        ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
         try:
             warm = warm_up(work, data, box, args)
             print(

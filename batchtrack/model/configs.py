@@ -434,6 +434,28 @@ _CONFIGS: dict[str, TrackerConfig] = {
             text_layers=2,
         ),
     ),
+    # Tests only: SAM 3 at 224 px with a small PE ViT (4 blocks, 128 wide) and detector head, its tracker full
+    # size: the model tests/parity checks end to end against the official video loop, and the job runs on.
+    "sam3-test-parity": TrackerConfig(
+        name="sam3-test-parity",
+        image_encoder=PEViTConfig(
+            embed_dim=128, depth=4, num_heads=4, window_size=8, global_att_blocks=(1, 3), pretrain_img_size=112
+        ),
+        image_size=224,
+        max_cond_frames_in_attn=4,
+        detector=DetectorConfig(
+            dim_feedforward=256,
+            encoder_layers=2,
+            decoder_layers=3,
+            geometry_layers=2,
+            scoring_mlp_dim=256,
+            num_queries=200,
+            text_width=64,
+            text_heads=4,
+            text_layers=2,
+        ),
+        **_SAM3_TRACKER,
+    ),
     # Unit tests only: 64 px input, 5 blocks, feature map 4x4.
     "test-tiny": TrackerConfig(
         name="test-tiny",

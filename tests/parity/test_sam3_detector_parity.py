@@ -469,15 +469,13 @@ def test_head_checkpoint_with_a_wrong_key_is_named(oracle: SimpleNamespace, tmp_
 
 
 # --- the whole detector: PE ViT trunk + neck, text encoder, head, from one Meta-layout sam3.pt -------------------
-TRUNK = PEViTConfig(embed_dim=128, depth=4, num_heads=4, window_size=8, global_att_blocks=(1, 3), pretrain_img_size=112)
+# The registry's test model: SAM 3 with a small trunk and the head above (its text encoder reduced too).
+WHOLE: TrackerConfig = replace(get_config("sam3-test-parity"), name="sam3-detector-parity")
+TRUNK = WHOLE.image_encoder
 WHOLE_HEAD = replace(HEAD, text_width=64, text_heads=4, text_layers=2)
-WHOLE: TrackerConfig = replace(
-    get_config("sam3"),
-    name="sam3-detector-parity",
-    image_encoder=TRUNK,
-    image_size=IMAGE_SIZE,
-    detector=WHOLE_HEAD,
-)
+assert WHOLE.detector == WHOLE_HEAD and isinstance(TRUNK, PEViTConfig)
+
+
 PHRASES = ["a dog", "the red car on the left", "tree"]
 
 
