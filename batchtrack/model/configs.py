@@ -238,6 +238,11 @@ class TrackerConfig:
     # ... and, before that, a mask that keeps under 30% of its area under pixel-wise non-overlap with the other
     # tracked objects is suppressed (clamped to <= -10) for memory (`_suppress_object_pw_area_shrinkage`).
     video_loop_shrink_suppression: bool = False
+    # ... which keeps the objects born on one frame in one tracker state (a cohort; each visually prompted object
+    # in one of its own): re-conditioning an object makes the frame a conditioning frame of its cohort mates too
+    # (with their own propagated outputs and pointers), and memory selection gives one verdict per cohort
+    # (`cal_mem_score` over the state's objects). Off: one verdict per frame, a re-conditioning touches its object.
+    video_loop_cohorts: bool = False
     # --- memory tracker runtime (owned by the tracker engineer; see model/tracker.py) ---
     # Frames encoded together by the image encoder, read ahead from the frame iterator; this bounds
     # the look-ahead (and the raw frames held) to this many frames.
@@ -337,6 +342,7 @@ _SAM3_TRACKER: dict[str, Any] = {
     "video_fill_hole_area": 16,
     "video_loop_memory": True,
     "video_loop_shrink_suppression": True,
+    "video_loop_cohorts": True,
 }
 
 _CONFIGS: dict[str, TrackerConfig] = {

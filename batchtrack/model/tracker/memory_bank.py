@@ -93,6 +93,10 @@ class MemoryBank:
         self.sign = -1 if reverse else 1
         self.memory_selection = memory_selection
         self.objects: dict[int, ObjectMemory] = {}
+        # Object id -> its cohort, where SAM 3's video loop keeps objects in tracker states (objects born together
+        # share one; see TrackerConfig.video_loop_cohorts). Empty otherwise: every object in one state, as SAM 2.
+        self.cohorts: dict[int, int] = {}
+        self._next_cohort = 0
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -117,6 +121,17 @@ class MemoryBank:
         else:
             mem.recent[frame_index] = entry
 
+    def new_cohort(self, object_ids: list[int]) -> None:
+        """`object_ids` (born together) form a cohort of their own."""
+        for oid in object_ids:
+            self.cohorts[oid] = self._next_cohort
+        self._next_cohort += 1
+
+    def forget(self, object_id: int) -> None:
+        """Drop an object that stops: its memory and its place in its cohort."""
+        self.objects.pop(object_id, None)
+        self.cohorts.pop(object_id, None)
+
     def prune(self, next_frame: int) -> None:
         """Drop whatever `next_frame` and every later frame can no longer read."""
         if self.memory_selection:
@@ -131,6 +146,11 @@ class MemoryBank:
                 del mem.cond[t]
 
     # -- reading ---------------------------------------------------------------------------
+
+    def cohort_mates(self, object_id: int) -> list[int]:
+        """The other objects of `object_id`'s cohort (none without cohorts)."""
+        cohort = self.cohorts.get(object_id)
+        return [o for o, c in self.cohorts.items() if cohort is not None and c == cohort and o != object_id]
 
     def has_memory(self, object_id: int) -> bool:
         mem = self.objects.get(object_id)

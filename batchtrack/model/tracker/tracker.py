@@ -384,6 +384,8 @@ class Tracker(nn.Module):
         for oid in sorted(prompted, key=lambda o: plan.order[o]):
             if oid not in clip.live:
                 clip.live.append(oid)
+                if self._keeps_cohorts(planner):  # SAM 3's video loop: a visually prompted object's own state
+                    clip.bank.new_cohort([oid])
         tracked = [oid for oid in clip.live if oid not in prompted]
         parts = self._predict_tracked(clip, frame_index, feat, tracked + refined)
         previous: dict[int, torch.Tensor] = {}
@@ -470,7 +472,7 @@ class Tracker(nn.Module):
             gone = set(update.remove)
             clip.live = [o for o in clip.live if o not in gone]
             for oid in gone:
-                clip.bank.objects.pop(oid, None)
+                clip.bank.forget(oid)
             kept_ids = [o for o in (rows.object_ids if rows is not None else []) if o not in gone]
             gone_ids = [o for o in (rows.object_ids if rows is not None else []) if o in gone]
             if rows is not None and gone_ids:
@@ -481,6 +483,10 @@ class Tracker(nn.Module):
             sources = [self._merge_prompts([p], clip) for p in update.recondition]
             sources += [self._detection_prompt(d, clip) for d in update.recondition_detections]
             rows = self._recondition(feat, rows, sources)
+            if self._keeps_cohorts(planner):
+                mates = {m for o in recondition for m in clip.bank.cohort_mates(o)} & set(rows.object_ids)
+                rows = _as_conditioning(rows, mates - recondition)
+                recondition |= mates
         born = [d for d in update.detections if int(d.object_id) not in clip.live]
         if len(born) != len(update.detections) or len({int(d.object_id) for d in born}) != len(born):
             raise PromptError(f"frame {frame_index}: detections must start new objects, each once")
@@ -490,6 +496,8 @@ class Tracker(nn.Module):
         for oid in [*(int(p.object_id) for p in update.prompts), *(int(d.object_id) for d in born)]:
             if oid not in clip.live:
                 clip.live.append(oid)
+        if self._keeps_cohorts(planner):  # SAM 3 adds a frame's new objects to one new tracker state
+            clip.bank.new_cohort([o for o in clip.live if o not in clip.bank.cohorts])
         kept = [o for o in (rows.object_ids if rows is not None else []) if o not in replaced]
         new_prompts = [self._merge_prompts([p], clip) for p in update.prompts]
         new_prompts += [self._detection_prompt(d, clip) for d in born]
@@ -631,24 +639,37 @@ class Tracker(nn.Module):
     def _store_memory(self, clip: ClipState, frame_index: int, rows: Rows, features: torch.Tensor) -> None:
         if clip.memory_pos is None:
             clip.memory_pos = self.memory_encoder.position_encoding(features[:1]).float()
-        selectable = self._passes_memory_selection(rows)
+        selectable = self._memory_verdicts(clip, rows)
         for i, oid in enumerate(rows.object_ids):
             prompted = bool(rows.prompted[i])
-            clip.bank.add(oid, frame_index, features[i], rows.pointers[i], cond=prompted, selectable=selectable)
+            clip.bank.add(oid, frame_index, features[i], rows.pointers[i], cond=prompted, selectable=selectable[i])
 
-    def _passes_memory_selection(self, rows: Rows) -> bool:
-        """SAM 3's criterion for keeping this frame's tracked memories readable (always True when it is off).
+    def _memory_verdicts(self, clip: ClipState, rows: Rows) -> list[bool]:
+        """Per row, SAM 3's criterion for keeping this frame's tracked memory readable (always True when it is off).
 
-        One verdict per frame, over the objects tracked on it together, as the official `cal_mem_score` gives it:
-        its product of (N, 1) scores and (N,) IoUs broadcasts to (N, N), so its mean is mean(score) x mean(IoU).
+        One verdict per tracker state: per cohort where the bank keeps them, else per frame. Over the objects
+        tracked in it together, as the official `cal_mem_score` gives it: its product of (N, 1) scores and (N,)
+        IoUs broadcasts to (N, N), so its mean is mean(score) x mean(IoU).
         """
-        tracked = ~rows.prompted
-        if not self.config.memory_selection or not bool(tracked.any()):
-            return True
-        logits = rows.scores[tracked, 0]  # (T,)
-        norm = torch.where(logits > 0, torch.sigmoid(logits) * 2 - 1, torch.zeros_like(logits))
-        score = norm.mean() * rows.iou[tracked].mean()
-        return bool(score > self.config.memory_selection_threshold)
+        if not self.config.memory_selection:
+            return [True] * len(rows.object_ids)
+        states: dict[int | None, list[int]] = {}
+        for i, oid in enumerate(rows.object_ids):
+            if not bool(rows.prompted[i]):
+                states.setdefault(clip.bank.cohorts.get(oid), []).append(i)
+        verdicts = [True] * len(rows.object_ids)
+        for members in states.values():
+            index = torch.tensor(members, device=rows.scores.device)
+            logits = rows.scores[index, 0]  # (T,)
+            norm = torch.where(logits > 0, torch.sigmoid(logits) * 2 - 1, torch.zeros_like(logits))
+            passed = bool(norm.mean() * rows.iou[index].mean() > self.config.memory_selection_threshold)
+            for i in members:
+                verdicts[i] = passed
+        return verdicts
+
+    def _keeps_cohorts(self, planner: FramePlanner | None) -> bool:
+        """Whether objects join cohorts (SAM 3's tracker states): in its video loop only, where a planner drives."""
+        return planner is not None and self.config.video_loop_cohorts
 
     def _result(self, clip: ClipState, frame_index: int, rows: Rows, low_res: torch.Tensor) -> FrameResult:
         video = F.interpolate(low_res, size=(clip.height, clip.width), mode="bilinear", align_corners=False)
@@ -715,6 +736,15 @@ def _check_frame(frame: np.ndarray, size: tuple[int, int] | None) -> tuple[int, 
     if size is not None and hw != size:
         raise ValueError(f"frame size changed within a clip: {hw} after {size}")
     return hw
+
+
+def _as_conditioning(rows: Rows, object_ids: set[int]) -> Rows:
+    """`rows` with these objects' frames made conditioning frames, their outputs and pointers unchanged (a
+    re-conditioned object's cohort mates: SAM 3's preflight consolidates the whole tracker state's frame)."""
+    if not object_ids:
+        return rows
+    hit = torch.tensor([o in object_ids for o in rows.object_ids], dtype=torch.bool, device=rows.prompted.device)
+    return replace(rows, prompted=rows.prompted | hit)
 
 
 def _empty_result(frame_index: int, height: int, width: int, dim: int) -> FrameResult:

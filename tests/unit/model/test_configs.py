@@ -36,7 +36,7 @@ def _official_yaml_dir() -> Path:
 
 
 def test_registry_has_every_advertised_size() -> None:
-    assert set(TRACKER_CONFIGS) == {*_YAML_BY_NAME, "tiny-synthetic", "test-tiny", "sam3", "sam3-test-tiny"}
+    assert set(TRACKER_CONFIGS) == {*_YAML_BY_NAME, "tiny-synthetic", "test-tiny", "sam3", "sam3-test-tiny", "sam3-test-parity"}
     for name, config in TRACKER_CONFIGS.items():
         assert config.name == name
 
