@@ -177,8 +177,8 @@ def test_concept_loop_matches_the_official_video_loop_frame_by_frame(runs: Runs)
     print("births", runs.births, "removals", runs.removals, "re-conditioning frames", runs.recondition_frames)
     print("seconds", runs.seconds)
     rows = report["rows"]
-    # Not degenerate: at least 4 objects each output non-empty on at least 3 frames, born on several frames, one removed by
-    # hot-start, several objects on one frame, re-conditioning frames with live tracks (the rule is evaluated).
+    # Not degenerate: at least 4 objects each output non-empty on at least 3 frames, born on several frames, one
+    # removed by hot-start, several objects on one frame, re-conditioning frames with live tracks (the rule runs).
     frames_out: dict[int, int] = {}  # object -> frames where the official loop outputs a non-empty mask for it
     for frame in runs.official:
         for oid, mask in zip(frame.object_ids, frame.masks, strict=True):
