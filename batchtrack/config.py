@@ -155,6 +155,18 @@ class AutoConfig(_Section):
     )
 
 
+class ConceptConfig(_Section):
+    """Concept mode (--text): the settings of SAM 3's video loop a job can change (the rest are SAM 3's)."""
+
+    recondition_every: int = Field(
+        16,
+        ge=0,
+        description="Every this many frames, a track whose mask a confident detection overlaps closely is "
+        "re-conditioned on that detection's mask (SAM 3's recondition_every_nth_frame: 16). 0: never. Part of the "
+        "clip ids only when not 16, so outputs of the default resume as before.",
+    )
+
+
 class OutputConfig(_Section):
     """What is written under the output URI."""
 
@@ -190,6 +202,7 @@ class JobConfig(BaseSettings):
     model: ModelConfig = Field(default_factory=ModelConfig, description="Tracker model.")
     actors: ActorConfig = Field(default_factory=ActorConfig, description="Tracker actor pool.")
     auto: AutoConfig = Field(default_factory=AutoConfig, description="Automatic mode.")
+    concept: ConceptConfig = Field(default_factory=ConceptConfig, description="Concept mode (--text).")
     out: OutputConfig = Field(default_factory=OutputConfig, description="Output format.")
     max_failed_fraction: float = Field(
         0.0, ge=0, le=1, description="Exit non-zero when more than this fraction of clips failed."

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import fsspec
 import numpy as np
 
-from batchtrack.config import AutoConfig, JobConfig, ModelConfig
+from batchtrack.config import AutoConfig, ConceptConfig, JobConfig, ModelConfig
 from batchtrack.errors import ConfigError
 from batchtrack.io.checkpoint_cache import CachedCheckpoint, fetch_checkpoint
 from batchtrack.model.types import FrameResult, Prompt
@@ -30,6 +30,7 @@ from batchtrack.model.types import FrameResult, Prompt
 if TYPE_CHECKING:
     from batchtrack.model.modes.association import AssociationHead
     from batchtrack.model.modes.concept import ConceptLoop
+    from batchtrack.model.modes.track_planning import TrackPlanningConfig
 
 BASELINE_PREFIX = "baseline-"
 # How the job-wide concepts are named in an error when the config (not the CLI's --text flag) gave them.
@@ -59,6 +60,7 @@ class ResolvedModel:
     no_auto_reason: str | None = None  # why automatic mode is unavailable (videos without prompts are skipped)
     has_detector: bool = False  # the model carries a concept detector (SAM 3's text encoder and detector)
     detector: bool = False  # the job tracks concepts: actors build the model with its detector
+    concept: ConceptConfig = field(default_factory=ConceptConfig)  # concept-mode loop settings (`concept_planning`)
 
     @property
     def name(self) -> str:
@@ -107,6 +109,7 @@ def resolve_model(cfg: JobConfig, *, text_source: str = TEXT_FROM_CONFIG) -> Res
         no_auto_reason=no_auto,
         has_detector=has_detector,
         detector=bool(cfg.text),
+        concept=cfg.concept,
     )
 
 
@@ -221,14 +224,22 @@ def _no_detector(model_name: str, where: str) -> ConfigError:
     )
 
 
-def build_concept_loop(tracker: FrameTracker) -> ConceptLoop:
-    """The concept-mode loop over a loaded SAM 3 model with its detector (a `ConceptTracker`)."""
+def concept_planning(concept: ConceptConfig) -> TrackPlanningConfig:
+    """SAM 3's video-loop rules (`TrackPlanningConfig`, SAM 3's defaults) with the job's `concept` settings."""
+    from batchtrack.model.modes.track_planning import TrackPlanningConfig
+
+    return TrackPlanningConfig(recondition_every=concept.recondition_every)
+
+
+def build_concept_loop(tracker: FrameTracker, concept: ConceptConfig | None = None) -> ConceptLoop:
+    """The concept-mode loop over a loaded SAM 3 model with its detector (a `ConceptTracker`), with the job's
+    `concept` settings (default: SAM 3's)."""
     from batchtrack.model.modes.concept import ConceptLoop
     from batchtrack.model.sam3.concept_tracker import ConceptTracker, Sam3FrameDetector
 
     if not isinstance(tracker, ConceptTracker):
         raise ConfigError(f"concept mode needs a tracker with a concept detector, got {type(tracker).__name__}")
-    return ConceptLoop(tracker, Sam3FrameDetector(tracker))
+    return ConceptLoop(tracker, Sam3FrameDetector(tracker), concept_planning(concept or ConceptConfig()))
 
 
 def check_auto_config(auto: AutoConfig, model_name: str, storage_options: Mapping[str, Any] | None = None) -> None:

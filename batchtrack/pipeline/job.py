@@ -46,6 +46,7 @@ from batchtrack.pipeline.plan import (
     PlanSettings,
     VideoTask,
     auto_mode_key,
+    concept_mode_key,
     group_units,
     make_unit,
     plan_video,
@@ -357,6 +358,7 @@ def plan_settings(cfg: JobConfig, model: ResolvedModel) -> PlanSettings:
         seed=cfg.seed,
         concepts=cfg.text,
         sample_fps=cfg.sample.fps,
+        concept_key=concept_mode_key(model.concept),
     )
 
 

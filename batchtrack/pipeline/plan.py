@@ -8,7 +8,8 @@ fixed-length spans of a video: the granularity of clips/ rows, timings and failu
 Every id is a hash of what determines the output, so a rerun of the same job finds the same ids:
 
 - `video_key`: the video, the model and its weights, the video's prompts, the mode (with the
-  automatic-mode settings, or the concept set), the clip length, the seed and the sampling rate;
+  automatic-mode settings, or the concept set and the concept-mode settings that are not SAM 3's),
+  the clip length, the seed and the sampling rate;
 - `unit_id`: the video keys of its videos;
 - `clip_id`: the video, the span, the model and the video's prompts and concepts (a prompt on any
   frame before the clip changes what the clip holds; other concepts make other rows, so a rerun with
@@ -25,7 +26,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from batchtrack.config import AutoConfig, ClipPlanConfig, UnitConfig
+from batchtrack.config import AutoConfig, ClipPlanConfig, ConceptConfig, UnitConfig
 from batchtrack.io.corpus import VideoRef, stable_hash
 from batchtrack.io.prompts import PromptRecord, canonical_concepts, prompt_set_hash
 
@@ -51,6 +52,7 @@ class PlanSettings:
     seed: int = 0
     concepts: tuple[str, ...] = ()  # noun phrases tracked in every video (--text), canonical
     sample_fps: float | None = None  # --sample-fps; None: every frame
+    concept_key: str | None = None  # concept-mode settings off their defaults (`concept_mode_key`); None: none is
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,19 @@ def auto_mode_key(auto: AutoConfig) -> str:
     return json.dumps(auto.model_dump(mode="json", exclude={"enabled"}), sort_keys=True, separators=(",", ":"))
 
 
+def concept_mode_key(concept: ConceptConfig) -> str | None:
+    """The concept-mode settings that differ from their defaults (SAM 3's), as a canonical string for ids; None when
+    none does, so the ids of a job on the defaults are those of a job before the settings existed.
+
+    >>> concept_mode_key(ConceptConfig()) is None and concept_mode_key(ConceptConfig(recondition_every=16)) is None
+    True
+    >>> concept_mode_key(ConceptConfig(recondition_every=2))
+    '{"recondition_every":2}'
+    """
+    changed = concept.model_dump(mode="json", exclude_defaults=True)
+    return json.dumps(changed, sort_keys=True, separators=(",", ":")) if changed else None
+
+
 def plan_video(
     ref: VideoRef, prompts: Sequence[PromptRecord], settings: PlanSettings, concepts: Sequence[str] = ()
 ) -> VideoTask:
@@ -191,6 +206,8 @@ def plan_video(
         parts.append(settings.auto_key)
     if mode == "concept":
         parts.append(json.dumps(wanted))
+        if settings.concept_key is not None:  # absent on the defaults, so their ids stay as they were
+            parts.append(f"concept={settings.concept_key}")
     if settings.sample_fps is not None:  # absent at full rate, so full-rate ids stay as they were
         parts.append(f"sample_fps={settings.sample_fps!r}")
     reason = f"no prompts and {settings.no_auto_reason}" if mode == "skipped" else None

@@ -56,7 +56,11 @@ class UnitProcessor:
         concept_loop: ConceptLoop | None = None,
     ) -> None:
         self.trackers = VideoTrackers(
-            tracker, auto_tracker, concept_loop, auto_settings_given=settings.model.auto is not None
+            tracker,
+            auto_tracker,
+            concept_loop,
+            auto_settings_given=settings.model.auto is not None,
+            concept=settings.model.concept,
         )
         self.settings = settings
         self.device = device

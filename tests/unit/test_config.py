@@ -85,3 +85,28 @@ def test_redacted_masks_credentials() -> None:
     assert "AKIA123" not in text
     assert "s3cr3t" not in text
     assert "'endpoint_url': 'x'" in text
+
+
+def test_concept_recondition_interval_defaults_to_sam3s_and_comes_from_yaml_env_and_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert load_config(corpus="a", output="b").concept.recondition_every == 16  # recondition_every_nth_frame
+    path = _write(tmp_path, "corpus: a\noutput: b\nconcept:\n  recondition_every: 4\n")
+    assert load_config(path).concept.recondition_every == 4
+    monkeypatch.setenv("BATCHTRACK_CONCEPT__RECONDITION_EVERY", "0")  # 0: never
+    assert load_config(path).concept.recondition_every == 0
+    assert load_config(path, concept={"recondition_every": 2}).concept.recondition_every == 2
+
+
+def test_a_negative_recondition_interval_names_the_key_line_and_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _write(tmp_path, "corpus: a\noutput: b\nconcept:\n  recondition_every: -1\n")
+    expected = r"job\.yaml, line 4: key 'concept\.recondition_every': .*greater than or equal to 0 \(got -1\)"
+    with pytest.raises(ConfigError, match=expected):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"unknown key 'concept\.recondition_evry'"):
+        load_config(corpus="a", output="b", concept={"recondition_evry": 4})
+    monkeypatch.setenv("BATCHTRACK_CONCEPT__RECONDITION_EVERY", "often")
+    with pytest.raises(ConfigError, match=r"key 'concept\.recondition_every'.*got 'often'"):
+        load_config(corpus="a", output="b")

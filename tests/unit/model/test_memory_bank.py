@@ -155,3 +155,15 @@ def test_memory_selection_keeps_the_bank_bounded_when_every_frame_fails() -> Non
 def test_memory_selection_needs_temporal_stride_one() -> None:
     with pytest.raises(ValueError, match="memory_selection needs temporal_stride 1, got 2"):
         MemoryBank(NUM_MASKMEM, MAX_PTRS, temporal_stride=2, memory_selection=True)
+
+
+def test_cohorts_name_mates_and_forgetting_an_object_leaves_its_cohort() -> None:
+    bank = MemoryBank(num_maskmem=7, max_obj_ptrs=16)
+    bank.new_cohort([1, 2, 3])
+    bank.new_cohort([4])
+    for obj in (1, 2, 3, 4):
+        _store(bank, 0, cond=True, obj=obj)
+    assert bank.cohort_mates(1) == [2, 3] and bank.cohort_mates(4) == []
+    bank.forget(2)
+    assert bank.cohort_mates(1) == [3] and 2 not in bank.objects
+    assert bank.cohort_mates(9) == []  # an object outside any cohort has no mates

@@ -303,3 +303,32 @@ def test_a_reconditioning_entry_must_be_a_mask_of_a_live_kept_object(
 ) -> None:
     with pytest.raises(PromptError, match=message):
         list(tracker.track(_frames(range(3)), [_box(0)], planner=_Planner(plan)))
+
+
+class _BornTogetherThenReconditioned:
+    """Starts objects 1 and 2 together on frame 0 (one cohort in SAM 3's video loop), object 3 on frame 1, and
+    re-conditions object 1 on frame 3."""
+
+    def wants(self, frame_index: int) -> bool:
+        return frame_index in (0, 1, 3)
+
+    def plan(self, view: KeyframeView) -> FramePlan:
+        t = view.frame_index
+        if t == 0:
+            return FramePlan(prompts=[Prompt(0, 1, mask=_rect(8, 8, 24, 24)), Prompt(0, 2, mask=_rect(28, 36, 44, 60))])
+        if t == 1:
+            return FramePlan(prompts=[Prompt(1, 3, mask=_rect(26, 4, 44, 20))])
+        return FramePlan(recondition=[Prompt(t, 1, mask=_rect(8, 10, 24, 26))])
+
+
+@pytest.mark.parametrize("cohorts", [True, False])
+def test_reconditioning_an_object_conditions_the_objects_born_with_it(cohorts: bool) -> None:
+    tracker = _sam3_tiny(video_loop_cohorts=cohorts)
+    bank = tracker.new_bank(num_frames=5)
+    frames = [(t, _frame(t)) for t in range(5)]
+    results = list(tracker.track(frames, [], num_frames=5, bank=bank, planner=_BornTogetherThenReconditioned()))
+    assert [r.object_ids for r in results] == [[1, 2], [1, 2, 3], [1, 2, 3], [1, 2, 3], [1, 2, 3]]
+    assert bank.num_cond_frames(1) == 2  # frames 0 and 3
+    assert bank.num_cond_frames(2) == (2 if cohorts else 1)  # its cohort mate: frame 3 too
+    assert bank.num_cond_frames(3) == 1  # born on another frame: not a mate
+    assert bank.cohort_mates(1) == ([2] if cohorts else [])

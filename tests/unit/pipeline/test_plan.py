@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from batchtrack.config import AutoConfig, ClipPlanConfig, UnitConfig
+from batchtrack.config import AutoConfig, ClipPlanConfig, ConceptConfig, UnitConfig
 from batchtrack.io.corpus import VideoRef
 from batchtrack.io.prompts import PromptRecord
 from batchtrack.pipeline.plan import (
@@ -14,6 +14,7 @@ from batchtrack.pipeline.plan import (
     auto_mode_key,
     clip_length,
     clip_spans,
+    concept_mode_key,
     group_units,
     make_clip_id,
     make_unit,
@@ -142,3 +143,23 @@ def test_videos_without_concepts_keep_their_keys() -> None:
     assert plan_video(_ref(), [], AUTO).key == "929377d1371cb1ef"
     assert plan_video(_ref(), [_prompt(0)], AUTO).key == "a1ddd754d930495d"
     assert plan_video(_ref(), [], AUTO).concepts == ()
+
+
+def _with_text(concept: ConceptConfig) -> PlanSettings:
+    key = concept_mode_key(concept)
+    return PlanSettings(MODEL, ClipPlanConfig(length_frames=30), None, "no auto", concepts=("person",), concept_key=key)
+
+
+def test_concept_settings_key_concept_videos_only_when_off_sam3s_defaults() -> None:
+    default = plan_video(_ref(), [], _with_text(ConceptConfig())).key
+    # The key a concept video had before the concept settings existed: outputs of the defaults still resume.
+    assert default == "015190bf0b0f8f97"
+    assert plan_video(_ref(), [], _with_text(ConceptConfig(recondition_every=16))).key == default
+    keys = {plan_video(_ref(), [], _with_text(ConceptConfig(recondition_every=n))).key for n in (16, 2, 0)}
+    assert len(keys) == 3, "another re-conditioning interval, other clip ids"
+    # Prompted and automatic videos do not run the concept loop: their keys ignore its settings.
+    auto_key = auto_mode_key(AutoConfig())
+    for prompts in ([], [_prompt(0)]):
+        off = PlanSettings(MODEL, ClipPlanConfig(length_frames=30), auto_key, None, concept_key='{"x":1}')
+        on = PlanSettings(MODEL, ClipPlanConfig(length_frames=30), auto_key, None)
+        assert plan_video(_ref(), prompts, off).key == plan_video(_ref(), prompts, on).key
