@@ -21,9 +21,9 @@ propagated masks (holes and specks, `TrackerConfig.video_fill_hole_area`), new o
 mask (`FramePlan.detections`: every detection on a frame without tracks, empty ones too, ids in detection order) and
 output that detection's own mask on their first frame, tracked objects' memory is re-encoded the video loop's way
 (`video_loop_memory`, `video_loop_shrink_suppression`), and outputs are made non-overlapping object-wise and rows with
-an empty mask dropped (`TrackPlanningConfig.non_overlapping_outputs`). Still different: SAM 3 keeps the objects born
-on one frame in one tracker state, so a re-conditioned frame also conditions the others born with the track, and
-memory selection gives one verdict per such cohort; here only the re-conditioned track, one verdict per frame.
+an empty mask dropped (`TrackPlanningConfig.non_overlapping_outputs`). SAM 3 keeps the objects born on one frame in
+one tracker state: the tracker keeps them as a cohort (`TrackerConfig.video_loop_cohorts`), so a re-conditioned frame
+also conditions the others born with the track, and memory selection gives one verdict per cohort.
 
 Rows are held back `hotstart_delay` frames (SAM 3's hot-start): a track removed on probation never
 reaches the output, not even on the frames before its removal. The held frames keep their masks
