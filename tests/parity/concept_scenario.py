@@ -120,6 +120,25 @@ def official_parts(bias: DetectionBias = BIAS) -> tuple[torch.nn.Module, torch.n
     return detector, tracker
 
 
+# The re-conditioning scenario: detections enlarged (mask_shift < 0) and tracks raised to follow them (masks over
+# ~85% of the frame, object-score logits above SAM 3's 0.8), so that a confident detection overlaps its track with
+# IoU >= 0.8 and re-conditions it, which random heads of the main scenario never do (best IoU 0.04-0.21).
+RECONDITION_BIAS = DetectionBias(presence=8.0, score_gain=4.0, score_shift=0.0, mask_shift=-4.0)
+TRACK_MASK_SHIFT = 0.03  # added to the bias of every mask token's hypernetwork output (pixel embeddings are > 0)
+TRACK_SCORE_SHIFT = 2.0  # added to the object-score head's output
+
+
+def recondition_parts() -> tuple[torch.nn.Module, torch.nn.Module]:
+    """official_parts of the re-conditioning scenario: enlarged detections, tracks that follow them."""
+    detector, tracker = official_parts(RECONDITION_BIAS)
+    decoder = tracker.sam_mask_decoder
+    with torch.no_grad():
+        for mlp in decoder.output_hypernetworks_mlps:
+            mlp.layers[-1].bias.add_(TRACK_MASK_SHIFT)
+        decoder.pred_obj_score_head.layers[-1].bias.add_(TRACK_SCORE_SHIFT)
+    return detector, tracker
+
+
 def write_checkpoint(detector: torch.nn.Module, tracker: torch.nn.Module, path: Path) -> Path:
     """The two official modules' weights in Meta's sam3.pt layout."""
     meta = {"detector." + k: v for k, v in detector.state_dict().items()}
@@ -183,5 +202,6 @@ __all__ = [
     "official_parts",
     "our_config",
     "our_loop",
+    "recondition_parts",
     "write_checkpoint",
 ]
