@@ -197,8 +197,7 @@ def test_concept_loop_matches_the_official_video_loop_frame_by_frame(runs: Runs)
 # One of SAM 3's video-loop rules switched off on our side only (its official default stays on the other side).
 # Not here because this scenario does not exercise them (switching them off changes no frame, measured): occlusion
 # suppression (`occlusion_iou`) and the detections' mask NMS (`detection_nms_iou`); re-conditioning itself (no
-# detection reaches SAM 3's fixed 0.8 IoU with a track of random heads), checked on the tracker in
-# test_sam3_parity.py.
+# detection reaches SAM 3's fixed 0.8 IoU with a track of random heads): see the re-conditioning scenario below.
 RULES_OFF: dict[str, dict[str, Any]] = {
     "hole filling": {"config": {"video_fill_hole_area": 0}},
     "video-loop memory": {"config": {"video_loop_memory": False}},
