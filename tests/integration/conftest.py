@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import signal
@@ -80,20 +79,6 @@ def local_ray() -> Iterator[None]:
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def cluster_slot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Held by the tests that start a multi-process Ray cluster of their own (`ray start` heads and workers,
-    ray.cluster_utils.Cluster): one such cluster at a time across xdist workers, so that two of them side by side
-    on a 2-core machine do not starve each other's GCS past Ray's start-up timeouts."""
-    lock = tmp_path_factory.getbasetemp().parent / "batchtrack-ray-cluster.lock"  # shared by the xdist workers
-    with lock.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")

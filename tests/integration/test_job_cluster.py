@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def cluster(cluster_slot: None) -> Iterator[Cluster]:
+def cluster() -> Iterator[Cluster]:
     # The head runs the driver and Ray's own actors but no tracker: trackers must land on worker nodes.
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
     ray.init(address=cluster.address, log_to_driver=False)

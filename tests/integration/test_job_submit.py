@@ -52,7 +52,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def head(cluster_slot: None) -> Iterator[str]:
+def head() -> Iterator[str]:
     """A Ray head on loopback with a dashboard (the job server); yields the job server's address."""
     temp_dir = tempfile.mkdtemp(prefix="btray")  # short: Ray's socket paths must fit in 107 bytes
     dashboard = _free_port()

@@ -395,7 +395,7 @@ def session(tmp_path: Path, s3_server: Any) -> Iterator[Session]:
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def test_readme_commands_run_as_written(cluster_slot: None, session: Session, s3_server: Any) -> None:
+def test_readme_commands_run_as_written(session: Session, s3_server: Any) -> None:
     blocks = readme_blocks()
     ran: list[str] = []
     for heading in RUN_HERE_IN_ORDER:
