@@ -367,6 +367,43 @@ def test_point_correction_on_a_tracked_frame_matches_official(
     assert _max_differences(without, expected)["logits"] > 1e-2
 
 
+def _official_reconditioning(
+    oracle: SimpleNamespace, images: torch.Tensor, prompts: list[Prompt], detection: np.ndarray
+) -> tuple[dict[int, Any], dict[str, Any]]:
+    """The official session of the objects `prompts` start (one tracker state), tracked to CORRECTION_FRAME, where
+    object 1 takes `detection` with add_new_mask + propagate_in_video_preflight (conditioning frame of the whole
+    state, pointer from the mask); then, as _tracker_update_memories does, that frame's memory is re-encoded from the
+    propagated low-res masks (_run_memory_encoder, not from points, after the loop's hole filling (16), resized
+    straight to the memory size, with an area-based object score) and tracking goes on. Outputs on the frame are the
+    propagated (filled) ones, as SAM 3's build_outputs writes them. Returns the per-frame expectations and the state."""
+    pred = oracle.model
+    utils = oracle.ns.tracker_utils
+    import sam3.perflib.connected_components as cc
+
+    with torch.inference_mode(), pytest.MonkeyPatch.context() as mp, cpu_patches(mp):
+        state = pred.init_state(video_height=HEIGHT, video_width=WIDTH, num_frames=MASK_FRAMES)
+        state["images"] = images
+        _add_oracle_prompts(pred, state, prompts)
+        expected = _propagate_oracle(pred, state, 0, CORRECTION_FRAME)
+        tracked = state["output_dict"]["non_cond_frame_outputs"][CORRECTION_FRAME]
+        mp.setattr(cc, "connected_components", reference_connected_components)
+        low_res = utils.fill_holes_in_mask_scores(tracked["pred_masks"].clone(), 16, True, True)  # (N, 1, h, w)
+        pred.add_new_mask(state, CORRECTION_FRAME, 1, torch.from_numpy(detection))
+        pred.propagate_in_video_preflight(state, run_mem_encoder=True)
+        side = tuple(pred.maskmem_backbone.mask_downsampler.interpol_size)
+        high = torch.nn.functional.interpolate(low_res, size=side, mode="bilinear", align_corners=False)
+        score = torch.where((high > 0).any(dim=(-1, -2)), 10.0, -10.0)
+        n = low_res.shape[0]
+        features, _ = pred._run_memory_encoder(state, CORRECTION_FRAME, n, high, score, is_mask_from_pts=False)
+        state["output_dict"]["cond_frame_outputs"][CORRECTION_FRAME]["maskmem_features"] = features
+        after = _propagate_oracle(pred, state, CORRECTION_FRAME, MASK_FRAMES)
+    ids, _, scores, _ = expected[CORRECTION_FRAME]
+    logits = torch.nn.functional.interpolate(low_res, size=(HEIGHT, WIDTH), mode="bilinear", align_corners=False)[:, 0]
+    expected.update(after)
+    expected[CORRECTION_FRAME] = (ids, logits, scores, after[CORRECTION_FRAME][3])
+    return expected, state
+
+
 class _Recondition:
     """A FramePlanner that re-conditions `object_id` on `frame_index` with `mask` (as concept mode does), or, with
     `as_prompt`, gives the mask as a plain mask prompt (memory and output from the mask)."""
@@ -398,32 +435,7 @@ def test_reconditioning_matches_official_add_new_mask_with_memory_from_the_propa
     prompts = [Prompt(frame_index=0, object_id=1, box=np.array([10.0, 20.0, 70.0, 80.0]))]
     detection = _rectangle(20 + 2 * CORRECTION_FRAME, 14 + 3 * CORRECTION_FRAME, 78, 84 + 3 * CORRECTION_FRAME)
     images = preprocess_frames(np.stack(frames), IMAGE_SIZE, "cpu", CONFIG.image_mean, CONFIG.image_std)
-    pred = oracle.model
-    utils = oracle.ns.tracker_utils
-    import sam3.perflib.connected_components as cc
-
-    with torch.inference_mode(), pytest.MonkeyPatch.context() as mp, cpu_patches(mp):
-        state = pred.init_state(video_height=HEIGHT, video_width=WIDTH, num_frames=MASK_FRAMES)
-        state["images"] = images
-        _add_oracle_prompts(pred, state, prompts)
-        expected = _propagate_oracle(pred, state, 0, CORRECTION_FRAME)
-        tracked = state["output_dict"]["non_cond_frame_outputs"][CORRECTION_FRAME]
-        # The video loop cleans the propagated mask first (fill_holes_in_mask_scores, 16), then re-encodes memory
-        # from it resized straight to the memory size with an area-based score (_tracker_update_memories).
-        mp.setattr(cc, "connected_components", reference_connected_components)
-        low_res = utils.fill_holes_in_mask_scores(tracked["pred_masks"].clone(), 16, True, True)
-        pred.add_new_mask(state, CORRECTION_FRAME, 1, torch.from_numpy(detection))
-        pred.propagate_in_video_preflight(state, run_mem_encoder=True)
-        side = tuple(pred.maskmem_backbone.mask_downsampler.interpol_size)
-        high = torch.nn.functional.interpolate(low_res, size=side, mode="bilinear", align_corners=False)
-        score = torch.where((high > 0).any(dim=(-1, -2)), 10.0, -10.0)
-        features, _ = pred._run_memory_encoder(state, CORRECTION_FRAME, 1, high, score, is_mask_from_pts=False)
-        state["output_dict"]["cond_frame_outputs"][CORRECTION_FRAME]["maskmem_features"] = features
-        after = _propagate_oracle(pred, state, CORRECTION_FRAME, MASK_FRAMES)
-    ids, _, scores, _ = expected[CORRECTION_FRAME]
-    logits = torch.nn.functional.interpolate(low_res, size=(HEIGHT, WIDTH), mode="bilinear", align_corners=False)[:, 0]
-    expected.update(after)
-    expected[CORRECTION_FRAME] = (ids, logits, scores, after[CORRECTION_FRAME][3])
+    expected, _ = _official_reconditioning(oracle, images, prompts, detection)
 
     def run(planner: _Recondition) -> list[FrameResult]:
         return list(ours.track(list(enumerate(frames)), prompts, num_frames=MASK_FRAMES, planner=planner))
@@ -478,32 +490,10 @@ def test_reconditioning_an_object_conditions_its_cohort_as_the_official_tracker_
     masks = {1: _rectangle(20, 10, 70, 60), 2: _rectangle(30, 70, 80, 120)}
     detection = _rectangle(20 + 2 * CORRECTION_FRAME, 10 + 3 * CORRECTION_FRAME, 74, 64 + 3 * CORRECTION_FRAME)
     images = preprocess_frames(np.stack(frames), IMAGE_SIZE, "cpu", CONFIG.image_mean, CONFIG.image_std)
-    pred = oracle.model
-    utils = oracle.ns.tracker_utils
-    import sam3.perflib.connected_components as cc
-
-    with torch.inference_mode(), pytest.MonkeyPatch.context() as mp, cpu_patches(mp):
-        state = pred.init_state(video_height=HEIGHT, video_width=WIDTH, num_frames=MASK_FRAMES)
-        state["images"] = images
-        _add_oracle_prompts(pred, state, [Prompt(frame_index=0, object_id=o, mask=m) for o, m in masks.items()])
-        expected = _propagate_oracle(pred, state, 0, CORRECTION_FRAME)
-        tracked = state["output_dict"]["non_cond_frame_outputs"][CORRECTION_FRAME]
-        mp.setattr(cc, "connected_components", reference_connected_components)
-        low_res = utils.fill_holes_in_mask_scores(tracked["pred_masks"].clone(), 16, True, True)  # (2, 1, h, w)
-        pred.add_new_mask(state, CORRECTION_FRAME, 1, torch.from_numpy(detection))
-        pred.propagate_in_video_preflight(state, run_mem_encoder=True)
-        per_object = state["output_dict_per_obj"]  # by object index: objects 1 and 2 are 0 and 1
-        assert all(CORRECTION_FRAME in per_object[i]["cond_frame_outputs"] for i in (0, 1))  # the mate's, too
-        side = tuple(pred.maskmem_backbone.mask_downsampler.interpol_size)
-        high = torch.nn.functional.interpolate(low_res, size=side, mode="bilinear", align_corners=False)
-        score = torch.where((high > 0).any(dim=(-1, -2)), 10.0, -10.0)
-        features, _ = pred._run_memory_encoder(state, CORRECTION_FRAME, 2, high, score, is_mask_from_pts=False)
-        state["output_dict"]["cond_frame_outputs"][CORRECTION_FRAME]["maskmem_features"] = features
-        after = _propagate_oracle(pred, state, CORRECTION_FRAME, MASK_FRAMES)
-    ids, _, scores, _ = expected[CORRECTION_FRAME]
-    logits = torch.nn.functional.interpolate(low_res, size=(HEIGHT, WIDTH), mode="bilinear", align_corners=False)[:, 0]
-    expected.update(after)
-    expected[CORRECTION_FRAME] = (ids, logits, scores, after[CORRECTION_FRAME][3])
+    prompts = [Prompt(frame_index=0, object_id=o, mask=m) for o, m in masks.items()]
+    expected, state = _official_reconditioning(oracle, images, prompts, detection)
+    per_object = state["output_dict_per_obj"]  # by object index: objects 1 and 2 are 0 and 1
+    assert all(CORRECTION_FRAME in per_object[i]["cond_frame_outputs"] for i in (0, 1))  # the mate's, too
 
     def run(cohorts: bool) -> list[FrameResult]:
         config = replace(CONFIG, video_loop_shrink_suppression=False, video_loop_cohorts=cohorts)
